@@ -1,0 +1,420 @@
+//! The configuration: one TOML file plus `LARK_ONCALL_<SECTION>__<KEY>` environment overrides,
+//! validated as a whole at start-up. Every error names the key it is about.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub const DEFAULT_PATH: &str = "/etc/lark-oncall/config.toml";
+const ENV_PREFIX: &str = "LARK_ONCALL_";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Base of the URLs Lark reaches us at, e.g. `https://oncall.example.com`.
+    pub public_url: Option<String>,
+    /// Address of the public listener (Lark callbacks, homepage, health).
+    pub listen: String,
+    /// Optional second listener for the admin UI and API; unset = served on `listen`.
+    pub admin_listen: Option<String>,
+    /// PEM certificate chain; HTTPS on every listener when set with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// The redb state file; its directory also holds the secret-encryption key file.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, or per-module like `info,lark_oncall::web=debug`.
+    pub level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            public_url: None,
+            listen: "0.0.0.0:8443".into(),
+            admin_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: PathBuf::from("/var/lib/lark-oncall/state.redb"),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration problem, tied to the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The validated settings the server runs with, derived from [`Config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub public_url: Url,
+    pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    pub tls: Option<TlsFiles>,
+    pub max_body_bytes: u64,
+    pub storage_path: PathBuf,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Settings {
+    /// Base of the Lark-facing URLs, without a trailing slash.
+    pub fn public_base(&self) -> &str {
+        self.public_url.as_str().trim_end_matches('/')
+    }
+
+    /// The directory holding the state file and its companions (key file, CLI token).
+    pub fn state_dir(&self) -> &Path {
+        self.storage_path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+impl Config {
+    /// Reads `path` (a missing file is an error) and applies the environment overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
+        Config::from_sources(&text, std::env::vars())
+    }
+
+    /// Parses TOML text, then applies `LARK_ONCALL_*` overrides from `env`.
+    pub fn from_sources(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::new("config", format!("invalid TOML: {}", e.message()))
+        })?;
+        apply_env(&mut table, env)?;
+        let mut unknown = Vec::new();
+        let mut note_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let tracked = serde_ignored::Deserializer::new(toml::Value::Table(table), &mut note_unknown);
+        let config: Config = serde_path_to_error::deserialize(tracked)
+            .map_err(|e| ConfigError::new(e.path().to_string(), e.inner().to_string()))?;
+        if let Some(key) = unknown.into_iter().next() {
+            return Err(ConfigError::new(key, "unknown key"));
+        }
+        Ok(config)
+    }
+
+    /// Checks everything that can be checked without binding sockets.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let s = &self.server;
+        let public_url = match &s.public_url {
+            None => {
+                return Err(ConfigError::new(
+                    "server.public_url",
+                    "is required: set it to the https:// address Lark reaches this server at",
+                ));
+            }
+            Some(raw) => parse_public_url(raw)?,
+        };
+        let listen = parse_addr("server.listen", &s.listen)?;
+        let admin_listen = s
+            .admin_listen
+            .as_deref()
+            .map(|a| parse_addr("server.admin_listen", a))
+            .transpose()?;
+        let tls = match (&s.tls_cert, &s.tls_key) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "server.tls_key",
+                    "must be set together with server.tls_cert",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "server.tls_cert",
+                    "must be set together with server.tls_key",
+                ));
+            }
+            (Some(cert), Some(key)) => {
+                check_readable("server.tls_cert", cert)?;
+                check_readable("server.tls_key", key)?;
+                crate::web::tls::load_certified_key(cert, key)
+                    .map_err(|e| ConfigError::new(e.key(), e.to_string()))?;
+                Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })
+            }
+        };
+        if s.max_body_bytes < 1024 {
+            return Err(ConfigError::new("server.max_body_bytes", "must be at least 1024"));
+        }
+        check_storage_dir(&self.storage.path)?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            ConfigError::new("log.level", format!("invalid filter {:?}: {e}", self.log.level))
+        })?;
+        Ok(Settings {
+            public_url,
+            listen,
+            admin_listen,
+            tls,
+            max_body_bytes: s.max_body_bytes,
+            storage_path: self.storage.path.clone(),
+            log: self.log.clone(),
+        })
+    }
+
+    /// The effective configuration as TOML. Holds no secrets today; any added later are redacted here.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+fn parse_public_url(raw: &str) -> Result<Url, ConfigError> {
+    let key = "server.public_url";
+    let url = Url::parse(raw).map_err(|e| ConfigError::new(key, format!("{raw:?} is not a URL: {e}")))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(ConfigError::new(key, format!("{raw:?} must be an http(s) URL")));
+    }
+    if url.host_str().is_none() {
+        return Err(ConfigError::new(key, format!("{raw:?} has no host")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(
+            key,
+            format!("{raw:?} must not have a query or fragment"),
+        ));
+    }
+    Ok(url)
+}
+
+fn parse_addr(key: &str, raw: &str) -> Result<SocketAddr, ConfigError> {
+    raw.parse().map_err(|_| {
+        ConfigError::new(
+            key,
+            format!("{raw:?} is not an address like 0.0.0.0:8443 or [::1]:8080"),
+        )
+    })
+}
+
+fn check_readable(key: &str, path: &Path) -> Result<(), ConfigError> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))
+}
+
+fn check_storage_dir(path: &Path) -> Result<(), ConfigError> {
+    let key = "storage.path";
+    if path.is_dir() {
+        return Err(ConfigError::new(
+            key,
+            format!("{} is a directory; name the state file", path.display()),
+        ));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| ConfigError::new(key, format!("directory {} is not usable: {e}", dir.display())))?;
+    if !meta.is_dir() {
+        return Err(ConfigError::new(
+            key,
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    // Probe for write access the way the server will use it.
+    let probe = dir.join(format!(".lark-oncall-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| ConfigError::new(key, format!("directory {} is not writable: {e}", dir.display())))
+}
+
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize");
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+        .collect();
+    vars.sort();
+    for (name, raw) in vars {
+        let rest = &name[ENV_PREFIX.len()..];
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let path = format!("{section}.{key}");
+        let default = defaults.get(&section).and_then(|s| s.get(&key));
+        let value = match default {
+            Some(toml::Value::Integer(_)) => raw
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .map_err(|_| ConfigError::new(&path, format!("{name}={raw:?} is not a whole number")))?,
+            Some(toml::Value::Boolean(_)) => raw
+                .parse::<bool>()
+                .map(toml::Value::Boolean)
+                .map_err(|_| ConfigError::new(&path, format!("{name}={raw:?} is not true or false")))?,
+            _ => toml::Value::String(raw),
+        };
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key, value);
+            }
+            _ => return Err(ConfigError::new(section, "is not a table")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_sources("[server]\nlisen = \"x\"\n", env(&[])).unwrap_err();
+        assert_eq!(err.key, "server.lisen");
+        let err = Config::from_sources("[nope]\na = 1\n", env(&[])).unwrap_err();
+        assert_eq!(err.key, "nope");
+    }
+
+    #[test]
+    fn env_overrides_file_and_keeps_types() {
+        let cfg = Config::from_sources(
+            "[server]\nlisten = \"127.0.0.1:1\"\n",
+            env(&[
+                ("LARK_ONCALL_SERVER__LISTEN", "127.0.0.1:2"),
+                ("LARK_ONCALL_SERVER__MAX_BODY_BYTES", "4096"),
+                ("LARK_ONCALL_SERVER__PUBLIC_URL", "https://x.example"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.server.listen, "127.0.0.1:2");
+        assert_eq!(cfg.server.max_body_bytes, 4096);
+        assert_eq!(cfg.server.public_url.as_deref(), Some("https://x.example"));
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let err = Config::from_sources("[server]\nmax_body_bytes = \"big\"\n", env(&[])).unwrap_err();
+        assert_eq!(err.key, "server.max_body_bytes");
+        let err = Config::from_sources("[log]\nformat = \"xml\"\n", env(&[])).unwrap_err();
+        assert_eq!(err.key, "log.format");
+    }
+
+    #[test]
+    fn env_errors_name_the_key() {
+        let err =
+            Config::from_sources("", env(&[("LARK_ONCALL_SERVER__MAX_BODY_BYTES", "big")])).unwrap_err();
+        assert_eq!(err.key, "server.max_body_bytes");
+        let err = Config::from_sources("", env(&[("LARK_ONCALL_SERVER__BOGUS", "1")])).unwrap_err();
+        assert_eq!(err.key, "server.bogus");
+    }
+
+    #[test]
+    fn validation_names_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.storage.path = dir.path().join("state.redb");
+        assert_eq!(cfg.validate().unwrap_err().key, "server.public_url");
+        cfg.server.public_url = Some("ftp://x".into());
+        assert_eq!(cfg.validate().unwrap_err().key, "server.public_url");
+        cfg.server.public_url = Some("https://oncall.example.com/".into());
+        cfg.server.listen = "nonsense".into();
+        assert_eq!(cfg.validate().unwrap_err().key, "server.listen");
+        cfg.server.listen = "127.0.0.1:0".into();
+        cfg.server.tls_cert = Some(dir.path().join("missing.pem"));
+        assert_eq!(cfg.validate().unwrap_err().key, "server.tls_key");
+        cfg.server.tls_key = Some(dir.path().join("missing.key"));
+        assert_eq!(cfg.validate().unwrap_err().key, "server.tls_cert");
+        cfg.server.tls_cert = None;
+        cfg.server.tls_key = None;
+        cfg.storage.path = dir.path().join("no/such/dir/state.redb");
+        assert_eq!(cfg.validate().unwrap_err().key, "storage.path");
+        cfg.storage.path = dir.path().join("state.redb");
+        cfg.log.level = "info,=[".into();
+        assert_eq!(cfg.validate().unwrap_err().key, "log.level");
+        cfg.log.level = "info".into();
+        let settings = cfg.validate().unwrap();
+        assert_eq!(settings.public_base(), "https://oncall.example.com");
+    }
+}

@@ -1,0 +1,12 @@
+//! lark-oncall: on-call incident response for Feishu/Lark in one binary.
+//!
+//! Domains: [`store`] (the redb state file), [`auth`] (admin accounts and tokens), [`web`] (HTTP
+//! routes), with [`app`] wiring them into a running service and [`cli`] as the entry point.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod store;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,243 @@
+//! The one redb file: typed tables and their encoding, the schema version, the group-commit writer,
+//! and consistent backup/restore. Other modules reach redb only through [`Store`], [`ReadTx`] and
+//! [`WriteTx`], naming the typed tables declared in [`tables`].
+
+mod table;
+pub mod tables;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition, TableHandle};
+
+pub use table::{KeyBytes, ReadTx, StoreKey, Table, WriteTx};
+
+/// The schema this build writes. Older files are migrated at open; newer ones are refused.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// One migration step from version `n` to `n + 1`, indexed by `n - 1`.
+type Migration = fn(&WriteTx<'_>) -> Result<(), StoreError>;
+const MIGRATIONS: &[Migration] = &[];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the state file {path} is in use by another process (is the service running?)")]
+    Locked { path: PathBuf },
+    #[error(
+        "the state file was written by a newer lark-oncall (schema {found}, this build knows {supported}); upgrade the binary or restore a backup"
+    )]
+    SchemaTooNew { found: u64, supported: u64 },
+    #[error("the file {path} is not a lark-oncall state file: {reason}")]
+    NotOurs { path: PathBuf, reason: String },
+    #[error("storage error: {0}")]
+    Redb(#[from] redb::Error),
+    #[error("corrupt row in table {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+    #[error("encoding error in table {table}: {reason}")]
+    Encode { table: &'static str, reason: String },
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Redb(e.into()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The application's state file. Cheap to clone; the last clone dropped stops the writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    path: PathBuf,
+    writer: writer::Writer,
+}
+
+impl Store {
+    /// Opens (creating if absent) the state file, checks and migrates its schema.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                path: path.to_path_buf(),
+            },
+            redb::DatabaseError::Storage(redb::StorageError::Io(source)) => StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => StoreError::NotOurs {
+                path: path.to_path_buf(),
+                reason: other.to_string(),
+            },
+        })?;
+        let db = Arc::new(db);
+        let writer = writer::Writer::start(db.clone());
+        let store = Store {
+            inner: Arc::new(Inner {
+                db,
+                path: path.to_path_buf(),
+                writer,
+            }),
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        let found = self.read(|r| r.get(&tables::META, "schema_version"))?;
+        match found {
+            None => self.write_blocking(|w| w.put(&tables::META, "schema_version", &SCHEMA_VERSION)),
+            Some(v) if v > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
+                found: v,
+                supported: SCHEMA_VERSION,
+            }),
+            Some(v) if v < SCHEMA_VERSION => self.write_blocking(move |w| {
+                for step in &MIGRATIONS[(v - 1) as usize..] {
+                    step(w)?;
+                }
+                w.put(&tables::META, "schema_version", &SCHEMA_VERSION)
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Runs `f` in a read transaction (a consistent snapshot; never blocks the writer).
+    pub fn read<R>(&self, f: impl FnOnce(&ReadTx) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let tx = self.inner.db.begin_read()?;
+        f(&ReadTx::new(tx))
+    }
+
+    /// Runs `f` inside the next group commit and resolves once that commit is durable.
+    ///
+    /// Closures share one transaction with others in the batch, so a closure that can fail must
+    /// fail before it writes anything.
+    pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.writer.submit(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::write`] for synchronous callers (CLI commands, start-up).
+    pub fn write_blocking<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.inner.writer.submit(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Copies every table from one read snapshot into a new state file at `out`.
+    /// Safe while writes continue: the snapshot is consistent and never blocks them.
+    pub fn backup_to(&self, out: &Path) -> Result<u64, StoreError> {
+        let snapshot = self.inner.db.begin_read()?;
+        copy_tables(&snapshot, out)
+    }
+
+    /// Waits for pending writes, then closes the file.
+    pub fn close(self) {
+        if let Ok(inner) = Arc::try_unwrap(self.inner) {
+            inner.writer.stop();
+        }
+    }
+}
+
+fn raw_def(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+fn copy_tables(snapshot: &redb::ReadTransaction, out: &Path) -> Result<u64, StoreError> {
+    let io = |source| StoreError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    if out.exists() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "refusing to overwrite an existing file",
+        )));
+    }
+    let target = Database::create(out)?;
+    let tx = target.begin_write()?;
+    let mut rows = 0u64;
+    for handle in snapshot.list_tables()? {
+        let def = raw_def(handle.name());
+        let src = snapshot.open_table(def)?;
+        let mut dst = tx.open_table(def)?;
+        for entry in src.range::<&[u8]>(..)? {
+            let (k, v) = entry?;
+            dst.insert(k.value(), v.value())?;
+            rows += 1;
+        }
+        debug_assert_eq!(src.len()?, dst.len()?);
+    }
+    tx.commit()?;
+    drop(target);
+    std::fs::File::open(out).and_then(|f| f.sync_all()).map_err(io)?;
+    Ok(rows)
+}
+
+/// Replaces the state file at `path` with the backup at `from` (offline: the file must not be open).
+/// The backup is verified first; the replaced file is kept beside it as `<name>.pre-restore`.
+pub fn restore(path: &Path, from: &Path) -> Result<PathBuf, StoreError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| StoreError::Io { path: p, source }
+    };
+    if !from.is_file() {
+        return Err(StoreError::Io {
+            path: from.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such backup file"),
+        });
+    }
+    {
+        let backup = Store::open(from)?;
+        backup.close();
+    }
+    if path.exists() {
+        // Take the lock to prove the service is not running.
+        let live = Store::open(path)?;
+        live.close();
+    }
+    let staging = path.with_extension("restoring");
+    std::fs::copy(from, &staging).map_err(io(&staging))?;
+    std::fs::File::open(&staging)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&staging))?;
+    let previous = path.with_extension("pre-restore");
+    if path.exists() {
+        std::fs::rename(path, &previous).map_err(io(path))?;
+    }
+    std::fs::rename(&staging, path).map_err(io(path))?;
+    Ok(previous)
+}

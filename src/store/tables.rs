@@ -1,0 +1,16 @@
+//! Every table in the state file, with its key and row types. Names carry a version suffix so a
+//! changed row type becomes a new table migrated by copy, never a silent reinterpretation.
+
+use super::Table;
+
+/// Schema version, sequence counters and other small facts about the file itself.
+pub const META: Table<String, u64> = Table::new("meta_v1");
+
+use crate::auth::{AdminAccount, ApiToken, Session};
+
+/// Admin accounts by username.
+pub const ADMINS: Table<String, AdminAccount> = Table::new("admins_v1");
+/// Browser sessions by session id (the cookie carries `id.secret`; only the secret's hash is kept).
+pub const SESSIONS: Table<String, Session> = Table::new("sessions_v1");
+/// API tokens by id (the token is `lko_<id>_<secret>`; only the secret's hash is kept).
+pub const API_TOKENS: Table<String, ApiToken> = Table::new("api_tokens_v1");

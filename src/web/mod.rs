@@ -1,0 +1,111 @@
+//! HTTP routes: the public listener (Lark-facing paths, health) and the admin listener (admin API,
+//! UI, metrics, OpenAPI). Handlers call the domain; every error leaves as the JSON error shape.
+
+pub mod admin;
+pub mod assets;
+pub mod body;
+pub mod error;
+pub mod server;
+pub mod tls;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::app::App;
+use crate::telemetry::HttpLabels;
+
+fn health(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
+    let readyz = warp::path!("readyz").and(warp::get()).map(move || {
+        let ready = app.ready.load(Ordering::SeqCst);
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        let body = serde_json::json!({"status": if ready { "ready" } else { "not_ready" }});
+        warp::reply::with_status(warp::reply::json(&body), status).into_response()
+    });
+    healthz.or(readyz).unify().boxed()
+}
+
+/// Wraps routes with the JSON error mapping and one log line (and metric) per request.
+fn finish(
+    routes: BoxedFilter<(Response,)>,
+    app: Arc<App>,
+    listener: &'static str,
+) -> BoxedFilter<(Response,)> {
+    let started = warp::any().map(Instant::now);
+    started
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(routes.recover(error::recover).unify())
+        .map(
+            move |t0: Instant, method: warp::http::Method, path: warp::path::FullPath, response: Response| {
+                let elapsed = t0.elapsed();
+                let status = response.status().as_u16();
+                app.metrics
+                    .http_requests
+                    .get_or_create(&HttpLabels {
+                        listener,
+                        method: method.to_string(),
+                        status,
+                    })
+                    .inc();
+                app.metrics.http_latency.observe(elapsed.as_secs_f64());
+                // The path only: query strings can carry integration keys.
+                tracing::info!(
+                    target: "lark_oncall::access",
+                    listener,
+                    %method,
+                    path = path.as_str(),
+                    status,
+                    latency_ms = elapsed.as_secs_f64() * 1000.0,
+                );
+                response
+            },
+        )
+        .boxed()
+}
+
+fn public_only(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    health(app).boxed()
+}
+
+fn admin_only(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    admin::routes(app.clone()).or(assets::routes()).unify().boxed()
+}
+
+/// Routes of the public listener when a separate admin listener exists.
+pub fn public_routes(app: Arc<App>, listener: &'static str) -> BoxedFilter<(Response,)> {
+    finish(public_only(app.clone()), app, listener)
+}
+
+/// Routes of the separate admin listener.
+pub fn admin_routes(app: Arc<App>, listener: &'static str) -> BoxedFilter<(Response,)> {
+    finish(
+        health(app.clone()).or(admin_only(app.clone())).unify().boxed(),
+        app,
+        listener,
+    )
+}
+
+/// Everything on one socket (no `server.admin_listen`).
+pub fn all_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    finish(
+        public_only(app.clone())
+            .or(admin_only(app.clone()))
+            .unify()
+            .boxed(),
+        app,
+        "main",
+    )
+}
