@@ -1,12 +1,13 @@
 //! lark-oncall: on-call incident response for Feishu/Lark in one binary.
 //!
-//! Domains: [`store`] (the redb state file), [`auth`] (admin accounts and tokens), [`web`] (HTTP
-//! routes), with [`app`] wiring them into a running service and [`cli`] as the entry point.
+//! Domains: [`store`] (the redb state file), [`auth`] (admin accounts and tokens), [`lark`] (Lark's
+//! wire protocol), [`web`] (HTTP routes), with [`app`] wiring them into a running service and [`cli`] as the entry point.
 
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod lark;
 pub mod store;
 pub mod telemetry;
 pub mod web;

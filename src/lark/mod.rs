@@ -1,0 +1,4 @@
+//! Lark's wire protocol: encryption and signatures, envelopes and events of the callback
+//! endpoint, and the Open API client. Knows nothing of incidents.
+
+pub mod crypto;
