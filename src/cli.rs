@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 struct ConfigArg {
     /// Path of the configuration file.
-    #[arg(long, short = 'c', env = "LARK_ONCALL_CONFIG", default_value = config::DEFAULT_PATH)]
+    #[arg(long, short = 'c', global = true, env = "LARK_ONCALL_CONFIG", default_value = config::DEFAULT_PATH)]
     config: PathBuf,
 }
 

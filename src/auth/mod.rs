@@ -16,8 +16,8 @@ use crate::store::{Store, StoreError, tables};
 
 pub const ADMIN_USER: &str = "admin";
 const SESSION_LIFETIME_HOURS: i64 = 12;
-/// Login attempts allowed per client address per minute.
-const LOGIN_ATTEMPTS_PER_MINUTE: u32 = 10;
+/// Login attempts a client address may make in a burst; after that, one more per minute.
+const LOGIN_ATTEMPT_BURST: u32 = 10;
 const TOKEN_PREFIX: &str = "lko_";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,7 +137,9 @@ pub struct Auth {
 
 impl Auth {
     pub fn new(store: Store, failed_logins: Counter) -> Arc<Auth> {
-        let quota = Quota::per_minute(NonZeroU32::new(LOGIN_ATTEMPTS_PER_MINUTE).expect("non-zero"));
+        let quota = Quota::with_period(std::time::Duration::from_secs(60))
+            .expect("non-zero period")
+            .allow_burst(NonZeroU32::new(LOGIN_ATTEMPT_BURST).expect("non-zero"));
         Arc::new(Auth {
             store,
             login_limiter: RateLimiter::keyed(quota),

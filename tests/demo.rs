@@ -1,0 +1,88 @@
+//! `lark-oncall demo` does what the README promises: it starts on loopback, prints the admin URL
+//! and login, the login works, and Ctrl-C stops it and removes its throwaway state.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn demo_prints_a_working_login_and_cleans_up() {
+    let port = free_port();
+    let mut child = Command::new(common::BIN)
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !printed.iter().any(|l: &String| l.starts_with("Press Ctrl-C")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        printed.push(lines_rx.recv_timeout(left).expect("demo output"));
+    }
+    let field = |label: &str| {
+        printed
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {label} in {printed:?}"))
+    };
+    let admin_url = field("admin UI:");
+    let login = field("login:");
+    let state_dir = printed
+        .iter()
+        .find_map(|l| l.split("state in ").nth(1))
+        .map(|rest| rest.split(',').next().unwrap().to_string())
+        .expect("state dir line");
+    let (user, password) = login.split_once(" / ").expect("user / password");
+    assert_eq!(admin_url, format!("http://127.0.0.1:{port}/"));
+
+    let http = common::client();
+    let res = http
+        .post(format!("{admin_url}api/v1/session"))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page = http.get(&admin_url).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<title>lark-oncall admin</title>"));
+    let health: Value = http
+        .get(format!("{admin_url}healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+
+    assert!(std::path::Path::new(&state_dir).exists());
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = common::wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "demo exited with {status}");
+    assert!(
+        !std::path::Path::new(&state_dir).exists(),
+        "demo left {state_dir} behind"
+    );
+}
