@@ -13,7 +13,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_lark-oncall");
 const RUNS: usize = 10;
 
 fn ready(addr: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(addr) else { return false };
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
     let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let mut buf = [0u8; 12];
     s.read_exact(&mut buf).is_ok() && &buf[9..12] == b"200"
@@ -55,7 +57,10 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn stop(mut child: Child) {
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let _ = child.wait();
 }
 

@@ -187,7 +187,66 @@ async fn authentication_tokens_sessions_and_csrf() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    drop(server);
+
+    // Neither API tokens nor session secrets reach the log.
+    let log = server.log_text();
+    for secret in [
+        &new_token[4..],
+        &token[4..],
+        cookie.split('=').nth(1).unwrap(),
+        csrf.as_str(),
+    ] {
+        assert!(!log.contains(secret), "a secret is in the log");
+    }
+}
+
+#[tokio::test]
+async fn set_password_works_offline_and_while_running() {
+    let inst = Instance::new("");
+    let http = client();
+    let login = |admin: String, password: &'static str| {
+        let http = http.clone();
+        async move {
+            http.post(format!("{admin}/api/v1/session"))
+                .json(&json!({"username": "admin", "password": password}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let out = inst.cli_with_stdin(&["admin", "set-password"], "short\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("12 characters"));
+    let out = inst.cli_with_stdin(&["admin", "set-password"], "offline-password-1\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let server = inst.serve();
+    assert_eq!(
+        login(server.admin.clone(), "offline-password-1").await,
+        StatusCode::OK
+    );
+    // While the service holds the state file, the CLI goes through its admin API.
+    let out = inst.cli_with_stdin(&["admin", "set-password"], "online-password-22\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        login(server.admin.clone(), "online-password-22").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        login(server.admin.clone(), "offline-password-1").await,
+        StatusCode::UNAUTHORIZED
+    );
+    let out = inst.cli(&["admin", "create-token", "online"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let res = http
+        .get(format!("{}/api/v1/version", server.admin))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -78,10 +78,14 @@ impl Store {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
                 path: path.to_path_buf(),
             },
-            redb::DatabaseError::Storage(redb::StorageError::Io(source)) => StoreError::Io {
-                path: path.to_path_buf(),
-                source,
-            },
+            redb::DatabaseError::Storage(redb::StorageError::Io(source))
+                if source.kind() != std::io::ErrorKind::InvalidData =>
+            {
+                StoreError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
             other => StoreError::NotOurs {
                 path: path.to_path_buf(),
                 reason: other.to_string(),
@@ -240,4 +244,74 @@ pub fn restore(path: &Path, from: &Path) -> Result<PathBuf, StoreError> {
     }
     std::fs::rename(&staging, path).map_err(io(path))?;
     Ok(previous)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROWS: Table<u64, String> = Table::new("test_rows_v1");
+
+    #[test]
+    fn refuses_a_newer_schema_and_keeps_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let store = Store::open(&path).unwrap();
+        store
+            .write_blocking(|w| w.put(&tables::META, "schema_version", &(SCHEMA_VERSION + 1)))
+            .unwrap();
+        store.close();
+        match Store::open(&path) {
+            Err(StoreError::SchemaTooNew { found, supported }) => {
+                assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+            }
+            other => panic!("expected SchemaTooNew, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        std::fs::write(&path, b"this is not a redb file at all, just text").unwrap();
+        let err = Store::open(&path).err();
+        assert!(matches!(err, Some(StoreError::NotOurs { .. })), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_share_commits_and_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let writes = (0..500u64).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.write(move |w| w.put(&ROWS, &i, &format!("row {i}"))).await })
+        });
+        for w in writes {
+            w.await.unwrap().unwrap();
+        }
+        let rows = store.read(|r| r.page(&ROWS, None, usize::MAX, false)).unwrap();
+        assert_eq!(rows.len(), 500);
+        assert_eq!(rows[499], (499, "row 499".to_string()));
+        let newest_first = store.read(|r| r.page(&ROWS, Some(&100), 2, true)).unwrap();
+        assert_eq!(newest_first.iter().map(|r| r.0).collect::<Vec<_>>(), vec![99, 98]);
+        assert_eq!(store.read(|r| r.count(&ROWS)).unwrap(), 500);
+    }
+
+    #[test]
+    fn prefix_scans_stop_at_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        const NAMED: Table<String, u64> = Table::new("test_named_v1");
+        store
+            .write_blocking(|w| {
+                for (k, v) in [("a/1", 1), ("a/2", 2), ("ab/1", 3), ("b/1", 4)] {
+                    w.put(&NAMED, k, &v)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let a = store.read(|r| r.scan_prefix(&NAMED, "a/", 10)).unwrap();
+        assert_eq!(a, vec![("a/1".to_string(), 1), ("a/2".to_string(), 2)]);
+        assert_eq!(store.read(|r| r.scan_prefix(&NAMED, "", 10)).unwrap().len(), 4);
+    }
 }
