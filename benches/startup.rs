@@ -26,7 +26,7 @@ fn start(config: &Path, state_dir: &Path) -> (Child, Duration) {
     let addresses = state_dir.join("listen-addresses.json");
     let _ = std::fs::remove_file(&addresses);
     let t0 = Instant::now();
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(config)
         .stdout(Stdio::null())
@@ -42,7 +42,11 @@ fn start(config: &Path, state_dir: &Path) -> (Child, Duration) {
             }
             return (child, t0.elapsed());
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "not ready in 10 s");
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("not ready in 10 s");
+        }
         std::thread::sleep(Duration::from_micros(200));
     }
 }
