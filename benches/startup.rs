@@ -22,7 +22,10 @@ fn ready(addr: &str) -> bool {
 }
 
 /// Starts `serve` and returns it with the time until `/readyz` answered 200.
-#[expect(clippy::zombie_processes, reason = "the child is returned; the caller stops and reaps it")]
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is returned; the caller stops and reaps it"
+)]
 fn start(config: &Path, state_dir: &Path) -> (Child, Duration) {
     let addresses = state_dir.join("listen-addresses.json");
     let _ = std::fs::remove_file(&addresses);

@@ -6,7 +6,9 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod lark;
 pub mod store;
 pub mod telemetry;

@@ -14,3 +14,14 @@ pub const ADMINS: Table<String, AdminAccount> = Table::new("admins_v1");
 pub const SESSIONS: Table<String, Session> = Table::new("sessions_v1");
 /// API tokens by id (the token is `lko_<id>_<secret>`; only the secret's hash is kept).
 pub const API_TOKENS: Table<String, ApiToken> = Table::new("api_tokens_v1");
+
+use crate::delivery::job::Job;
+use crate::delivery::oplog::OpEntry;
+use crate::delivery::quota::MonthUsage;
+
+/// The outbox: every Lark call that changes something, written before it is attempted.
+pub const OUTBOX: Table<u64, Job> = Table::new("outbox_v1");
+/// The operation log, one entry per job outcome, by sequence number.
+pub const OPLOG: Table<u64, OpEntry> = Table::new("oplog_v1");
+/// Monthly quota usage by `{integration_id}/{YYYY-MM}`.
+pub const QUOTA: Table<String, MonthUsage> = Table::new("quota_v1");

@@ -1,0 +1,774 @@
+//! The dispatcher: keeps every pending job of every integration in memory (mirroring the durable
+//! outbox), starts the next job that Lark's limits and the quota allow, runs it through an
+//! [`Executor`], and records the outcome — delivered, retried with backoff, held, or failed.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::job::{
+    CallClass, CallFailure, CallOutcome, FailureKind, HoldReason, Job, JobKind, JobState, NewJob,
+};
+use super::limits::{AppLimits, LimitConfig};
+use super::metrics::DeliveryMetrics;
+use super::oplog::{self, OpEntry};
+use super::quota::{self, DegradationPolicy, MonthUsage, Plan, QuotaReport};
+use crate::clock::Clock;
+use crate::store::{Store, StoreError, tables};
+
+/// Makes the Lark call a job describes. Implemented over the Open API client; the engine owns
+/// when calls happen, the executor only how.
+pub trait Executor: Send + Sync + 'static {
+    fn execute(&self, job: &Job) -> impl Future<Output = CallOutcome> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub limits: LimitConfig,
+    pub degradation: DegradationPolicy,
+    /// Time zone of the quota's calendar month.
+    pub quota_timezone: Tz,
+    /// A job still failing this long after its first attempt is marked failed.
+    pub give_up_after: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Calls in flight at once per integration.
+    pub max_in_flight: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            limits: LimitConfig::default(),
+            degradation: DegradationPolicy::default(),
+            quota_timezone: chrono_tz::Asia::Shanghai,
+            give_up_after: Duration::from_secs(24 * 3600),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            max_in_flight: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no job {0}")]
+    NoSuchJob(u64),
+    #[error("job {0} has not failed; only failed jobs can be re-triggered")]
+    NotFailed(u64),
+}
+
+/// Per-integration scheduling state.
+struct Lane {
+    limits: AppLimits,
+    plan: Plan,
+    /// rank → receiver → job ids, with a round-robin order of receivers per rank.
+    ranks: BTreeMap<u8, RankQueue>,
+    in_flight: usize,
+    month: String,
+    usage: MonthUsage,
+}
+
+#[derive(Default)]
+struct RankQueue {
+    by_receiver: HashMap<String, VecDeque<u64>>,
+    turn: VecDeque<String>,
+}
+
+impl RankQueue {
+    fn push(&mut self, receiver: String, id: u64) {
+        let q = self.by_receiver.entry(receiver.clone()).or_default();
+        if q.is_empty() {
+            self.turn.push_back(receiver);
+        }
+        q.push_back(id);
+    }
+}
+
+struct Inner {
+    lanes: HashMap<String, Lane>,
+    /// Pending and held jobs by id (failed jobs live only in the store).
+    jobs: HashMap<u64, Job>,
+    /// Pending card updates by (integration, message id), for coalescing.
+    pending_updates: HashMap<(String, String), u64>,
+    in_flight_ids: std::collections::HashSet<u64>,
+}
+
+pub struct Delivery {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    config: DeliveryConfig,
+    inner: Mutex<Inner>,
+    wake: Notify,
+    pub metrics: DeliveryMetrics,
+}
+
+fn job_uuid(id: u64) -> String {
+    // Unique across reinstalls too, so Lark's one-hour uuid dedup never merges two jobs.
+    format!("lko-{id}-{}", crate::auth::random_hex(8))
+}
+
+fn receiver_key(job: &Job) -> String {
+    job.kind.receiver().unwrap_or_default()
+}
+
+impl Delivery {
+    /// Loads the outbox. Call [`Delivery::set_plan`] for each integration, then [`Delivery::run`].
+    pub fn open(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        config: DeliveryConfig,
+        metrics: DeliveryMetrics,
+    ) -> Result<Arc<Delivery>, StoreError> {
+        let stored = store.read(|r| r.page(&tables::OUTBOX, None, usize::MAX, false))?;
+        let delivery = Arc::new(Delivery {
+            store,
+            clock,
+            config,
+            inner: Mutex::new(Inner {
+                lanes: HashMap::new(),
+                jobs: HashMap::new(),
+                pending_updates: HashMap::new(),
+                in_flight_ids: Default::default(),
+            }),
+            wake: Notify::new(),
+            metrics,
+        });
+        {
+            let mut inner = delivery.inner.lock().expect("delivery lock");
+            for (_, job) in stored {
+                if !matches!(job.state, JobState::Failed { .. }) {
+                    delivery.admit(&mut inner, job);
+                }
+            }
+        }
+        Ok(delivery)
+    }
+
+    fn lane<'a>(&self, lanes: &'a mut HashMap<String, Lane>, integration: &str) -> &'a mut Lane {
+        lanes.entry(integration.to_string()).or_insert_with(|| {
+            let month = quota::month_key(self.clock.now(), self.config.quota_timezone);
+            let usage = self.load_usage(integration, &month);
+            Lane {
+                limits: AppLimits::new(self.config.limits.clone()),
+                plan: Plan::BasicFree {
+                    monthly_quota: 10_000,
+                },
+                ranks: BTreeMap::new(),
+                in_flight: 0,
+                month,
+                usage,
+            }
+        })
+    }
+
+    fn load_usage(&self, integration: &str, month: &str) -> MonthUsage {
+        let key = format!("{integration}/{month}");
+        self.store
+            .read(|r| r.get(&tables::QUOTA, key.as_str()))
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Puts a known job into the in-memory schedule.
+    fn admit(&self, inner: &mut Inner, job: Job) {
+        let id = job.id;
+        if let JobKind::UpdateCard { message_id, .. } = &job.kind
+            && job.state == JobState::Pending
+        {
+            inner
+                .pending_updates
+                .insert((job.integration_id.clone(), message_id.clone()), id);
+        }
+        if job.state == JobState::Pending {
+            let lane = self.lane(&mut inner.lanes, &job.integration_id);
+            lane.ranks
+                .entry(job.rank())
+                .or_default()
+                .push(receiver_key(&job), id);
+        }
+        self.metrics.queued(job.kind.name(), 1);
+        inner.jobs.insert(id, job);
+    }
+
+    /// Sets (or changes) an integration's plan; jobs held for quota are re-evaluated.
+    pub fn set_plan(&self, integration: &str, plan: Plan) {
+        let mut inner = self.inner.lock().expect("delivery lock");
+        self.lane(&mut inner.lanes, integration).plan = plan;
+        self.release_holds(&mut inner, integration);
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    fn release_holds(&self, inner: &mut Inner, integration: &str) {
+        let held: Vec<u64> = inner
+            .jobs
+            .values()
+            .filter(|j| j.integration_id == integration && matches!(j.state, JobState::Held { .. }))
+            .map(|j| j.id)
+            .collect();
+        for id in held {
+            let job = inner.jobs.get_mut(&id).expect("held job");
+            job.state = JobState::Pending;
+            let (rank, receiver) = (job.rank(), receiver_key(job));
+            self.lane(&mut inner.lanes, integration)
+                .ranks
+                .entry(rank)
+                .or_default()
+                .push(receiver, id);
+        }
+    }
+
+    /// Writes a job to the outbox (durably) and schedules it. A card update for a message that
+    /// already has an update waiting is merged into it: the latest content wins.
+    pub async fn enqueue(&self, new: NewJob) -> Result<u64, StoreError> {
+        if let JobKind::UpdateCard { message_id, content } = &new.kind {
+            let key = (new.integration_id.clone(), message_id.clone());
+            let merged = {
+                let mut inner = self.inner.lock().expect("delivery lock");
+                let target = inner.pending_updates.get(&key).copied();
+                match target.filter(|id| !inner.in_flight_ids.contains(id)) {
+                    Some(id) => {
+                        let job = inner.jobs.get_mut(&id).expect("pending update");
+                        job.kind = JobKind::UpdateCard {
+                            message_id: message_id.clone(),
+                            content: content.clone(),
+                        };
+                        job.priority = job.priority.min(new.priority);
+                        job.cosmetic &= new.cosmetic;
+                        Some(job.clone())
+                    }
+                    None => None,
+                }
+            };
+            if let Some(job) = merged {
+                let id = job.id;
+                self.store
+                    .write(move |w| w.put(&tables::OUTBOX, &job.id, &job))
+                    .await?;
+                self.metrics.coalesced.inc();
+                return Ok(id);
+            }
+        }
+        let now = self.clock.now();
+        let job = self
+            .store
+            .write(move |w| {
+                let id = w.next_sequence("outbox")?;
+                let job = Job {
+                    id,
+                    integration_id: new.integration_id,
+                    incident_id: new.incident_id,
+                    priority: new.priority,
+                    cosmetic: new.cosmetic,
+                    kind: new.kind,
+                    uuid: job_uuid(id),
+                    created_at: now,
+                    first_attempt_at: None,
+                    attempts: 0,
+                    next_attempt_at: None,
+                    state: JobState::Pending,
+                };
+                w.put(&tables::OUTBOX, &id, &job)?;
+                Ok(job)
+            })
+            .await?;
+        let id = job.id;
+        self.admit(&mut self.inner.lock().expect("delivery lock"), job);
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Records a notification that cannot be sent at all (e.g. the person's Lark account is
+    /// not linked to the app), so it shows in the operation log instead of vanishing.
+    pub async fn record_unsendable(
+        &self,
+        integration_id: &str,
+        incident_id: Option<&str>,
+        receiver: &str,
+        outcome: &str,
+    ) -> Result<(), StoreError> {
+        let entry = OpEntry {
+            seq: 0,
+            at: self.clock.now(),
+            integration_id: integration_id.into(),
+            incident_id: incident_id.map(str::to_string),
+            job_id: None,
+            receiver: Some(receiver.into()),
+            kind: "send".into(),
+            outcome: outcome.into(),
+            reason: Some(outcome.into()),
+            lark_code: None,
+            lark_message: None,
+            attempts: 0,
+            latency_ms: None,
+            message_id: None,
+        };
+        self.metrics.outcome("send", outcome);
+        self.store.write(move |w| oplog::append(w, entry).map(drop)).await
+    }
+
+    /// Counts calls made outside the outbox (token fetches, user look-ups, OAuth) in the ledger.
+    pub async fn count_calls(&self, integration: &str, class: CallClass, n: u64) -> Result<(), StoreError> {
+        let (key, usage, crossed) = {
+            let mut inner = self.inner.lock().expect("delivery lock");
+            let lane = self.lane(&mut inner.lanes, integration);
+            let crossed = quota::count(&mut lane.usage, class, n, lane.plan);
+            (
+                format!("{integration}/{}", lane.month),
+                lane.usage.clone(),
+                crossed,
+            )
+        };
+        self.warn_quota(integration, crossed);
+        self.store
+            .write(move |w| w.put(&tables::QUOTA, key.as_str(), &usage))
+            .await
+    }
+
+    fn warn_quota(&self, integration: &str, crossed: Option<u8>) {
+        if let Some(pct) = crossed {
+            tracing::warn!(integration, percent = pct, "monthly Lark API quota {pct}% used");
+            self.metrics.quota_warnings.inc();
+        }
+    }
+
+    pub fn quota_report(&self, integration: &str) -> QuotaReport {
+        let mut inner = self.inner.lock().expect("delivery lock");
+        let lane = self.lane(&mut inner.lanes, integration);
+        quota::report(
+            &lane.usage,
+            lane.plan,
+            self.clock.now(),
+            self.config.quota_timezone,
+        )
+    }
+
+    /// Puts a failed job back in the queue (admin action).
+    pub async fn retrigger(&self, id: u64) -> Result<(), DeliveryError> {
+        let job = self
+            .store
+            .read(|r| r.get(&tables::OUTBOX, &id))?
+            .ok_or(DeliveryError::NoSuchJob(id))?;
+        if !matches!(job.state, JobState::Failed { .. }) {
+            return Err(DeliveryError::NotFailed(id));
+        }
+        let job = Job {
+            state: JobState::Pending,
+            attempts: 0,
+            first_attempt_at: None,
+            next_attempt_at: None,
+            ..job
+        };
+        let stored = job.clone();
+        self.store
+            .write(move |w| w.put(&tables::OUTBOX, &stored.id, &stored))
+            .await?;
+        self.admit(&mut self.inner.lock().expect("delivery lock"), job);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Jobs in the outbox (pending, held and failed), oldest first, after `after`.
+    pub fn jobs(&self, after: Option<u64>, limit: usize) -> Result<Vec<Job>, StoreError> {
+        Ok(self
+            .store
+            .read(|r| r.page(&tables::OUTBOX, after.as_ref(), limit, false))?
+            .into_iter()
+            .map(|(_, j)| j)
+            .collect())
+    }
+
+    /// Jobs waiting in memory (pending or held), for tests and the admin API.
+    pub fn pending_count(&self) -> usize {
+        self.inner.lock().expect("delivery lock").jobs.len()
+    }
+
+    /// Re-evaluates the calendar month (the quota resets on the 1st) and wakes the dispatcher.
+    pub fn tick(&self) {
+        let month = quota::month_key(self.clock.now(), self.config.quota_timezone);
+        let mut inner = self.inner.lock().expect("delivery lock");
+        let rolled: Vec<String> = inner
+            .lanes
+            .iter()
+            .filter(|(_, lane)| lane.month != month)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in rolled {
+            let usage = self.load_usage(&id, &month);
+            let lane = inner.lanes.get_mut(&id).expect("lane");
+            lane.month = month.clone();
+            lane.usage = usage;
+            tracing::info!(integration = %id, %month, "quota month rolled over; held jobs released");
+            self.release_holds(&mut inner, &id);
+        }
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// Runs the dispatcher until `stop` turns true. In-flight calls finish on their own.
+    pub async fn run<E: Executor>(self: Arc<Self>, executor: Arc<E>, mut stop: watch::Receiver<bool>) {
+        loop {
+            self.tick_if_month_changed();
+            let (ready, wake_at) = self.pick(Instant::now());
+            for job in ready {
+                let me = self.clone();
+                let executor = executor.clone();
+                tokio::spawn(async move { me.attempt(executor.as_ref(), job).await });
+            }
+            let sleep = wake_at.map_or(Duration::from_secs(1), |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+            // Held jobs need the month check even when nothing else wakes us.
+            let sleep = sleep.min(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    fn tick_if_month_changed(&self) {
+        let month = quota::month_key(self.clock.now(), self.config.quota_timezone);
+        let stale = {
+            let inner = self.inner.lock().expect("delivery lock");
+            inner.lanes.values().any(|l| l.month != month)
+        };
+        if stale {
+            self.tick();
+        }
+    }
+
+    /// Chooses the jobs that may start now; returns them and when to look again.
+    fn pick(&self, now: Instant) -> (Vec<Job>, Option<Instant>) {
+        let wall = self.clock.now();
+        let mut inner = self.inner.lock().expect("delivery lock");
+        let inner = &mut *inner;
+        let mut ready = Vec::new();
+        let mut wake_at: Option<Instant> = None;
+        let mut holds = Vec::new();
+        for lane in inner.lanes.values_mut() {
+            'lane: while lane.in_flight < self.config.max_in_flight {
+                for queue in lane.ranks.values_mut() {
+                    for _ in 0..queue.turn.len() {
+                        let Some(receiver) = queue.turn.pop_front() else {
+                            break;
+                        };
+                        let ids = queue.by_receiver.get_mut(&receiver).expect("receiver queue");
+                        let id = *ids.front().expect("non-empty receiver queue");
+                        let job = inner.jobs.get(&id).expect("queued job");
+                        let waits_retry = job.next_attempt_at.filter(|t| *t > wall);
+                        if let Some(t) = waits_retry {
+                            let delay = (t - wall).to_std().unwrap_or_default();
+                            wake_at = Some(wake_at.map_or(now + delay, |w| w.min(now + delay)));
+                            queue.turn.push_back(receiver);
+                            continue;
+                        }
+                        if let Some(reason) =
+                            quota::may_spend(job, &lane.usage, lane.plan, &self.config.degradation)
+                        {
+                            ids.pop_front();
+                            if ids.is_empty() {
+                                queue.by_receiver.remove(&receiver);
+                            } else {
+                                queue.turn.push_back(receiver);
+                            }
+                            holds.push((id, reason));
+                            continue;
+                        }
+                        let shape = job.kind.shape();
+                        let at = lane.limits.available_at(&shape, now);
+                        if at > now {
+                            wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
+                            queue.turn.push_back(receiver);
+                            continue;
+                        }
+                        lane.limits.record(&shape, now);
+                        ids.pop_front();
+                        if ids.is_empty() {
+                            queue.by_receiver.remove(&receiver);
+                        } else {
+                            queue.turn.push_back(receiver);
+                        }
+                        lane.in_flight += 1;
+                        inner.in_flight_ids.insert(id);
+                        let waited = job.next_attempt_at.unwrap_or(job.created_at);
+                        self.metrics
+                            .limiter_wait
+                            .observe((wall - waited).num_milliseconds().max(0) as f64 / 1000.0);
+                        ready.push(job.clone());
+                        // Start again from the most urgent rank.
+                        continue 'lane;
+                    }
+                }
+                break;
+            }
+            lane.ranks.retain(|_, q| !q.turn.is_empty());
+            lane.limits.forget_idle(now);
+        }
+        for (id, reason) in holds {
+            self.hold(inner, id, reason);
+        }
+        (ready, wake_at)
+    }
+
+    fn hold(&self, inner: &mut Inner, id: u64, reason: HoldReason) {
+        let job = inner.jobs.get_mut(&id).expect("held job");
+        let first_time = job.state
+            != (JobState::Held {
+                reason: reason.clone(),
+            });
+        job.state = JobState::Held {
+            reason: reason.clone(),
+        };
+        if !first_time {
+            return;
+        }
+        let outcome = match reason {
+            HoldReason::QuotaExhausted => "held_quota",
+            HoldReason::QuotaReserved => "quota_reserved",
+        };
+        tracing::warn!(job = id, integration = %job.integration_id, outcome, "job held: monthly quota");
+        self.metrics.outcome(job.kind.name(), outcome);
+        let entry = self.entry(job, outcome, None, None);
+        let stored = job.clone();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let written = store
+                .write(move |w| {
+                    w.put(&tables::OUTBOX, &stored.id, &stored)?;
+                    oplog::append(w, entry).map(drop)
+                })
+                .await;
+            if let Err(e) = written {
+                tracing::error!(error = %e, "cannot record a held job");
+            }
+        });
+    }
+
+    fn entry(
+        &self,
+        job: &Job,
+        outcome: &str,
+        failure: Option<&CallFailure>,
+        latency: Option<Duration>,
+    ) -> OpEntry {
+        OpEntry {
+            seq: 0,
+            at: self.clock.now(),
+            integration_id: job.integration_id.clone(),
+            incident_id: job.incident_id.clone(),
+            job_id: Some(job.id),
+            receiver: job.kind.receiver(),
+            kind: job.kind.name().into(),
+            outcome: outcome.into(),
+            reason: failure.map(|f| match &f.kind {
+                FailureKind::Permanent { reason } => (*reason).to_string(),
+                FailureKind::RateLimited { .. } => "rate_limited".into(),
+                FailureKind::QuotaExhausted => "quota_exhausted".into(),
+                FailureKind::Transient => "transient".into(),
+            }),
+            lark_code: failure.and_then(|f| f.code),
+            lark_message: failure.map(|f| f.message.clone()),
+            attempts: job.attempts,
+            latency_ms: latency.map(|l| l.as_millis() as u64),
+            message_id: None,
+        }
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let exp = self
+            .config
+            .backoff_base
+            .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(20)))
+            .min(self.config.backoff_max);
+        // Jitter in [50 %, 100 %] so retries of a burst spread out.
+        let mut b = [0u8; 2];
+        getrandom::fill(&mut b).expect("OS random source");
+        let frac = 0.5 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) / 2.0;
+        exp.mul_f64(frac)
+    }
+
+    async fn attempt<E: Executor>(&self, executor: &E, mut job: Job) {
+        let started = Instant::now();
+        let now = self.clock.now();
+        job.attempts += 1;
+        job.first_attempt_at.get_or_insert(now);
+        self.metrics.in_flight.inc();
+        let outcome = executor.execute(&job).await;
+        self.metrics.in_flight.dec();
+        let latency = started.elapsed();
+        self.metrics.call(job.kind.api());
+        let result = match outcome {
+            CallOutcome::Delivered { message_id } => {
+                self.finish_delivered(job.clone(), message_id, latency).await
+            }
+            CallOutcome::Failed(failure) => self.finish_failed(job.clone(), failure, latency).await,
+        };
+        if let Err(e) = result {
+            // The call happened but its outcome could not be recorded: keep the job so it is
+            // retried (Lark's uuid dedup makes the retry harmless).
+            tracing::error!(error = %e, job = job.id, "cannot record a job outcome; will retry");
+            let mut inner = self.inner.lock().expect("delivery lock");
+            self.requeue(
+                &mut inner,
+                job,
+                Some(self.clock.now() + chrono::Duration::seconds(5)),
+            );
+        }
+        self.wake.notify_one();
+    }
+
+    fn done_in_memory(&self, inner: &mut Inner, job: &Job) {
+        inner.jobs.remove(&job.id);
+        inner.in_flight_ids.remove(&job.id);
+        if let JobKind::UpdateCard { message_id, .. } = &job.kind {
+            let key = (job.integration_id.clone(), message_id.clone());
+            if inner.pending_updates.get(&key) == Some(&job.id) {
+                inner.pending_updates.remove(&key);
+            }
+        }
+        if let Some(lane) = inner.lanes.get_mut(&job.integration_id) {
+            lane.in_flight -= 1;
+        }
+        self.metrics.queued(job.kind.name(), -1);
+    }
+
+    fn requeue(&self, inner: &mut Inner, mut job: Job, at: Option<DateTime<Utc>>) {
+        inner.in_flight_ids.remove(&job.id);
+        job.next_attempt_at = at;
+        job.state = JobState::Pending;
+        let (rank, receiver, id) = (job.rank(), receiver_key(&job), job.id);
+        let lane = self.lane(&mut inner.lanes, &job.integration_id);
+        lane.in_flight -= 1;
+        lane.ranks.entry(rank).or_default().push(receiver, id);
+        inner.jobs.insert(id, job);
+    }
+
+    /// Counts one call of `class` in the lane's current month; returns the quota row to write.
+    fn count_in_lane(&self, inner: &mut Inner, job: &Job) -> (String, MonthUsage) {
+        let lane = self.lane(&mut inner.lanes, &job.integration_id);
+        let crossed = quota::count(&mut lane.usage, job.kind.class(), 1, lane.plan);
+        self.warn_quota(&job.integration_id, crossed);
+        (
+            format!("{}/{}", job.integration_id, lane.month),
+            lane.usage.clone(),
+        )
+    }
+
+    async fn finish_delivered(
+        &self,
+        job: Job,
+        message_id: Option<String>,
+        latency: Duration,
+    ) -> Result<(), StoreError> {
+        let mut entry = self.entry(&job, "delivered", None, Some(latency));
+        entry.message_id = message_id;
+        let (quota_key, usage) = {
+            let mut inner = self.inner.lock().expect("delivery lock");
+            self.count_in_lane(&mut inner, &job)
+        };
+        let id = job.id;
+        self.store
+            .write(move |w| {
+                w.remove(&tables::OUTBOX, &id)?;
+                w.put(&tables::QUOTA, quota_key.as_str(), &usage)?;
+                oplog::append(w, entry).map(drop)
+            })
+            .await?;
+        self.metrics.outcome(job.kind.name(), "delivered");
+        self.done_in_memory(&mut self.inner.lock().expect("delivery lock"), &job);
+        Ok(())
+    }
+
+    async fn finish_failed(
+        &self,
+        mut job: Job,
+        failure: CallFailure,
+        latency: Duration,
+    ) -> Result<(), StoreError> {
+        if let Some(code) = failure.code {
+            self.metrics.lark_error(code);
+        }
+        let now = self.clock.now();
+        let (quota_key, usage) = {
+            let mut inner = self.inner.lock().expect("delivery lock");
+            self.count_in_lane(&mut inner, &job)
+        };
+        let gave_up = job
+            .first_attempt_at
+            .is_some_and(|first| (now - first).to_std().unwrap_or_default() >= self.config.give_up_after);
+        let retry_at = match &failure.kind {
+            FailureKind::Permanent { .. } => None,
+            _ if gave_up => None,
+            FailureKind::RateLimited { retry_after } => {
+                let mut inner = self.inner.lock().expect("delivery lock");
+                let lane = self.lane(&mut inner.lanes, &job.integration_id);
+                lane.limits
+                    .honour_reset(&job.kind.shape(), Instant::now() + *retry_after);
+                Some(now + chrono::Duration::from_std(*retry_after).unwrap_or_default())
+            }
+            FailureKind::QuotaExhausted => {
+                let mut inner = self.inner.lock().expect("delivery lock");
+                let lane = self.lane(&mut inner.lanes, &job.integration_id);
+                // Lark knows best: treat this month as spent.
+                if let Some(limit) = lane.plan.limit() {
+                    lane.usage.total = lane.usage.total.max(limit);
+                }
+                Some(now)
+            }
+            FailureKind::Transient => {
+                Some(now + chrono::Duration::from_std(self.backoff(job.attempts)).unwrap_or_default())
+            }
+        };
+        match retry_at {
+            Some(at) => {
+                job.next_attempt_at = Some(at);
+                let stored = job.clone();
+                self.store
+                    .write(move |w| {
+                        w.put(&tables::OUTBOX, &stored.id, &stored)?;
+                        w.put(&tables::QUOTA, quota_key.as_str(), &usage)
+                    })
+                    .await?;
+                self.metrics.retries.inc();
+                self.requeue(&mut self.inner.lock().expect("delivery lock"), job, Some(at));
+            }
+            None => {
+                let reason = match (&failure.kind, gave_up) {
+                    (FailureKind::Permanent { reason }, _) => (*reason).to_string(),
+                    _ => "gave_up".to_string(),
+                };
+                job.state = JobState::Failed {
+                    reason: reason.clone(),
+                    code: failure.code,
+                    message: Some(failure.message.clone()),
+                };
+                let mut entry = self.entry(&job, "failed", Some(&failure), Some(latency));
+                entry.reason = Some(reason.clone());
+                tracing::warn!(job = job.id, integration = %job.integration_id, reason, code = ?failure.code, "job failed");
+                let stored = job.clone();
+                self.store
+                    .write(move |w| {
+                        w.put(&tables::OUTBOX, &stored.id, &stored)?;
+                        w.put(&tables::QUOTA, quota_key.as_str(), &usage)?;
+                        oplog::append(w, entry).map(drop)
+                    })
+                    .await?;
+                self.metrics.outcome(job.kind.name(), "failed");
+                self.done_in_memory(&mut self.inner.lock().expect("delivery lock"), &job);
+            }
+        }
+        Ok(())
+    }
+}

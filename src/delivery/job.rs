@@ -1,0 +1,260 @@
+//! Outbox jobs: one Lark call that changes something, persisted before it is attempted.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::limits::CallShape;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Critical,
+    Warning,
+    Info,
+}
+
+/// What Lark's monthly quota counts, by class (the ledger keeps these apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallClass {
+    Token,
+    SendToPerson,
+    SendToChat,
+    CardUpdate,
+    ChatManagement,
+    UserLookup,
+    Oauth,
+    Other,
+}
+
+impl CallClass {
+    pub const ALL: [CallClass; 8] = [
+        CallClass::Token,
+        CallClass::SendToPerson,
+        CallClass::SendToChat,
+        CallClass::CardUpdate,
+        CallClass::ChatManagement,
+        CallClass::UserLookup,
+        CallClass::Oauth,
+        CallClass::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallClass::Token => "token",
+            CallClass::SendToPerson => "send_to_person",
+            CallClass::SendToChat => "send_to_chat",
+            CallClass::CardUpdate => "card_update",
+            CallClass::ChatManagement => "chat_management",
+            CallClass::UserLookup => "user_lookup",
+            CallClass::Oauth => "oauth",
+            CallClass::Other => "other",
+        }
+    }
+}
+
+/// Lark's `receive_id_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiveIdType {
+    OpenId,
+    UserId,
+    UnionId,
+    Email,
+    ChatId,
+}
+
+impl ReceiveIdType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiveIdType::OpenId => "open_id",
+            ReceiveIdType::UserId => "user_id",
+            ReceiveIdType::UnionId => "union_id",
+            ReceiveIdType::Email => "email",
+            ReceiveIdType::ChatId => "chat_id",
+        }
+    }
+}
+
+/// The Lark call a job makes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobKind {
+    /// `POST /im/v1/messages`; `content` is the message content JSON string.
+    Send {
+        receive_id_type: ReceiveIdType,
+        receive_id: String,
+        msg_type: String,
+        content: String,
+    },
+    /// `POST /im/v1/messages/:id/reply`.
+    Reply {
+        message_id: String,
+        msg_type: String,
+        content: String,
+    },
+    /// `PATCH /im/v1/messages/:id` of an interactive card.
+    UpdateCard { message_id: String, content: String },
+    /// `POST /im/v1/chats`.
+    CreateChat {
+        name: String,
+        owner_open_id: Option<String>,
+        member_open_ids: Vec<String>,
+    },
+    /// `POST /im/v1/chats/:id/members`.
+    AddMembers { chat_id: String, open_ids: Vec<String> },
+}
+
+impl JobKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobKind::Send { .. } => "send",
+            JobKind::Reply { .. } => "reply",
+            JobKind::UpdateCard { .. } => "update_card",
+            JobKind::CreateChat { .. } => "create_chat",
+            JobKind::AddMembers { .. } => "add_members",
+        }
+    }
+
+    pub fn api(&self) -> &'static str {
+        match self {
+            JobKind::Send { .. } => "im.message.create",
+            JobKind::Reply { .. } => "im.message.reply",
+            JobKind::UpdateCard { .. } => "im.message.patch",
+            JobKind::CreateChat { .. } => "im.chat.create",
+            JobKind::AddMembers { .. } => "im.chat.members.create",
+        }
+    }
+
+    pub fn class(&self) -> CallClass {
+        match self {
+            JobKind::Send {
+                receive_id_type: ReceiveIdType::ChatId,
+                ..
+            } => CallClass::SendToChat,
+            JobKind::Send { .. } | JobKind::Reply { .. } => CallClass::SendToPerson,
+            JobKind::UpdateCard { .. } => CallClass::CardUpdate,
+            JobKind::CreateChat { .. } | JobKind::AddMembers { .. } => CallClass::ChatManagement,
+        }
+    }
+
+    /// The user or chat this call is addressed to.
+    pub fn receiver(&self) -> Option<String> {
+        match self {
+            JobKind::Send {
+                receive_id_type,
+                receive_id,
+                ..
+            } => Some(format!("{}:{receive_id}", receive_id_type.as_str())),
+            JobKind::AddMembers { chat_id, .. } => Some(format!("chat_id:{chat_id}")),
+            _ => None,
+        }
+    }
+
+    pub fn shape(&self) -> CallShape {
+        CallShape {
+            api: self.api(),
+            is_send: matches!(self, JobKind::Send { .. } | JobKind::Reply { .. }),
+            receiver: self.receiver(),
+            message: match self {
+                JobKind::UpdateCard { message_id, .. } => Some(message_id.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Why a job is not going out right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldReason {
+    /// The monthly quota is spent; released on the 1st or when the plan changes.
+    QuotaExhausted,
+    /// The degradation policy keeps the remaining quota for more important calls.
+    QuotaReserved,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum JobState {
+    Pending,
+    Held {
+        reason: HoldReason,
+    },
+    /// Gave up (permanent error, or retries exhausted); kept for admins to see and re-trigger.
+    Failed {
+        reason: String,
+        code: Option<i64>,
+        message: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub id: u64,
+    pub integration_id: String,
+    pub incident_id: Option<String>,
+    pub priority: Priority,
+    /// A card refresh that may be skipped when the quota runs low.
+    pub cosmetic: bool,
+    pub kind: JobKind,
+    /// Lark-side dedup key (`uuid`), stable across retries and restarts; ≤ 50 characters.
+    pub uuid: String,
+    pub created_at: DateTime<Utc>,
+    pub first_attempt_at: Option<DateTime<Utc>>,
+    pub attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub state: JobState,
+}
+
+impl Job {
+    /// Scheduling rank: critical, then warning, then card updates, then info sends.
+    pub fn rank(&self) -> u8 {
+        match (self.priority, &self.kind) {
+            (Priority::Critical, _) => 0,
+            (Priority::Warning, _) => 1,
+            (Priority::Info, JobKind::UpdateCard { .. }) => 2,
+            (Priority::Info, _) => 3,
+        }
+    }
+}
+
+/// A job as the producer describes it; the outbox assigns id, uuid and times.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub integration_id: String,
+    pub incident_id: Option<String>,
+    pub priority: Priority,
+    pub cosmetic: bool,
+    pub kind: JobKind,
+}
+
+/// How a call ended, as the executor reports it.
+#[derive(Debug, Clone)]
+pub enum CallOutcome {
+    /// Done; `message_id` for sends and replies.
+    Delivered {
+        message_id: Option<String>,
+    },
+    Failed(CallFailure),
+}
+
+#[derive(Debug, Clone)]
+pub struct CallFailure {
+    pub kind: FailureKind,
+    pub code: Option<i64>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FailureKind {
+    /// Lark's limit was hit anyway; retry after this long.
+    RateLimited { retry_after: std::time::Duration },
+    /// Lark says this month's quota is spent.
+    QuotaExhausted,
+    /// 5xx, timeouts, connection errors: retry with backoff.
+    Transient,
+    /// No retry can help (user not found, bot not in chat, permission missing, …): the reason
+    /// is a stable snake_case word for the operation log.
+    Permanent { reason: &'static str },
+}

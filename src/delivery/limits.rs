@@ -1,0 +1,318 @@
+//! Lark's rate limits as exact sliding windows. The dispatcher asks when a call may start
+//! instead of sending and backing off, so a storm of jobs meets zero "rate limited" answers.
+//! Each window carries a small safety margin: Lark counts arrivals, and network jitter can bring
+//! two calls closer together than they left.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The limits of one Lark app (reference §5.2, §5.3, §6.1).
+#[derive(Debug, Clone)]
+pub struct LimitConfig {
+    /// Calls per second on each API (Lark counts per API × app × tenant).
+    pub per_api_per_second: usize,
+    /// One 50/s bucket shared by every API, for cautious sites.
+    pub shared_api_bucket: bool,
+    /// Send-message calls per minute.
+    pub sends_per_minute: usize,
+    /// Messages per second to one user or one chat (shared by every bot in a group).
+    pub per_receiver_per_second: usize,
+    /// Updates per second to one message.
+    pub per_message_per_second: usize,
+    /// Added to every window.
+    pub margin: Duration,
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        LimitConfig {
+            per_api_per_second: 50,
+            shared_api_bucket: false,
+            sends_per_minute: 1000,
+            per_receiver_per_second: 5,
+            per_message_per_second: 5,
+            margin: Duration::from_millis(15),
+        }
+    }
+}
+
+/// One exact sliding window: at most `limit` starts in any span of `window`.
+#[derive(Debug)]
+struct Window {
+    limit: usize,
+    window: Duration,
+    starts: VecDeque<Instant>,
+    /// Lark said "rate limited"; nothing starts before this.
+    blocked_until: Option<Instant>,
+}
+
+impl Window {
+    fn new(limit: usize, window: Duration) -> Window {
+        Window {
+            limit,
+            window,
+            starts: VecDeque::with_capacity(limit),
+            blocked_until: None,
+        }
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while self
+            .starts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            self.starts.pop_front();
+        }
+    }
+
+    /// The earliest instant (≤ now means "now") at which one more call may start.
+    fn available_at(&mut self, now: Instant) -> Instant {
+        self.prune(now);
+        let by_count = if self.starts.len() < self.limit {
+            now
+        } else {
+            self.starts[self.starts.len() - self.limit] + self.window
+        };
+        self.blocked_until.map_or(by_count, |b| b.max(by_count))
+    }
+
+    fn record(&mut self, at: Instant) {
+        self.starts.push_back(at);
+    }
+
+    fn block_until(&mut self, until: Instant) {
+        self.blocked_until = Some(self.blocked_until.map_or(until, |b| b.max(until)));
+    }
+
+    fn is_idle(&self, now: Instant) -> bool {
+        self.starts
+            .back()
+            .is_none_or(|t| now.duration_since(*t) >= self.window)
+            && self.blocked_until.is_none_or(|b| b <= now)
+    }
+}
+
+/// What one call needs from the limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallShape {
+    /// The API, e.g. `im.message.create`.
+    pub api: &'static str,
+    /// Whether it counts against the send-message minute budget.
+    pub is_send: bool,
+    /// The user or chat it is addressed to, for the per-receiver limit.
+    pub receiver: Option<String>,
+    /// The message it updates, for the per-message limit.
+    pub message: Option<String>,
+}
+
+/// All the windows of one app.
+#[derive(Debug)]
+pub struct AppLimits {
+    config: LimitConfig,
+    apis: HashMap<&'static str, Window>,
+    sends: Window,
+    receivers: HashMap<String, Window>,
+    messages: HashMap<String, Window>,
+}
+
+const SHARED_API: &str = "*";
+
+impl AppLimits {
+    pub fn new(config: LimitConfig) -> AppLimits {
+        let sends = Window::new(config.sends_per_minute, Duration::from_secs(60) + config.margin);
+        AppLimits {
+            config,
+            apis: HashMap::new(),
+            sends,
+            receivers: HashMap::new(),
+            messages: HashMap::new(),
+        }
+    }
+
+    fn second(&self, limit: usize) -> Window {
+        Window::new(limit, Duration::from_secs(1) + self.config.margin)
+    }
+
+    fn api_key(&self, api: &'static str) -> &'static str {
+        if self.config.shared_api_bucket {
+            SHARED_API
+        } else {
+            api
+        }
+    }
+
+    /// The earliest instant at which `call` may start without breaking any limit.
+    pub fn available_at(&mut self, call: &CallShape, now: Instant) -> Instant {
+        let key = self.api_key(call.api);
+        let fresh = self.second(self.config.per_api_per_second);
+        let mut at = self.apis.entry(key).or_insert(fresh).available_at(now);
+        if call.is_send {
+            at = at.max(self.sends.available_at(now));
+        }
+        if let Some(r) = &call.receiver {
+            let fresh = self.second(self.config.per_receiver_per_second);
+            at = at.max(self.receivers.entry(r.clone()).or_insert(fresh).available_at(now));
+        }
+        if let Some(m) = &call.message {
+            let fresh = self.second(self.config.per_message_per_second);
+            at = at.max(self.messages.entry(m.clone()).or_insert(fresh).available_at(now));
+        }
+        at
+    }
+
+    /// Records that `call` started at `now` (after `available_at` said it may).
+    pub fn record(&mut self, call: &CallShape, now: Instant) {
+        let key = self.api_key(call.api);
+        let fresh = self.second(self.config.per_api_per_second);
+        self.apis.entry(key).or_insert(fresh).record(now);
+        if call.is_send {
+            self.sends.record(now);
+        }
+        if let Some(r) = &call.receiver {
+            let fresh = self.second(self.config.per_receiver_per_second);
+            self.receivers.entry(r.clone()).or_insert(fresh).record(now);
+        }
+        if let Some(m) = &call.message {
+            let fresh = self.second(self.config.per_message_per_second);
+            self.messages.entry(m.clone()).or_insert(fresh).record(now);
+        }
+    }
+
+    /// Lark answered "rate limited" with a reset time: hold the buckets the call touched.
+    pub fn honour_reset(&mut self, call: &CallShape, until: Instant) {
+        let key = self.api_key(call.api);
+        if let Some(w) = self.apis.get_mut(key) {
+            w.block_until(until);
+        }
+        if call.is_send {
+            self.sends.block_until(until);
+        }
+        if let Some(w) = call.receiver.as_ref().and_then(|r| self.receivers.get_mut(r)) {
+            w.block_until(until);
+        }
+        if let Some(w) = call.message.as_ref().and_then(|m| self.messages.get_mut(m)) {
+            w.block_until(until);
+        }
+    }
+
+    /// Drops per-receiver and per-message windows that no longer constrain anything.
+    pub fn forget_idle(&mut self, now: Instant) {
+        self.receivers.retain(|_, w| !w.is_idle(now));
+        self.messages.retain(|_, w| !w.is_idle(now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_to(r: &str) -> CallShape {
+        CallShape {
+            api: "im.message.create",
+            is_send: true,
+            receiver: Some(r.into()),
+            message: None,
+        }
+    }
+
+    /// Drives the limits greedily (start every call as soon as allowed) and returns start times.
+    fn schedule(limits: &mut AppLimits, calls: &[CallShape], t0: Instant) -> Vec<Instant> {
+        calls
+            .iter()
+            .map(|c| {
+                let at = limits.available_at(c, t0).max(t0);
+                limits.record(c, at);
+                at
+            })
+            .collect()
+    }
+
+    fn max_in_any_window(starts: &[Instant], window: Duration) -> usize {
+        let mut sorted = starts.to_vec();
+        sorted.sort();
+        let mut best = 0;
+        let mut lo = 0;
+        for hi in 0..sorted.len() {
+            while sorted[hi].duration_since(sorted[lo]) >= window {
+                lo += 1;
+            }
+            best = best.max(hi - lo + 1);
+        }
+        best
+    }
+
+    #[test]
+    fn per_receiver_limit_holds_in_every_window() {
+        let mut limits = AppLimits::new(LimitConfig::default());
+        let t0 = Instant::now();
+        let starts = schedule(&mut limits, &vec![send_to("oc_1"); 30], t0);
+        assert_eq!(max_in_any_window(&starts, Duration::from_secs(1)), 5);
+        // 30 calls at 5/s (+ margin): the last starts a bit after 5 s.
+        let last = starts.last().unwrap().duration_since(t0);
+        assert!(
+            last >= Duration::from_secs(5) && last < Duration::from_millis(5200),
+            "{last:?}"
+        );
+    }
+
+    #[test]
+    fn api_and_minute_limits_combine() {
+        let mut limits = AppLimits::new(LimitConfig::default());
+        let t0 = Instant::now();
+        let calls: Vec<_> = (0..1100).map(|i| send_to(&format!("ou_{i}"))).collect();
+        let starts = schedule(&mut limits, &calls, t0);
+        assert_eq!(max_in_any_window(&starts, Duration::from_secs(1)), 50);
+        assert_eq!(max_in_any_window(&starts, Duration::from_secs(60)), 1000);
+        // The 1001st call waits for the first to leave the minute window.
+        assert!(starts[1000].duration_since(t0) >= Duration::from_secs(60));
+        // The first 1000 go out at 50/s: about 20 s, not faster, not much slower.
+        let t999 = starts[999].duration_since(t0);
+        assert!(
+            t999 >= Duration::from_secs(19) && t999 < Duration::from_millis(19_400),
+            "{t999:?}"
+        );
+    }
+
+    #[test]
+    fn shared_bucket_counts_every_api_together() {
+        let config = LimitConfig {
+            shared_api_bucket: true,
+            ..LimitConfig::default()
+        };
+        let mut limits = AppLimits::new(config);
+        let t0 = Instant::now();
+        let mut calls = Vec::new();
+        for i in 0..60 {
+            calls.push(CallShape {
+                api: if i % 2 == 0 {
+                    "im.message.patch"
+                } else {
+                    "im.chat.create"
+                },
+                is_send: false,
+                receiver: None,
+                message: Some(format!("om_{i}")),
+            });
+        }
+        let starts = schedule(&mut limits, &calls, t0);
+        assert_eq!(max_in_any_window(&starts, Duration::from_secs(1)), 50);
+    }
+
+    #[test]
+    fn a_reset_from_lark_blocks_the_bucket() {
+        let mut limits = AppLimits::new(LimitConfig::default());
+        let t0 = Instant::now();
+        let call = send_to("oc_1");
+        limits.record(&call, t0);
+        limits.honour_reset(&call, t0 + Duration::from_secs(3));
+        assert_eq!(limits.available_at(&call, t0), t0 + Duration::from_secs(3));
+        // Other receivers still share the blocked API and minute buckets.
+        assert_eq!(
+            limits.available_at(&send_to("oc_2"), t0),
+            t0 + Duration::from_secs(3)
+        );
+    }
+}
