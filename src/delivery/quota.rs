@@ -115,7 +115,7 @@ pub fn may_spend(
     policy: &DegradationPolicy,
 ) -> Option<super::job::HoldReason> {
     use super::job::{HoldReason, Priority};
-    let Some(limit) = plan.limit() else { return None };
+    let limit = plan.limit()?;
     if usage.total >= limit {
         return Some(HoldReason::QuotaExhausted);
     }
@@ -190,11 +190,7 @@ pub fn count(usage: &mut MonthUsage, class: CallClass, n: u64, plan: Plan) -> Op
     *usage.by_class.entry(class).or_default() += n;
     usage.total += n;
     let limit = plan.limit()?;
-    let pct = if limit == 0 {
-        100
-    } else {
-        usage.total.saturating_mul(100) / limit
-    };
+    let pct = usage.total.saturating_mul(100).checked_div(limit).unwrap_or(100);
     let crossed = WARN_THRESHOLDS
         .into_iter()
         .filter(|t| u64::from(*t) <= pct && !usage.warned.contains(t))

@@ -49,8 +49,19 @@ fn finish(
         .and(warp::path::full())
         .and(routes.recover(error::recover).unify())
         .map(
-            move |t0: Instant, method: warp::http::Method, path: warp::path::FullPath, response: Response| {
+            move |t0: Instant,
+                  method: warp::http::Method,
+                  path: warp::path::FullPath,
+                  mut response: Response| {
                 let elapsed = t0.elapsed();
+                if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    // The rest of the body is left unread, so this connection cannot carry another
+                    // request; say so, or the client's next request on it fails mid-flight.
+                    response.headers_mut().insert(
+                        warp::http::header::CONNECTION,
+                        warp::http::HeaderValue::from_static("close"),
+                    );
+                }
                 let status = response.status().as_u16();
                 app.metrics
                     .http_requests
