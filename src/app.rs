@@ -11,7 +11,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::integration::Integrations;
+use crate::integration::inbound::InboundPipeline;
+use crate::scheduler::{Scheduler, Task};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::web::tls::ReloadableCert;
@@ -27,13 +31,30 @@ pub struct App {
     pub store: Store,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub integrations: Arc<Integrations>,
+    pub inbound: Arc<InboundPipeline>,
+    pub scheduler: Arc<Scheduler>,
     /// False once shutdown starts, so `/readyz` tells load balancers to stop sending.
     pub ready: AtomicBool,
 }
 
 impl App {
-    pub fn open(settings: Settings) -> anyhow::Result<Arc<App>> {
+    pub async fn open(settings: Settings) -> anyhow::Result<Arc<App>> {
         let store = Store::open(&settings.storage_path)?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let integrations = Arc::new(Integrations::open(
+            store.clone(),
+            settings.state_dir(),
+            settings.public_base(),
+        )?);
+        let inbound = Arc::new(InboundPipeline::new(
+            integrations.clone(),
+            store.clone(),
+            clock.clone(),
+            settings.dedup_ttl,
+        ));
+        let scheduler = Scheduler::new().await?;
         let metrics = Arc::new(Metrics::new());
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());
         if let Some(password) = auth.ensure_admin()? {
@@ -48,8 +69,32 @@ impl App {
             store,
             auth,
             metrics,
+            clock,
+            integrations,
+            inbound,
+            scheduler,
             ready: AtomicBool::new(false),
         }))
+    }
+
+    /// Registers the housekeeping jobs and starts the scheduler.
+    async fn start_scheduler(&self) -> anyhow::Result<()> {
+        let inbound = self.inbound.clone();
+        let prune_seen: Task = Arc::new(move || {
+            let inbound = inbound.clone();
+            Box::pin(async move {
+                inbound
+                    .prune_seen()
+                    .await
+                    .map(|n| format!("{n} expired dedup entries removed"))
+                    .map_err(|e| e.to_string())
+            })
+        });
+        self.scheduler
+            .add("dedup_prune", "0 7 * * * *", prune_seen)
+            .await?;
+        self.scheduler.start().await?;
+        Ok(())
     }
 }
 
@@ -82,6 +127,7 @@ impl Running {
         let _ = self.stop.send(true);
         let _ = self.done.await;
         remove_runtime_files(self.app.settings.state_dir());
+        self.app.scheduler.shutdown().await;
         if let Ok(app) = Arc::try_unwrap(self.app) {
             app.store.close();
         }
@@ -169,6 +215,8 @@ pub async fn start(app: Arc<App>) -> anyhow::Result<Running> {
     if let Some(cert) = cert {
         tokio::spawn(reload_on_sighup(cert, stop_rx.clone()));
     }
+    app.start_scheduler().await?;
+    app.inbound.resume().await?;
     let dir = settings.state_dir();
     write_private(&dir.join(CLI_TOKEN_FILE), app.auth.cli_token())
         .with_context(|| format!("cannot write {}", dir.join(CLI_TOKEN_FILE).display()))?;
@@ -212,7 +260,7 @@ async fn reload_on_sighup(cert: Arc<ReloadableCert>, mut stop: watch::Receiver<b
 
 /// `serve`: runs until SIGTERM or SIGINT.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let app = App::open(settings)?;
+    let app = App::open(settings).await?;
     let running = start(app).await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     wait_for_termination().await;

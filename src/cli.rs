@@ -353,7 +353,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     cfg.storage.path = dir.path().join("state.redb");
     let settings = cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::telemetry::init_logging(&settings.log);
-    let app = app::App::open(settings)?;
+    let app = app::App::open(settings).await?;
     let password = crate::auth::random_hex(8);
     app.auth.set_password(crate::auth::ADMIN_USER, &password).await?;
     let running = app::start(app).await?;

@@ -17,6 +17,21 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
+    pub lark: LarkConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LarkConfig {
+    /// How long a Lark delivery is remembered for dedup, and the age past which a signed request
+    /// is refused as a replay. Lark redelivers for about 7 hours, so at least 8.
+    pub dedup_ttl_hours: u64,
+}
+
+impl Default for LarkConfig {
+    fn default() -> Self {
+        LarkConfig { dedup_ttl_hours: 24 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,6 +135,7 @@ pub struct Settings {
     pub max_body_bytes: u64,
     pub storage_path: PathBuf,
     pub log: LogConfig,
+    pub dedup_ttl: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +231,12 @@ impl Config {
             return Err(ConfigError::new("server.max_body_bytes", "must be at least 1024"));
         }
         check_storage_dir(&self.storage.path)?;
+        if !(8..=24 * 30).contains(&self.lark.dedup_ttl_hours) {
+            return Err(ConfigError::new(
+                "lark.dedup_ttl_hours",
+                "must be 8 to 720: Lark redelivers events for about 7 hours",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::new("log.level", format!("invalid filter {:?}: {e}", self.log.level))
         })?;
@@ -226,6 +248,7 @@ impl Config {
             max_body_bytes: s.max_body_bytes,
             storage_path: self.storage.path.clone(),
             log: self.log.clone(),
+            dedup_ttl: std::time::Duration::from_secs(self.lark.dedup_ttl_hours * 3600),
         })
     }
 

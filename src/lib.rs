@@ -1,7 +1,8 @@
 //! lark-oncall: on-call incident response for Feishu/Lark in one binary.
 //!
 //! Domains: [`store`] (the redb state file), [`auth`] (admin accounts and tokens), [`lark`] (Lark's
-//! wire protocol), [`web`] (HTTP routes), with [`app`] wiring them into a running service and [`cli`] as the entry point.
+//! wire protocol), [`integration`] (connected Lark apps and their callback pipeline),
+//! [`delivery`] (the outbox), [`scheduler`] (periodic jobs), [`web`] (HTTP routes), with [`app`] wiring them into a running service and [`cli`] as the entry point.
 
 pub mod app;
 pub mod auth;
@@ -9,7 +10,9 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod integration;
 pub mod lark;
+pub mod scheduler;
 pub mod store;
 pub mod telemetry;
 pub mod web;

@@ -59,7 +59,8 @@ from_redb!(
     redb::CommitError
 );
 
-/// The application's state file. Cheap to clone; the last clone dropped stops the writer.
+/// The application's state file. Cheap to clone; [`Store::close`] (or the last clone dropped)
+/// stops the writer.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -68,7 +69,8 @@ pub struct Store {
 struct Inner {
     db: Arc<Database>,
     path: PathBuf,
-    writer: writer::Writer,
+    /// `None` once closed: later writes fail with [`StoreError::Closed`].
+    writer: std::sync::Mutex<Option<writer::Writer>>,
 }
 
 impl Store {
@@ -97,7 +99,7 @@ impl Store {
             inner: Arc::new(Inner {
                 db,
                 path: path.to_path_buf(),
-                writer,
+                writer: std::sync::Mutex::new(Some(writer)),
             }),
         };
         store.check_schema()?;
@@ -142,7 +144,7 @@ impl Store {
         F: FnOnce(&WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner.writer.submit(f, move |r| {
+        self.submit(f, move |r| {
             let _ = tx.send(r);
         })?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -155,7 +157,7 @@ impl Store {
         F: FnOnce(&WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.inner.writer.submit(f, move |r| {
+        self.submit(f, move |r| {
             let _ = tx.send(r);
         })?;
         rx.recv().map_err(|_| StoreError::Closed)?
@@ -168,10 +170,27 @@ impl Store {
         copy_tables(&snapshot, out)
     }
 
-    /// Waits for pending writes, then closes the file.
+    fn submit<R, F>(
+        &self,
+        f: F,
+        deliver: impl FnOnce(Result<R, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        match &*self.inner.writer.lock().expect("writer lock") {
+            Some(writer) => writer.submit(f, deliver),
+            None => Err(StoreError::Closed),
+        }
+    }
+
+    /// Waits for pending writes to commit, then stops writing; other clones see
+    /// [`StoreError::Closed`] from then on.
     pub fn close(self) {
-        if let Ok(inner) = Arc::try_unwrap(self.inner) {
-            inner.writer.stop();
+        let writer = self.inner.writer.lock().expect("writer lock").take();
+        if let Some(writer) = writer {
+            writer.stop();
         }
     }
 }

@@ -25,3 +25,15 @@ pub const OUTBOX: Table<u64, Job> = Table::new("outbox_v1");
 pub const OPLOG: Table<u64, OpEntry> = Table::new("oplog_v1");
 /// Monthly quota usage by `{integration_id}/{YYYY-MM}`.
 pub const QUOTA: Table<String, MonthUsage> = Table::new("quota_v1");
+
+use crate::integration::IntegrationRecord;
+use crate::integration::inbound::InboxEntry;
+
+/// Lark integrations by id; secrets inside are sealed with the key file, never plain.
+pub const INTEGRATIONS: Table<String, IntegrationRecord> = Table::new("integrations_v1");
+/// Lark deliveries already seen, by `{integration_id}/{kind}:{id}`, with the Unix ms they were seen.
+pub const DEDUP: Table<String, i64> = Table::new("dedup_v1");
+/// The same entries ordered by time (`{ms:015}/{dedup key}`), so pruning reads only expired ones.
+pub const DEDUP_EXPIRY: Table<String, ()> = Table::new("dedup_expiry_v1");
+/// Accepted events not yet handled, by sequence number.
+pub const INBOX: Table<u64, InboxEntry> = Table::new("inbox_v1");

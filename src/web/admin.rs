@@ -1,5 +1,6 @@
 //! The admin API under `/api/v1`: authentication (session cookie + CSRF, or bearer token),
-//! sessions, API tokens, the account password, online backup, metrics and the OpenAPI document.
+//! sessions, API tokens, the account password, online backup, scheduled jobs, metrics and the
+//! OpenAPI document.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -312,6 +313,27 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(with_app.clone())
         .then(|_p: Principal, app| backup(app))
         .map(respond);
+    let scheduler = warp::path!("api" / "v1" / "scheduler")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(with_app.clone())
+        .map(|_p: Principal, app: Arc<App>| {
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "jobs": app.scheduler.status() }),
+            )
+        });
+    let scheduler_run = warp::path!("api" / "v1" / "scheduler" / String / "run")
+        .and(warp::post())
+        .and(auth.clone())
+        .and(with_app.clone())
+        .then(|name: String, _p: Principal, app: Arc<App>| async move {
+            match app.scheduler.run(&name).await {
+                Ok(status) => Ok(json(StatusCode::OK, &status)),
+                Err(e) => Err(ApiError::not_found(e.to_string())),
+            }
+        })
+        .map(respond);
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(auth.clone())
@@ -343,6 +365,10 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .or(password)
         .unify()
         .or(backup)
+        .unify()
+        .or(scheduler)
+        .unify()
+        .or(scheduler_run)
         .unify()
         .or(metrics)
         .unify()

@@ -5,6 +5,8 @@ pub mod admin;
 pub mod assets;
 pub mod body;
 pub mod error;
+pub mod integrations;
+pub mod lark;
 pub mod server;
 pub mod tls;
 
@@ -88,11 +90,16 @@ fn finish(
 }
 
 fn public_only(app: Arc<App>) -> BoxedFilter<(Response,)> {
-    health(app).boxed()
+    health(app.clone()).or(lark::routes(app)).unify().boxed()
 }
 
 fn admin_only(app: Arc<App>) -> BoxedFilter<(Response,)> {
-    admin::routes(app.clone()).or(assets::routes()).unify().boxed()
+    admin::routes(app.clone())
+        .or(integrations::routes(app))
+        .unify()
+        .or(assets::routes())
+        .unify()
+        .boxed()
 }
 
 /// Routes of the public listener when a separate admin listener exists.

@@ -1,0 +1,335 @@
+//! The Message Card Request URL's pipeline: find the integration, verify and type the request
+//! ([`crate::lark::callback`]), drop redeliveries (a durable seen-set with a time-to-live that
+//! outlives Lark's ~7 h of redelivery), and dispatch to the handlers other domains register.
+//!
+//! Events are acknowledged as soon as they are durable: the dedup mark and the event itself are
+//! written in one commit to an inbox, handled after the response, and removed once handled, so
+//! an event Lark was told we have is processed even across a crash. Card actions are answered in
+//! the response (toast and card), within Lark's 3 seconds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Integrations, Live};
+use crate::clock::Clock;
+use crate::lark::callback::{self, CallbackError, CallbackSecrets, EventDelivery, Inbound, SignatureHeaders};
+use crate::lark::event::{CardAction, CardActionReply, Toast};
+use crate::store::{Store, StoreError, tables};
+
+/// Handles one kind of event after Lark has been answered.
+pub trait EventHandler: Send + Sync + 'static {
+    fn handle<'a>(&'a self, integration: &'a Arc<Live>, event: &'a EventDelivery) -> BoxFuture<'a, ()>;
+}
+
+/// Answers card actions; what it returns is the callback's response.
+pub trait CardActionHandler: Send + Sync + 'static {
+    fn handle<'a>(
+        &'a self,
+        integration: &'a Arc<Live>,
+        action: &'a CardAction,
+    ) -> BoxFuture<'a, CardActionReply>;
+}
+
+/// How long a card action handler may take before the caller gets a "still working" toast:
+/// Lark shows an error when the answer takes over 3 s (§3.2).
+const CARD_ACTION_BUDGET: Duration = Duration::from_millis(2500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("no integration {0}")]
+    UnknownIntegration(String),
+    #[error(transparent)]
+    Rejected(#[from] CallbackError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An accepted event waiting for (or being given to) its handler.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboxEntry {
+    pub integration_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub event: crate::lark::event::Event,
+}
+
+/// The pipeline and its registered handlers.
+pub struct InboundPipeline {
+    integrations: Arc<Integrations>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    ttl: Duration,
+    event_handlers: RwLock<HashMap<&'static str, Arc<dyn EventHandler>>>,
+    card_handler: RwLock<Option<Arc<dyn CardActionHandler>>>,
+}
+
+fn dedup_key(integration: &str, key: &str) -> String {
+    format!("{integration}/{key}")
+}
+
+fn expiry_key(seen_ms: i64, dedup_key: &str) -> String {
+    format!("{seen_ms:015}/{dedup_key}")
+}
+
+impl InboundPipeline {
+    pub fn new(
+        integrations: Arc<Integrations>,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        ttl: Duration,
+    ) -> InboundPipeline {
+        InboundPipeline {
+            integrations,
+            store,
+            clock,
+            ttl,
+            event_handlers: RwLock::new(HashMap::new()),
+            card_handler: RwLock::new(None),
+        }
+    }
+
+    pub fn on_event(&self, event_type: &'static str, handler: Arc<dyn EventHandler>) {
+        self.event_handlers
+            .write()
+            .expect("handlers lock")
+            .insert(event_type, handler);
+    }
+
+    pub fn on_card_action(&self, handler: Arc<dyn CardActionHandler>) {
+        *self.card_handler.write().expect("handlers lock") = Some(handler);
+    }
+
+    fn event_handler(&self, event_type: &str) -> Option<Arc<dyn EventHandler>> {
+        self.event_handlers
+            .read()
+            .expect("handlers lock")
+            .get(event_type)
+            .cloned()
+    }
+
+    /// Handles one request to `/lark/{integration_id}/callback`; `Ok` is the 200 body.
+    pub async fn handle(
+        self: &Arc<Self>,
+        integration_id: &str,
+        headers: &SignatureHeaders,
+        body: &[u8],
+    ) -> Result<Value, InboundError> {
+        let live = self
+            .integrations
+            .get(integration_id)
+            .ok_or_else(|| InboundError::UnknownIntegration(integration_id.to_string()))?;
+        let secrets = CallbackSecrets {
+            verification_token: &live.verification_token,
+            encrypt: live.encrypt_key.as_deref().zip(live.cipher.as_ref()),
+        };
+        let now = self.clock.now();
+        let inbound = callback::parse(
+            &secrets,
+            headers,
+            body,
+            now.timestamp(),
+            self.ttl.as_secs() as i64,
+        )
+        .inspect_err(|e| {
+            live.note_error(e.reason(), &e.to_string());
+            tracing::warn!(integration = %live.id(), reason = e.reason(), error = %e, "Lark callback refused");
+        })?;
+        let keys = inbound.dedup_keys();
+        match inbound {
+            Inbound::Challenge { challenge } => {
+                live.stats.lock().expect("stats lock").challenges += 1;
+                tracing::info!(integration = %live.id(), "answered Lark's url_verification challenge");
+                Ok(json!({ "challenge": challenge }))
+            }
+            Inbound::Event(delivery) => {
+                let handler = self.event_handler(&delivery.event_type);
+                let entry = handler.as_ref().map(|_| InboxEntry {
+                    integration_id: live.id().to_string(),
+                    event_id: delivery.event_id.clone(),
+                    event_type: delivery.event_type.clone(),
+                    event: delivery.event.clone(),
+                });
+                let Some(inbox_seq) = self
+                    .mark_seen(live.id(), keys, now.timestamp_millis(), entry)
+                    .await?
+                else {
+                    self.count_duplicate(&live, &delivery.event_id);
+                    return Ok(json!({"msg": "success"}));
+                };
+                {
+                    let mut stats = live.stats.lock().expect("stats lock");
+                    stats.accepted += 1;
+                    stats.last_accepted_at = Some(now);
+                    *stats
+                        .events_by_type
+                        .entry(delivery.event_type.clone())
+                        .or_default() += 1;
+                    if handler.is_none() {
+                        stats.unhandled_events += 1;
+                    }
+                }
+                if let (Some(handler), Some(seq)) = (handler, inbox_seq) {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        handler.handle(&live, &delivery).await;
+                        me.done(seq).await;
+                    });
+                }
+                Ok(json!({"msg": "success"}))
+            }
+            Inbound::CardAction(action) => {
+                if self
+                    .mark_seen(live.id(), keys, now.timestamp_millis(), None)
+                    .await?
+                    .is_none()
+                {
+                    self.count_duplicate(&live, &action.delivery_id);
+                    return Ok(json!({}));
+                }
+                {
+                    let mut stats = live.stats.lock().expect("stats lock");
+                    stats.accepted += 1;
+                    stats.card_actions += 1;
+                    stats.last_accepted_at = Some(now);
+                }
+                let handler = self.card_handler.read().expect("handlers lock").clone();
+                let reply = match handler {
+                    None => CardActionReply::default(),
+                    Some(h) => match tokio::time::timeout(CARD_ACTION_BUDGET, h.handle(&live, &action)).await
+                    {
+                        Ok(reply) => reply,
+                        Err(_) => {
+                            tracing::warn!(integration = %live.id(), "card action took longer than Lark waits");
+                            CardActionReply {
+                                toast: Some(Toast {
+                                    kind: "warning".into(),
+                                    content: "Still working on it; the card updates when done.".into(),
+                                    i18n: None,
+                                }),
+                                card: None,
+                            }
+                        }
+                    },
+                };
+                Ok(reply.to_body(action.version))
+            }
+        }
+    }
+
+    fn count_duplicate(&self, live: &Live, id: &str) {
+        live.stats.lock().expect("stats lock").duplicates += 1;
+        tracing::debug!(integration = %live.id(), delivery = id, "duplicate Lark delivery dropped");
+    }
+
+    /// Marks `keys` seen unless any already is; with `entry`, also queues it in the inbox.
+    /// `None`: a duplicate. `Some(seq)`: accepted, with the inbox sequence when one was written.
+    async fn mark_seen(
+        &self,
+        integration: &str,
+        keys: Vec<String>,
+        now_ms: i64,
+        entry: Option<InboxEntry>,
+    ) -> Result<Option<Option<u64>>, StoreError> {
+        let keys: Vec<String> = keys.iter().map(|k| dedup_key(integration, k)).collect();
+        // The check runs inside the commit, so two concurrent redeliveries cannot both pass.
+        self.store
+            .write(move |w| {
+                for k in &keys {
+                    if w.get(&tables::DEDUP, k.as_str())?.is_some() {
+                        return Ok(None);
+                    }
+                }
+                for k in &keys {
+                    w.put(&tables::DEDUP, k.as_str(), &now_ms)?;
+                    w.put(&tables::DEDUP_EXPIRY, expiry_key(now_ms, k).as_str(), &())?;
+                }
+                let seq = match entry {
+                    Some(entry) => {
+                        let seq = w.next_sequence("inbox")?;
+                        w.put(&tables::INBOX, &seq, &entry)?;
+                        Some(seq)
+                    }
+                    None => None,
+                };
+                Ok(Some(seq))
+            })
+            .await
+    }
+
+    async fn done(&self, seq: u64) {
+        if let Err(e) = self
+            .store
+            .write(move |w| w.remove(&tables::INBOX, &seq).map(drop))
+            .await
+        {
+            tracing::error!(error = %e, seq, "cannot clear a handled event from the inbox; it will be handled again at start");
+        }
+    }
+
+    /// Hands events accepted before a crash (still in the inbox) to their handlers. Call once,
+    /// after every domain has registered its handlers.
+    pub async fn resume(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let pending = self
+            .store
+            .read(|r| r.page(&tables::INBOX, None, usize::MAX, false))?;
+        let count = pending.len();
+        for (seq, entry) in pending {
+            let live = self.integrations.get(&entry.integration_id);
+            let handler = self.event_handler(&entry.event_type);
+            if let (Some(live), Some(handler)) = (live, handler) {
+                let delivery = EventDelivery {
+                    event_id: entry.event_id,
+                    event_type: entry.event_type,
+                    event: entry.event,
+                };
+                handler.handle(&live, &delivery).await;
+            }
+            self.done(seq).await;
+        }
+        if count > 0 {
+            tracing::info!(events = count, "handled events accepted before the last stop");
+        }
+        Ok(count)
+    }
+
+    /// Forgets dedup entries older than the time-to-live; returns how many were removed.
+    pub async fn prune_seen(&self) -> Result<u64, StoreError> {
+        let cutoff = self.clock.now().timestamp_millis() - self.ttl.as_millis() as i64;
+        let bound = format!("{cutoff:015}");
+        let mut removed = 0;
+        loop {
+            let old: Vec<String> = self.store.read(|r| {
+                Ok(r.page(&tables::DEDUP_EXPIRY, None, 1000, false)?
+                    .into_iter()
+                    .map(|(k, ())| k)
+                    .take_while(|k| k.as_str() < bound.as_str())
+                    .collect())
+            })?;
+            if old.is_empty() {
+                return Ok(removed);
+            }
+            removed += old.len() as u64;
+            self.store
+                .write(move |w| {
+                    for k in &old {
+                        w.remove(&tables::DEDUP_EXPIRY, k.as_str())?;
+                        if let Some((_, dedup)) = k.split_once('/') {
+                            w.remove(&tables::DEDUP, dedup)?;
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+    }
+
+    /// How many deliveries are remembered (for tests and the admin API).
+    pub fn seen_count(&self) -> Result<u64, StoreError> {
+        self.store.read(|r| r.count(&tables::DEDUP))
+    }
+}

@@ -1,0 +1,60 @@
+//! Lark-facing routes on the public listener: the Message Card Request URL
+//! `POST /lark/{integration_id}/callback` (events and card callbacks).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use super::body;
+use super::error::{ApiError, respond};
+use crate::app::App;
+use crate::integration::inbound::InboundError;
+use crate::lark::callback::SignatureHeaders;
+
+impl From<InboundError> for ApiError {
+    fn from(e: InboundError) -> Self {
+        match e {
+            InboundError::UnknownIntegration(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_integration", e.to_string())
+            }
+            InboundError::Rejected(r) if r.is_auth() => {
+                ApiError::new(StatusCode::UNAUTHORIZED, r.reason(), r.to_string())
+            }
+            InboundError::Rejected(r) => ApiError::new(StatusCode::BAD_REQUEST, r.reason(), r.to_string()),
+            InboundError::Store(s) => s.into(),
+        }
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+async fn callback(app: Arc<App>, id: String, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let signature = SignatureHeaders {
+        timestamp: header(&headers, "x-lark-request-timestamp"),
+        nonce: header(&headers, "x-lark-request-nonce"),
+        signature: header(&headers, "x-lark-signature"),
+    };
+    let reply = app.inbound.handle(&id, &signature, &body).await?;
+    Ok(warp::reply::json(&reply).into_response())
+}
+
+pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    let limit = app.settings.max_body_bytes;
+    warp::path!("lark" / String / "callback")
+        .and(warp::post())
+        .and(warp::any().map(move || app.clone()))
+        .and(warp::header::headers_cloned())
+        .and(body::raw(limit))
+        .then(|id: String, app: Arc<App>, headers: HeaderMap, body: Bytes| callback(app, id, headers, body))
+        .map(respond)
+        .boxed()
+}
