@@ -203,13 +203,15 @@ fn stream_from(
 async fn create_tokens_until_stopped(
     admin: String,
     token: String,
+    writer: usize,
     stop: tokio::sync::watch::Receiver<bool>,
+    progress: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> Vec<String> {
     let http = client();
     let mut acknowledged = Vec::new();
     let mut i = 0;
     while !*stop.borrow() {
-        let name = format!("load-{i}");
+        let name = format!("load-{writer}-{i}");
         i += 1;
         let sent = http
             .post(format!("{admin}/api/v1/tokens"))
@@ -218,7 +220,10 @@ async fn create_tokens_until_stopped(
             .send()
             .await;
         match sent {
-            Ok(res) if res.status() == StatusCode::CREATED => acknowledged.push(name),
+            Ok(res) if res.status() == StatusCode::CREATED => {
+                acknowledged.push(name);
+                progress.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
             _ => break,
         }
     }
@@ -251,16 +256,26 @@ async fn kill_9_keeps_every_acknowledged_write() {
     for round in 0..3 {
         let server = inst.serve();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let writers: Vec<_> = (0..4)
-            .map(|_| {
+            .map(|writer| {
                 tokio::spawn(create_tokens_until_stopped(
                     server.admin.clone(),
                     token.clone(),
+                    writer,
                     stop_rx.clone(),
+                    progress.clone(),
                 ))
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(300 + 150 * round)).await;
+        // Kill after a number of acknowledged writes (not after a time, which a loaded machine
+        // stretches), at a different point each round.
+        let kill_after = 40 + 37 * round as usize;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while progress.load(std::sync::atomic::Ordering::SeqCst) < kill_after {
+            assert!(std::time::Instant::now() < deadline, "writes did not progress");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         server.kill9();
         let _ = stop_tx.send(true);
         let mut acknowledged = Vec::new();
@@ -291,12 +306,17 @@ async fn online_backup_under_writes_then_restore_round_trips() {
     let token = inst.offline_token();
     let server = inst.serve();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = tokio::spawn(create_tokens_until_stopped(
         server.admin.clone(),
         token.clone(),
+        0,
         stop_rx,
+        progress.clone(),
     ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    while progress.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let before_backup = token_names(&server.admin, &token).await;
 
     let backup = inst.dir.path().join("online.redb");
