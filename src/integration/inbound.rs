@@ -333,3 +333,114 @@ impl InboundPipeline {
         self.store.read(|r| r.count(&tables::DEDUP))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ShiftedClock;
+    use crate::lark::event::Event;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counting(Arc<AtomicUsize>);
+
+    impl EventHandler for Counting {
+        fn handle<'a>(&'a self, _i: &'a Arc<Live>, _e: &'a EventDelivery) -> BoxFuture<'a, ()> {
+            Box::pin(async move {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            })
+        }
+    }
+
+    async fn pipeline(
+        dir: &std::path::Path,
+        clock: Arc<ShiftedClock>,
+    ) -> (Arc<InboundPipeline>, String, Store) {
+        let store = Store::open(&dir.join("state.redb")).unwrap();
+        let integrations = Arc::new(Integrations::open(store.clone(), dir, "https://x.example").unwrap());
+        let id = integrations
+            .create(crate::integration::IntegrationInput {
+                name: Some("t".into()),
+                app_id: Some("cli_t1".into()),
+                app_secret: Some("s".into()),
+                verification_token: Some("tok".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .id()
+            .to_string();
+        let p = Arc::new(InboundPipeline::new(
+            integrations,
+            store.clone(),
+            clock,
+            Duration::from_secs(8 * 3600),
+        ));
+        (p, id, store)
+    }
+
+    fn event(id: &str) -> Vec<u8> {
+        json!({"schema":"2.0","header":{"event_id": id,"event_type":"im.chat.disbanded_v1","token":"tok"},
+               "event":{"chat_id":"oc_1","operator_id":{"open_id":"ou_1"}}})
+        .to_string()
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn entries_expire_after_the_ttl_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ShiftedClock::default());
+        let (p, id, _store) = pipeline(dir.path(), clock.clone()).await;
+        let h = SignatureHeaders::default();
+        p.handle(&id, &h, &event("e1")).await.unwrap();
+        clock.advance(chrono::Duration::hours(4));
+        p.handle(&id, &h, &event("e2")).await.unwrap();
+        assert_eq!(p.seen_count().unwrap(), 2);
+        clock.advance(chrono::Duration::hours(4) + chrono::Duration::seconds(1));
+        assert_eq!(p.prune_seen().await.unwrap(), 1, "only e1 is past 8 h");
+        assert_eq!(p.seen_count().unwrap(), 1);
+        // e2 is still a duplicate; e1 would be new again (its signed form would be stale by now).
+        let live = p.integrations.get(&id).unwrap();
+        p.handle(&id, &h, &event("e2")).await.unwrap();
+        assert_eq!(live.stats.lock().unwrap().duplicates, 1);
+        clock.advance(chrono::Duration::hours(8));
+        assert_eq!(p.prune_seen().await.unwrap(), 1);
+        assert_eq!(p.seen_count().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn events_left_in_the_inbox_are_handled_at_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ShiftedClock::default());
+        let (p, id, store) = pipeline(dir.path(), clock.clone()).await;
+        // As if the process died after acknowledging but before handling.
+        let entry = InboxEntry {
+            integration_id: id.clone(),
+            event_id: "e9".into(),
+            event_type: "im.chat.disbanded_v1".into(),
+            event: Event::Other,
+        };
+        store
+            .write(move |w| {
+                let seq = w.next_sequence("inbox")?;
+                w.put(&tables::INBOX, &seq, &entry)
+            })
+            .await
+            .unwrap();
+        let handled = Arc::new(AtomicUsize::new(0));
+        p.on_event("im.chat.disbanded_v1", Arc::new(Counting(handled.clone())));
+        assert_eq!(p.resume().await.unwrap(), 1);
+        assert_eq!(handled.load(Ordering::SeqCst), 1);
+        assert_eq!(store.read(|r| r.count(&tables::INBOX)).unwrap(), 0);
+        // A live event goes through the inbox and leaves it once handled.
+        p.handle(&id, &SignatureHeaders::default(), &event("e10"))
+            .await
+            .unwrap();
+        for _ in 0..200 {
+            if handled.load(Ordering::SeqCst) == 2 && store.read(|r| r.count(&tables::INBOX)).unwrap() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the live event was not handled and cleared");
+    }
+}
