@@ -13,6 +13,8 @@ use tokio::sync::watch;
 use crate::auth::Auth;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::delivery::Delivery;
+use crate::delivery::metrics::DeliveryMetrics;
 use crate::integration::Integrations;
 use crate::integration::inbound::InboundPipeline;
 use crate::scheduler::{Scheduler, Task};
@@ -35,6 +37,7 @@ pub struct App {
     pub integrations: Arc<Integrations>,
     pub inbound: Arc<InboundPipeline>,
     pub scheduler: Arc<Scheduler>,
+    pub delivery: Arc<Delivery>,
     /// False once shutdown starts, so `/readyz` tells load balancers to stop sending.
     pub ready: AtomicBool,
 }
@@ -56,6 +59,15 @@ impl App {
         ));
         let scheduler = Scheduler::new().await?;
         let metrics = Arc::new(Metrics::new());
+        let delivery = Delivery::open(
+            store.clone(),
+            clock.clone(),
+            settings.delivery.clone(),
+            DeliveryMetrics::new(&metrics),
+        )?;
+        for live in integrations.all() {
+            delivery.set_plan(live.id(), live.record.plan);
+        }
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());
         if let Some(password) = auth.ensure_admin()? {
             tracing::warn!(
@@ -73,6 +85,7 @@ impl App {
             integrations,
             inbound,
             scheduler,
+            delivery,
             ready: AtomicBool::new(false),
         }))
     }
@@ -95,6 +108,11 @@ impl App {
             .await?;
         self.scheduler.start().await?;
         Ok(())
+    }
+
+    /// Tells the other domains that an integration was created or changed.
+    pub fn integration_changed(&self, live: &crate::integration::Live) {
+        self.delivery.set_plan(live.id(), live.record.plan);
     }
 }
 

@@ -18,6 +18,40 @@ pub struct Config {
     pub storage: StorageConfig,
     pub log: LogConfig,
     pub lark: LarkConfig,
+    pub delivery: DeliverySection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeliverySection {
+    /// Time zone of the quota's calendar month (Lark resets it on the 1st).
+    pub quota_timezone: String,
+    /// Count every API in one shared 50/s bucket instead of 50/s per API (for cautious sites).
+    pub shared_api_bucket: bool,
+    /// A job still failing this many hours after its first attempt is marked failed.
+    pub give_up_after_hours: u64,
+    /// Operation-log entries older than this are pruned.
+    pub oplog_retention_days: u64,
+    /// Degradation policy: cosmetic card refreshes wait below this share of the quota left (%).
+    pub degrade_cosmetic_below_pct: u8,
+    /// Info-level sends and updates wait below this share left (%).
+    pub degrade_info_below_pct: u8,
+    /// Warning-level sends to chats wait below this share left (%); pages to people never wait.
+    pub degrade_warning_chat_below_pct: u8,
+}
+
+impl Default for DeliverySection {
+    fn default() -> Self {
+        DeliverySection {
+            quota_timezone: "Asia/Shanghai".into(),
+            shared_api_bucket: false,
+            give_up_after_hours: 24,
+            oplog_retention_days: 30,
+            degrade_cosmetic_below_pct: 20,
+            degrade_info_below_pct: 10,
+            degrade_warning_chat_below_pct: 3,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,6 +170,8 @@ pub struct Settings {
     pub storage_path: PathBuf,
     pub log: LogConfig,
     pub dedup_ttl: std::time::Duration,
+    pub delivery: crate::delivery::DeliveryConfig,
+    pub oplog_retention: chrono::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +273,7 @@ impl Config {
                 "must be 8 to 720: Lark redelivers events for about 7 hours",
             ));
         }
+        let delivery = self.delivery_config()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::new("log.level", format!("invalid filter {:?}: {e}", self.log.level))
         })?;
@@ -249,6 +286,63 @@ impl Config {
             storage_path: self.storage.path.clone(),
             log: self.log.clone(),
             dedup_ttl: std::time::Duration::from_secs(self.lark.dedup_ttl_hours * 3600),
+            delivery,
+            oplog_retention: chrono::Duration::days(self.delivery.oplog_retention_days as i64),
+        })
+    }
+
+    fn delivery_config(&self) -> Result<crate::delivery::DeliveryConfig, ConfigError> {
+        let d = &self.delivery;
+        let quota_timezone: chrono_tz::Tz = d.quota_timezone.parse().map_err(|_| {
+            ConfigError::new(
+                "delivery.quota_timezone",
+                format!(
+                    "{:?} is not an IANA time zone like Asia/Shanghai",
+                    d.quota_timezone
+                ),
+            )
+        })?;
+        if !(1..=24 * 30).contains(&d.give_up_after_hours) {
+            return Err(ConfigError::new(
+                "delivery.give_up_after_hours",
+                "must be 1 to 720",
+            ));
+        }
+        if !(1..=3650).contains(&d.oplog_retention_days) {
+            return Err(ConfigError::new(
+                "delivery.oplog_retention_days",
+                "must be 1 to 3650",
+            ));
+        }
+        for (key, pct) in [
+            (
+                "delivery.degrade_cosmetic_below_pct",
+                d.degrade_cosmetic_below_pct,
+            ),
+            ("delivery.degrade_info_below_pct", d.degrade_info_below_pct),
+            (
+                "delivery.degrade_warning_chat_below_pct",
+                d.degrade_warning_chat_below_pct,
+            ),
+        ] {
+            if pct > 100 {
+                return Err(ConfigError::new(key, "must be a percentage, 0 to 100"));
+            }
+        }
+        let defaults = crate::delivery::DeliveryConfig::default();
+        Ok(crate::delivery::DeliveryConfig {
+            limits: crate::delivery::limits::LimitConfig {
+                shared_api_bucket: d.shared_api_bucket,
+                ..defaults.limits.clone()
+            },
+            degradation: crate::delivery::quota::DegradationPolicy {
+                cosmetic_below_pct: d.degrade_cosmetic_below_pct,
+                info_below_pct: d.degrade_info_below_pct,
+                warning_chat_below_pct: d.degrade_warning_chat_below_pct,
+            },
+            quota_timezone,
+            give_up_after: std::time::Duration::from_secs(d.give_up_after_hours * 3600),
+            ..defaults
         })
     }
 

@@ -56,6 +56,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(body::json::<IntegrationInput>(limit))
         .then(|app: Arc<App>, input| async move {
             let live = app.integrations.create(input).await?;
+            app.integration_changed(&live);
             tracing::info!(integration = %live.id(), app_id = %live.record.app_id, "integration created");
             Ok(json(StatusCode::CREATED, &app.integrations.view(&live)))
         })
@@ -77,6 +78,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(body::json::<IntegrationInput>(limit))
         .then(|id: String, app: Arc<App>, input| async move {
             let live = app.integrations.update(&id, input).await?;
+            app.integration_changed(&live);
             Ok(json(StatusCode::OK, &app.integrations.view(&live)))
         })
         .map(respond);
