@@ -10,6 +10,4 @@ pub mod oplog;
 pub mod quota;
 
 pub use engine::{Delivery, DeliveryConfig, DeliveryError, Executor};
-pub use job::{
-    CallClass, CallFailure, CallOutcome, FailureKind, Job, JobKind, NewJob, Priority, ReceiveIdType,
-};
+pub use job::{CallClass, CallFailure, CallOutcome, FailureKind, Job, JobKind, NewJob, Priority};
