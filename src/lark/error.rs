@@ -58,7 +58,7 @@ pub enum LarkError {
     /// The user id does not exist or belongs to another app or tenant (99992351 and kin).
     #[error("no such Lark user for this app ({0})")]
     UserNotFound(Answer),
-    /// 230013: the user is outside the app's availability scope.
+    /// The user is outside the app's availability scope: 230013 on IM calls, 20010 at login.
     #[error("the user is outside the app's availability scope ({0})")]
     UserNotVisible(Answer),
     /// 232009: the chat was disbanded.
@@ -245,7 +245,7 @@ fn classify(exchange: &Exchange<'_>, json: &Value, code: Option<i64>) -> LarkErr
         Some(99991543) => LarkError::WrongCredentials(answer),
         Some(99991662 | 99991673) => LarkError::AppUnavailable(answer),
         Some(230002) => LarkError::BotNotInChat(answer),
-        Some(230013) => LarkError::UserNotVisible(answer),
+        Some(230013 | 20010) => LarkError::UserNotVisible(answer),
         Some(99992351 | 99992360 | 99992361 | 99992364) => LarkError::UserNotFound(answer),
         Some(232009) => LarkError::ChatDisbanded(answer),
         Some(99991672 | 99991676 | 99991679 | 230027) => LarkError::PermissionMissing {
@@ -443,7 +443,7 @@ mod tests {
 
     #[test]
     fn codes_map_to_their_kinds() {
-        let cases: [(i64, &str); 15] = [
+        let cases: [(i64, &str); 16] = [
             (99991661, "invalid_token"),
             (99991663, "invalid_token"),
             (99991664, "invalid_token"),
@@ -453,6 +453,7 @@ mod tests {
             (99991673, "app_unavailable"),
             (230002, "bot_not_in_chat"),
             (230013, "user_not_visible"),
+            (20010, "user_not_visible"),
             (99992351, "user_not_found"),
             (99992361, "user_not_found"),
             (232009, "chat_disbanded"),
