@@ -79,10 +79,15 @@ const USER_INFO: Api = Api {
     scope: None,
 };
 
+/// Told of every exchange with the Open API (token fetches included): the API's name and how
+/// it ended, e.g. to count calls against the monthly quota.
+pub type CallObserver = Arc<dyn Fn(&'static str, Result<(), &LarkError>) + Send + Sync>;
+
 pub struct LarkClient {
     config: ClientConfig,
     http: reqwest::Client,
     tokens: TokenCache,
+    observer: Option<CallObserver>,
 }
 
 impl std::fmt::Debug for LarkClient {
@@ -110,7 +115,13 @@ impl LarkClient {
             config,
             http,
             tokens: TokenCache::new(clock),
+            observer: None,
         })
+    }
+
+    pub fn with_call_observer(mut self, observer: CallObserver) -> LarkClient {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn app_id(&self) -> &str {

@@ -12,6 +12,6 @@ pub use api::{
     AddedMembers, Chat, Message, MessageContent, NewChat, ReceiveIdType, UserIdMatch, UserInfo, UserStatus,
     UserToken,
 };
-pub use client::LarkClient;
+pub use client::{CallObserver, LarkClient};
 pub use config::{ClientConfig, Domain, Secret};
 pub use error::{Answer, LarkError};
