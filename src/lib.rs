@@ -1,7 +1,7 @@
 //! lark-oncall: on-call incident response for Feishu/Lark in one binary.
 //!
 //! Domains: [`store`] (the redb state file), [`auth`] (admin accounts and tokens), [`lark`] (Lark's
-//! wire protocol), [`web`] (HTTP routes), with [`app`] wiring them into a running service and [`cli`] as the entry point.
+//! wire protocol), [`sim`] (a fake Lark for tests and the demo), [`web`] (HTTP routes), with [`app`] wiring them into a running service and [`cli`] as the entry point.
 
 pub mod app;
 pub mod auth;
@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod lark;
+pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod web;
