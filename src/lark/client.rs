@@ -420,6 +420,9 @@ impl LarkClient {
                 tracing::debug!(api = api.name, elapsed_ms, reason = e.reason(), error = %e, "lark call failed")
             }
         }
+        if let Some(observe) = &self.observer {
+            observe(api.name, result.as_ref().map(drop));
+        }
         result
     }
 
