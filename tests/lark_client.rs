@@ -916,3 +916,76 @@ async fn the_executor_reports_rate_limits_and_quota() {
     }
     lark.sim.shutdown().await;
 }
+
+/// Collects what tracing writes, at every level, while a test runs on this thread.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `t-`/`u-` followed by the 20 hex digits of the simulator's tokens.
+fn has_token(text: &str) -> bool {
+    text.match_indices(['t', 'u']).any(|(i, _)| {
+        let rest = &text[i + 1..];
+        rest.starts_with('-') && rest.len() >= 21 && rest[1..21].chars().all(|c| c.is_ascii_hexdigit())
+    })
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn no_secret_or_token_reaches_the_logs() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let lark = Lark::start().await;
+    let sre = lark.chat_id("SRE");
+    let text = MessageContent::text("ping");
+    lark.client
+        .send_message(ReceiveIdType::ChatId, &sre, &text, None)
+        .await
+        .unwrap();
+    lark.sim.expire_tokens();
+    lark.client
+        .send_message(ReceiveIdType::ChatId, &sre, &text, None)
+        .await
+        .unwrap();
+    let wrong = client_for(
+        &lark.sim,
+        "wrong-secret-value",
+        lark.clock.clone(),
+        Duration::from_secs(5),
+    );
+    assert!(wrong.list_chats().await.is_err());
+    let alice = lark.user("Alice Chen");
+    let redirect = "https://oncall.example.com/oauth/callback";
+    let code = log_in(&lark, &alice.open_id, redirect).await;
+    let token = lark.client.exchange_code(&code, redirect).await.unwrap();
+    lark.client.user_info(&token.access_token).await.unwrap();
+    lark.sim.shutdown().await;
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("tenant token refused"),
+        "the test saw no logs:\n{logs}"
+    );
+    assert!(logs.contains("lark call failed"), "{logs}");
+    assert!(
+        !logs.contains(APP_SECRET) && !logs.contains("wrong-secret-value"),
+        "{logs}"
+    );
+    assert!(!logs.contains(token.access_token.expose()), "{logs}");
+    assert!(!has_token(&logs), "{logs}");
+    assert!(has_token(&format!("t-{}", "ab".repeat(10))));
+}

@@ -24,7 +24,8 @@ use crate::clock::Clock;
 
 /// Lark's per-call maximum for member lists and user look-ups (reference §5.5–§5.7).
 pub const MAX_IDS_PER_CALL: usize = 50;
-/// Chats per page when listing (Lark's documented maximum for this list).
+/// Chats per page when listing: the usual maximum of Lark's IM lists (this list's own maximum
+/// is unconfirmed, reference §9 item 7).
 const CHAT_PAGE_SIZE: &str = "100";
 /// A chat list longer than this many pages means the paging is broken, not that the bot is in
 /// 100,000 groups.
