@@ -66,7 +66,7 @@ pub enum LarkError {
     ChatDisbanded(Answer),
     /// The app lacks a scope (99991672, 99991676, 99991679, 230027); `scope` names it when Lark's
     /// answer or the API called tells which.
-    #[error("the Lark app lacks a permission{} ({answer})", scope.map(|s| format!(" ({s})")).unwrap_or_default())]
+    #[error("the Lark app lacks the scope {} ({answer})", scope.unwrap_or("the call needs"))]
     PermissionMissing {
         scope: Option<&'static str>,
         answer: Answer,
