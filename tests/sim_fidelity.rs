@@ -308,7 +308,7 @@ async fn the_1001st_send_in_a_minute_is_refused() {
     // fills without a minute of wall time, and no batch trips the 50/s or 5/s windows.
     let clock = ManualClock::at(start_time());
     let mut cfg = config(&clock);
-    cfg.world = World::generated(300, 10, APP);
+    cfg.world = World::generated_for(300, 10, APP);
     cfg.monthly_quota = None;
     let users: Vec<String> = cfg.world.users.iter().map(|u| u.open_id.clone()).collect();
     let api = Api::start(cfg).await;

@@ -401,6 +401,11 @@ impl Simulator {
         format!("http://{}", self.addr)
     }
 
+    /// The "virtual Lark" page, to open in a browser.
+    pub fn page_url(&self) -> String {
+        format!("http://{}/sim/", self.addr)
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
