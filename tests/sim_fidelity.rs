@@ -1002,6 +1002,53 @@ async fn a_card_callback_answer_replaces_the_card_and_shows_the_toast() {
     );
     assert_eq!(callback["event"]["context"]["open_chat_id"], sre.as_str());
 
+    // The callback's token allows two delayed updates within 30 minutes.
+    let card_token = callback["event"]["token"].as_str().unwrap().to_string();
+    let update = |title: &str| {
+        let body = json!({"token": card_token, "card": shared_card(title)});
+        let (api, token) = (&api, token.clone());
+        async move {
+            api.call(
+                "POST",
+                "/open-apis/interactive/v1/card/update",
+                Some(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    assert_eq!(update("Resolving").await.body["code"], 0);
+    assert_eq!(update("Resolved").await.body["code"], 0);
+    let third = update("Again").await;
+    assert_eq!((third.status, third.body["code"].as_i64()), (400, Some(230001)));
+    let card = api
+        .sim
+        .messages()
+        .into_iter()
+        .find(|m| m.message_id == message_id)
+        .unwrap();
+    assert!(card.content.contains("Resolved") && card.updates == 3);
+    api.sim
+        .press_button(&alice.open_id, &message_id, json!({}))
+        .await
+        .unwrap();
+    let (headers, body) = &receiver.requests()[1];
+    let fresh = open_push(headers, body)["event"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    clock.advance(chrono::Duration::minutes(31));
+    let token = api.token().await;
+    let late = api
+        .call(
+            "POST",
+            "/open-apis/interactive/v1/card/update",
+            Some(&token),
+            Some(json!({"token": fresh, "card": shared_card("late")})),
+        )
+        .await;
+    assert_eq!(late.body["code"], 230001);
+
     // Someone outside the chat cannot see the card, let alone press it.
     assert!(
         api.sim
