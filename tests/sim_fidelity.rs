@@ -708,6 +708,23 @@ async fn oauth_login_as_a_chosen_user() {
         .call("POST", "/open-apis/authen/v2/oauth/token", None, Some(exchange))
         .await;
     assert_eq!((reused.status, reused.body["code"].as_i64()), (400, Some(20003)));
+
+    // A code is good for 5 minutes.
+    let resp = no_redirects.get(&grant).send().await.unwrap();
+    let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    clock.advance(chrono::Duration::minutes(5) + chrono::Duration::seconds(1));
+    let late =
+        json!({"grant_type": "authorization_code", "client_id": APP, "client_secret": SECRET, "code": code});
+    let expired = api
+        .call("POST", "/open-apis/authen/v2/oauth/token", None, Some(late))
+        .await;
+    assert_eq!(expired.body["code"], 20004);
     api.sim.shutdown().await;
 }
 
@@ -790,6 +807,8 @@ async fn faults_are_switchable_at_run_time_also_over_http() {
 // ---- delivery to the appliance ----------------------------------------------------------
 
 type Responder = Box<dyn Fn(&[u8], usize) -> (u16, String) + Send + Sync>;
+/// How long the receiver waits before answering its n-th request.
+type Delay = fn(usize) -> Duration;
 
 /// A stand-in for the appliance's Request URL: records each request and answers via `respond`.
 struct Receiver {
@@ -800,6 +819,10 @@ struct Receiver {
 
 impl Receiver {
     async fn start(respond: Responder) -> Receiver {
+        Receiver::start_delayed(respond, |_| Duration::ZERO).await
+    }
+
+    async fn start_delayed(respond: Responder, delay: Delay) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/lark/callback", listener.local_addr().unwrap());
         let seen: Arc<Mutex<VecDeque<(HeaderMap, Bytes)>>> = Arc::default();
@@ -821,6 +844,7 @@ impl Receiver {
                                     log.push_back((headers, body.clone()));
                                     log.len() - 1
                                 };
+                                tokio::time::sleep(delay(n)).await;
                                 let (status, answer) = respond(&body, n);
                                 Ok::<_, std::convert::Infallible>(
                                     hyper::Response::builder()
@@ -1218,5 +1242,56 @@ async fn the_control_api_and_page_drive_the_simulator() {
         .await
         .unwrap();
     assert!(!world.to_string().contains(SECRET) && !world.to_string().contains(ENCRYPT_KEY));
+    api.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_callback_slower_than_3_seconds_fails_and_a_slow_event_is_redelivered() {
+    let receiver = Receiver::start_delayed(Box::new(|_, _| (200, "{}".into())), |n| {
+        if n < 2 {
+            Duration::from_millis(3200)
+        } else {
+            Duration::ZERO
+        }
+    })
+    .await;
+    let clock = ManualClock::at(start_time());
+    let mut cfg = config(&clock);
+    cfg.apps = vec![encrypted_app(&receiver.url)];
+    cfg.redelivery = RedeliverySchedule {
+        delays: vec![Duration::from_millis(10)],
+    };
+    let (sre, alice) = (cfg.world.chats[0].chat_id.clone(), cfg.world.users[3].clone());
+    let api = Api::start(cfg).await;
+    let token = api.token().await;
+    let sent = api
+        .send(&token, "chat_id", &sre, "interactive", shared_card("P1"))
+        .await;
+    let message_id = sent.body["data"]["message_id"].as_str().unwrap().to_string();
+    // Both slow answers run at once, so the test waits about 3 s, not 6.
+    let (press, said) = tokio::join!(
+        api.sim.press_button(&alice.open_id, &message_id, json!({})),
+        api.sim.send_text(&alice.open_id, None, "anyone?", false)
+    );
+    let outcome = press.unwrap();
+    said.unwrap();
+    assert_eq!((outcome.status, outcome.client_error), (None, Some(200341)));
+    for _ in 0..200 {
+        if api.sim.pushes().iter().any(|p| p.kind == "event" && p.ok) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let events: Vec<_> = api
+        .sim
+        .pushes()
+        .into_iter()
+        .filter(|p| p.kind == "event")
+        .collect();
+    assert_eq!(
+        events.iter().map(|p| (p.attempt, p.ok)).collect::<Vec<_>>(),
+        [(0, false), (1, true)]
+    );
+    assert_eq!(events[0].event_id, events[1].event_id);
     api.sim.shutdown().await;
 }
