@@ -22,6 +22,9 @@
 //!   days → 230001 with the reason in `msg`; oversized content → 230025.
 //! - **p2p**: "the bot" a user talks to in [`Simulator::send_text`] is the first configured app.
 //!   In groups a bot only receives messages that @-mention it (no read-all scope).
+//! - **Delayed card update** (`/open-apis/interactive/v1/card/update`, §3.5): the callback's
+//!   `c-…` token serves 2 updates within 30 minutes; a bad, spent or expired token → 230001 and an
+//!   oversized card → 230025 (Lark's exact codes for this API are not in the reference).
 //! - **Card callbacks** are not redelivered (the reference does not say they are); a failed one is
 //!   reported in [`CallbackOutcome::client_error`] with the code Lark's client shows (200341 …).
 
@@ -399,6 +402,11 @@ impl Simulator {
     /// `http://127.0.0.1:PORT`: the Open API base URL for the client.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The "virtual Lark" page, to open in a browser.
+    pub fn page_url(&self) -> String {
+        format!("http://{}/sim/", self.addr)
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -15,6 +15,10 @@ const TEXT_LIMIT_BYTES: usize = 150 * 1024;
 const CARD_LIMIT_BYTES: usize = 30 * 1024;
 const PER_API_PER_SECOND: usize = 50;
 const SENDS_PER_MINUTE: usize = 1000;
+const CARD_UPDATES_PER_MINUTE: usize = 1000;
+/// A card callback's update token lives 30 minutes and serves 2 updates (reference §3.5).
+const CARD_TOKEN_MINUTES: i64 = 30;
+const CARD_TOKEN_USES: u32 = 2;
 const PER_RECEIVER_PER_SECOND: usize = 5;
 const PATCHES_PER_MESSAGE_PER_SECOND: usize = 5;
 const UUID_MAX_CHARS: usize = 50;
@@ -45,6 +49,7 @@ pub(crate) enum Route {
     SendMessage,
     Reply(String),
     Patch(String),
+    CardUpdate,
     ListChats,
     CreateChat,
     AddMembers(String),
@@ -63,6 +68,7 @@ impl Route {
             ("POST", ["im", "v1", "messages"]) => Route::SendMessage,
             ("POST", ["im", "v1", "messages", id, "reply"]) => Route::Reply(id.to_string()),
             ("PATCH", ["im", "v1", "messages", id]) => Route::Patch(id.to_string()),
+            ("POST", ["interactive", "v1", "card", "update"]) => Route::CardUpdate,
             ("GET", ["im", "v1", "chats"]) => Route::ListChats,
             ("POST", ["im", "v1", "chats"]) => Route::CreateChat,
             ("POST", ["im", "v1", "chats", id, "members"]) => Route::AddMembers(id.to_string()),
@@ -82,6 +88,7 @@ impl Route {
             Route::SendMessage => "im.v1.message.create",
             Route::Reply(_) => "im.v1.message.reply",
             Route::Patch(_) => "im.v1.message.patch",
+            Route::CardUpdate => "interactive.v1.card.update",
             Route::ListChats => "im.v1.chat.list",
             Route::CreateChat => "im.v1.chat.create",
             Route::AddMembers(_) => "im.v1.chat_members.create",
@@ -229,24 +236,54 @@ fn dispatch(
             record.summary = "user info".to_string();
             Ok(ok(user_info(user, &st.world.tenant_key)))
         }
-        _ => {
-            let app_id = tenant_auth(st, req, now)?;
-            record.app_id = Some(app_id.clone());
-            gate(shared, st, route, &app_id, now)?;
-            match route {
-                Route::SendMessage => send_message(shared, st, req, &app_id, now, record),
-                Route::Reply(id) => reply_message(shared, st, req, &app_id, id, now, record),
-                Route::Patch(id) => patch_message(shared, st, req, &app_id, id, now, record),
-                Route::ListChats => list_chats(st, req, &app_id, record),
-                Route::CreateChat => create_chat(shared, st, req, &app_id, now, record),
-                Route::AddMembers(id) => add_members(shared, st, req, &app_id, id, record),
-                Route::BatchGetId => batch_get_id(st, req, record),
-                Route::TenantToken | Route::AppToken | Route::OAuthToken | Route::UserInfo => {
-                    unreachable!("handled above")
-                }
-            }
+        Route::SendMessage => {
+            let app_id = tenant_gate(shared, st, route, req, now, record)?;
+            send_message(shared, st, req, &app_id, now, record)
+        }
+        Route::Reply(id) => {
+            let app_id = tenant_gate(shared, st, route, req, now, record)?;
+            reply_message(shared, st, req, &app_id, id, now, record)
+        }
+        Route::Patch(id) => {
+            let app_id = tenant_gate(shared, st, route, req, now, record)?;
+            patch_message(shared, st, req, &app_id, id, now, record)
+        }
+        Route::CardUpdate => {
+            let app_id = tenant_gate(shared, st, route, req, now, record)?;
+            card_update(st, req, &app_id, now, record)
+        }
+        Route::ListChats => {
+            let app_id = tenant_gate(shared, st, route, req, now, record)?;
+            list_chats(st, req, &app_id, record)
+        }
+        Route::CreateChat => {
+            let app_id = tenant_gate(shared, st, route, req, now, record)?;
+            create_chat(shared, st, req, &app_id, now, record)
+        }
+        Route::AddMembers(id) => {
+            let app_id = tenant_gate(shared, st, route, req, now, record)?;
+            add_members(shared, st, req, &app_id, id, record)
+        }
+        Route::BatchGetId => {
+            tenant_gate(shared, st, route, req, now, record)?;
+            batch_get_id(st, req, record)
         }
     }
+}
+
+/// The tenant token's app, past the frequency limits and the quota.
+fn tenant_gate(
+    shared: &Shared,
+    st: &mut State,
+    route: &Route,
+    req: &ApiRequest,
+    now: DateTime<Utc>,
+    record: &mut CallRecord,
+) -> Result<String, Reject> {
+    let app_id = tenant_auth(st, req, now)?;
+    record.app_id = Some(app_id.clone());
+    gate(shared, st, route, &app_id, now)?;
+    Ok(app_id)
 }
 
 /// The frequency limits of the call's API, then the monthly quota.
@@ -262,8 +299,17 @@ fn gate(
             format!("api:{app_id}:{}", route.api()),
             PER_API_PER_SECOND,
         )];
-        if matches!(route, Route::SendMessage | Route::Reply(_)) {
-            limits.push(Limit::per_minute(format!("send:{app_id}"), SENDS_PER_MINUTE));
+        match route {
+            Route::SendMessage | Route::Reply(_) => {
+                limits.push(Limit::per_minute(format!("send:{app_id}"), SENDS_PER_MINUTE));
+            }
+            Route::CardUpdate => {
+                limits.push(Limit::per_minute(
+                    format!("card_update:{app_id}"),
+                    CARD_UPDATES_PER_MINUTE,
+                ));
+            }
+            _ => {}
         }
         if let Err(refusal) = st.windows.admit(&limits, now) {
             let mut reject = Reject::lark(429, 99991400, "request trigger frequency limit");
@@ -705,6 +751,57 @@ fn patch_message(
         now,
     )?;
     let message = st.message_mut(message_id).expect("checked above");
+    message.content = content;
+    message.updates += 1;
+    message.updated_at = now;
+    Ok(ok(json!({})))
+}
+
+/// The delayed update after a card callback: `token` is the callback's `c-…` token.
+fn card_update(
+    st: &mut State,
+    req: &ApiRequest,
+    app_id: &str,
+    now: DateTime<Utc>,
+    record: &mut CallRecord,
+) -> Result<Value, Reject> {
+    let body = json_body(req)?;
+    let token = str_field(&body, "token").ok_or_else(|| Reject::invalid("token"))?;
+    let mut card = body
+        .get("card")
+        .filter(|c| c.is_object())
+        .cloned()
+        .ok_or_else(|| Reject::invalid("card must be a card JSON object"))?;
+    // `open_ids` picks who sees a non-shared update; the store keeps the one shared view.
+    card.as_object_mut().map(|c| c.remove("open_ids"));
+    let content = card.to_string();
+    record.summary = format!("delayed card update, {} bytes", content.len());
+    if content.len() > CARD_LIMIT_BYTES {
+        return Err(Reject::im(
+            230025,
+            &format!(
+                "The card is too long: {} bytes, at most {CARD_LIMIT_BYTES}",
+                content.len()
+            ),
+        ));
+    }
+    let grant = st
+        .card_tokens
+        .get_mut(token)
+        .filter(|g| g.app_id == app_id)
+        .ok_or_else(|| Reject::invalid("token is not a card update token of this app"))?;
+    if now - grant.issued_at > chrono::Duration::minutes(CARD_TOKEN_MINUTES) {
+        return Err(Reject::invalid("the card update token has expired (30 minutes)"));
+    }
+    if grant.uses >= CARD_TOKEN_USES {
+        return Err(Reject::invalid("the card update token was already used twice"));
+    }
+    grant.uses += 1;
+    let message_id = grant.message_id.clone();
+    record.receiver = Some(message_id.clone());
+    let message = st
+        .message_mut(&message_id)
+        .ok_or_else(|| Reject::invalid("the card's message is gone"))?;
     message.content = content;
     message.updates += 1;
     message.updated_at = now;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::state::{Shared, random_hex, stopped};
+use super::state::{CardToken, Shared, random_hex, stopped};
 use super::{
     CallbackOutcome, CardCallbackVersion, MessageSender, PushRecord, SimApp, SimError, SimMessage, SimUser,
 };
@@ -405,6 +405,15 @@ pub(crate) async fn press_button(
         )
     };
     let card_token = format!("c-{}", random_hex(16));
+    shared.lock().card_tokens.insert(
+        card_token.clone(),
+        CardToken {
+            app_id: app.app_id.clone(),
+            message_id: message_id.to_string(),
+            issued_at: shared.clock.now(),
+            uses: 0,
+        },
+    );
     let action = json!({"value": value, "tag": "button"});
     let (event_id, body, signing, event_type) = match app.card_callback {
         CardCallbackVersion::V2 => {

@@ -50,6 +50,7 @@ impl Shared {
                 current: HashMap::new(),
                 user_tokens: HashMap::new(),
                 oauth_codes: HashMap::new(),
+                card_tokens: HashMap::new(),
                 messages: Vec::new(),
                 message_index: HashMap::new(),
                 p2p_chats: HashMap::new(),
@@ -102,6 +103,15 @@ pub(crate) struct OAuthCode {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A card callback's `c-…` token, good for the delayed update of its card.
+#[derive(Debug, Clone)]
+pub(crate) struct CardToken {
+    pub app_id: String,
+    pub message_id: String,
+    pub issued_at: DateTime<Utc>,
+    pub uses: u32,
+}
+
 pub(crate) struct State {
     pub world: World,
     pub tokens: HashMap<String, IssuedToken>,
@@ -109,6 +119,7 @@ pub(crate) struct State {
     pub current: HashMap<(String, TokenKind), String>,
     pub user_tokens: HashMap<String, UserToken>,
     pub oauth_codes: HashMap<String, OAuthCode>,
+    pub card_tokens: HashMap<String, CardToken>,
     pub messages: Vec<SimMessage>,
     pub message_index: HashMap<String, usize>,
     /// The p2p chat of each (app, user).

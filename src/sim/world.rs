@@ -175,9 +175,14 @@ impl World {
         }
     }
 
+    /// A generated world with [`DEFAULT_APP_ID`] as the bot (see [`World::generated_for`]).
+    pub fn generated(users: usize, chats: usize) -> World {
+        World::generated_for(users, chats, DEFAULT_APP_ID)
+    }
+
     /// `users` people and `chats` group chats, all with the bot `app_id`; user i belongs to chat
     /// i mod `chats`, and the first five users belong to every chat.
-    pub fn generated(users: usize, chats: usize, app_id: &str) -> World {
+    pub fn generated_for(users: usize, chats: usize, app_id: &str) -> World {
         let people: Vec<SimUser> = (0..users)
             .map(|i| {
                 let name = format!("User {i:04}");
@@ -280,7 +285,7 @@ mod tests {
 
     #[test]
     fn generated_world_and_json_round_trip() {
-        let w = World::generated(300, 10, "cli_x");
+        let w = World::generated_for(300, 10, "cli_x");
         assert_eq!((w.users.len(), w.chats.len()), (300, 10));
         assert!(
             w.chats
