@@ -239,7 +239,7 @@ async fn lists_every_chat_the_bot_is_in_across_pages() {
     lark.sim.shutdown().await;
 
     // 230 chats take three pages of 100.
-    let lark = Lark::start_with(|c| c.world = World::generated(12, 230, APP_ID)).await;
+    let lark = Lark::start_with(|c| c.world = World::generated_for(12, 230, APP_ID)).await;
     let chats = lark.client.list_chats().await.unwrap();
     assert_eq!(chats.len(), 230);
     let unique: std::collections::HashSet<_> = chats.iter().map(|c| &c.chat_id).collect();
@@ -250,7 +250,7 @@ async fn lists_every_chat_the_bot_is_in_across_pages() {
 
 #[tokio::test]
 async fn creates_chats_once_per_uuid_and_adds_members_in_batches_of_50() {
-    let lark = Lark::start_with(|c| c.world = World::generated(130, 1, APP_ID)).await;
+    let lark = Lark::start_with(|c| c.world = World::generated_for(130, 1, APP_ID)).await;
     let people: Vec<String> = lark.sim.world().users.iter().map(|u| u.open_id.clone()).collect();
     let new_chat = NewChat {
         name: "INC-42 db-1 disk full".into(),
@@ -305,7 +305,7 @@ async fn creates_chats_once_per_uuid_and_adds_members_in_batches_of_50() {
 
 #[tokio::test]
 async fn looks_up_users_by_email_and_mobile_50_at_a_time() {
-    let lark = Lark::start_with(|c| c.world = World::generated(120, 1, APP_ID)).await;
+    let lark = Lark::start_with(|c| c.world = World::generated_for(120, 1, APP_ID)).await;
     let users = lark.sim.world().users;
     let mut emails: Vec<String> = users.iter().map(|u| u.email.clone()).collect();
     emails.push("stranger@example.com".into());
@@ -988,4 +988,106 @@ async fn no_secret_or_token_reaches_the_logs() {
     assert!(!logs.contains(token.access_token.expose()), "{logs}");
     assert!(!has_token(&logs), "{logs}");
     assert!(has_token(&format!("t-{}", "ab".repeat(10))));
+}
+
+/// The appliance's callback endpoint, played by a bare server that records each callback body
+/// and answers `{}` (keep the card).
+struct CallbackStub {
+    url: String,
+    bodies: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CallbackStub {
+    async fn start() -> CallbackStub {
+        use http_body_util::{BodyExt, Full};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/lark/callback", listener.local_addr().unwrap());
+        let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let log = bodies.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let log = log.clone();
+                let service =
+                    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            log.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                bytes::Bytes::from_static(b"{}"),
+                            )))
+                        }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        CallbackStub { url, bodies, task }
+    }
+}
+
+impl Drop for CallbackStub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_clicked_card_is_updated_with_the_callback_token() {
+    let stub = CallbackStub::start().await;
+    let url = stub.url.clone();
+    let lark = Lark::start_with(|c| c.apps[0].request_url = Some(url)).await;
+    let sre = lark.chat_id("SRE");
+    let card = lark
+        .client
+        .send_message(
+            ReceiveIdType::ChatId,
+            &sre,
+            &MessageContent::card(&shared_card("P1 open")),
+            None,
+        )
+        .await
+        .unwrap();
+    let bob = lark.user("Bob Smith");
+    let outcome = lark
+        .sim
+        .press_button(&bob.open_id, &card.message_id, json!({"action": "ack"}))
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, Some(200));
+    let callback = stub.bodies.lock().unwrap()[0].clone();
+    assert_eq!(callback["header"]["event_type"], "card.action.trigger");
+    let card_token = callback["event"]["token"].as_str().unwrap().to_string();
+
+    let acked = shared_card("P1 acknowledged by Bob");
+    lark.client
+        .update_card_with_token(&card_token, &acked)
+        .await
+        .unwrap();
+    let stored = lark
+        .sim
+        .messages()
+        .into_iter()
+        .find(|m| m.message_id == card.message_id)
+        .unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&stored.content).unwrap(), acked);
+    // Two uses per token.
+    lark.client
+        .update_card_with_token(&card_token, &acked)
+        .await
+        .unwrap();
+    let e = lark
+        .client
+        .update_card_with_token(&card_token, &acked)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, LarkError::Other(ref a) if a.code == Some(230001)),
+        "{e:?}"
+    );
+    lark.sim.shutdown().await;
 }

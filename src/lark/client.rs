@@ -55,6 +55,10 @@ const PATCH: Api = Api {
     name: "im.message.patch",
     scope: Some("im:message"),
 };
+const DELAYED_CARD_UPDATE: Api = Api {
+    name: "interactive.card.update",
+    scope: None,
+};
 const LIST_CHATS: Api = Api {
     name: "im.chat.list",
     scope: Some("im:chat"),
@@ -229,6 +233,21 @@ impl LarkClient {
         self.tenant_call(PATCH, || {
             json_body(
                 self.request(Method::PATCH, &["im", "v1", "messages", message_id]),
+                &body,
+            )
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Replaces a card after a click with the callback's update token (`c-…`;
+    /// `POST /interactive/v1/card/update`, reference §3.5). Lark accepts it only after the
+    /// callback was answered, for 30 minutes and 2 uses; `card` is the card JSON.
+    pub async fn update_card_with_token(&self, card_token: &str, card: &Value) -> Result<(), LarkError> {
+        let body = json!({ "token": card_token, "card": card });
+        self.tenant_call(DELAYED_CARD_UPDATE, || {
+            json_body(
+                self.request(Method::POST, &["interactive", "v1", "card", "update"]),
                 &body,
             )
         })
