@@ -158,14 +158,15 @@ impl LarkError {
             "connection failed"
         };
         LarkError::Transient {
-            cause: format!("{kind}: {}", without_url(e)),
+            cause: format!("{kind}: {}", cause_chain(e)),
             http_status: e.status().map(|s| s.as_u16()),
         }
     }
 }
 
-/// reqwest's message without the URL (which may carry query parameters such as a `uuid`).
-fn without_url(e: &reqwest::Error) -> String {
+/// The chain of causes under reqwest's error, which says what went wrong without repeating the
+/// URL (the operation log already names the call).
+fn cause_chain(e: &reqwest::Error) -> String {
     let mut cause = String::new();
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(s) = source {
