@@ -338,7 +338,14 @@ impl LarkClient {
     ) -> Result<Vec<UserIdMatch>, LarkError> {
         let mut found = Vec::with_capacity(emails.len() + mobiles.len());
         for (emails, mobiles) in lookup_batches(emails, mobiles) {
-            let body = json!({ "emails": emails, "mobiles": mobiles, "include_resigned": false });
+            // An empty list is left out rather than sent as `[]`, as Lark's own SDKs do.
+            let mut body = json!({ "include_resigned": false });
+            if !emails.is_empty() {
+                body["emails"] = json!(emails);
+            }
+            if !mobiles.is_empty() {
+                body["mobiles"] = json!(mobiles);
+            }
             let answer = self
                 .tenant_call(BATCH_GET_ID, || {
                     let request = self
