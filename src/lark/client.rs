@@ -338,7 +338,7 @@ impl LarkClient {
     ) -> Result<Vec<UserIdMatch>, LarkError> {
         let mut found = Vec::with_capacity(emails.len() + mobiles.len());
         for (emails, mobiles) in lookup_batches(emails, mobiles) {
-            // An empty list is left out rather than sent as `[]`, as Lark's own SDKs do.
+            // An empty list is left out, as the SDKs leave out fields never set.
             let mut body = json!({ "include_resigned": false });
             if !emails.is_empty() {
                 body["emails"] = json!(emails);
