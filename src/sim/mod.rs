@@ -30,6 +30,7 @@
 
 mod http;
 mod limits;
+mod oauth;
 mod openapi;
 mod push;
 mod state;
