@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::oauth;
 use super::openapi::{self, ApiRequest, Route};
 use super::state::{Shared, random_hex, random_unit, stopped};
 use super::{CallRecord, FaultKind, Faults, Outage, SimError, push};
@@ -243,7 +244,7 @@ fn html_page(status: u16, title: &str, body: &str) -> Response<Full<Bytes>> {
 
 /// Lark's authorize page, simulated: pick who you are.
 fn authorize_page(shared: &Shared, query: &HashMap<String, String>) -> Response<Full<Bytes>> {
-    let app_id = match openapi::authorize_check(shared, query) {
+    let app_id = match oauth::authorize_check(shared, query) {
         Ok((app_id, _)) => app_id.to_string(),
         Err(reason) => return html_page(400, "Authorization failed", &escape_html(&reason)),
     };
@@ -275,7 +276,7 @@ fn authorize_page(shared: &Shared, query: &HashMap<String, String>) -> Response<
 }
 
 fn authorize_grant(shared: &Shared, query: &HashMap<String, String>) -> Response<Full<Bytes>> {
-    match openapi::authorize_grant(shared, query) {
+    match oauth::authorize_grant(shared, query) {
         Ok(location) => Response::builder()
             .status(StatusCode::FOUND)
             .header("Location", location)

@@ -6,8 +6,8 @@
 //!
 //! Choices where the reference is silent, kept in one place:
 //! - **Quota**: every Open API call that passes authentication and the frequency limits counts
-//!   toward the tenant's monthly quota, whatever its business outcome — token fetches with a valid
-//!   app_id included (the reference lists no exempt APIs). Calls refused by the frequency limits
+//!   toward the tenant's monthly quota, whatever its business outcome — token fetches naming a
+//!   known app_id included, even with a wrong secret (the reference lists no exempt APIs). Calls refused by the frequency limits
 //!   or by the quota itself, injected faults, the OAuth authorize page and `/sim/` do not count.
 //! - **Limits** are sliding windows over arrival times read from [`SimConfig::clock`]: a test
 //!   moves a [`crate::clock::ShiftedClock`] forward instead of waiting (e.g. 20 × 50 sends, the
@@ -30,6 +30,7 @@
 
 mod http;
 mod limits;
+mod oauth;
 mod openapi;
 mod push;
 mod state;
