@@ -1,8 +1,10 @@
 //! lark-oncall: on-call incident response for Feishu/Lark in one binary.
 //!
 //! Domains: [`store`] (the redb state file), [`auth`] (admin accounts and tokens), [`lark`] (Lark's
-//! wire protocol), [`integration`] (connected Lark apps and their callback pipeline),
-//! [`delivery`] (the outbox), [`scheduler`] (periodic jobs), [`web`] (HTTP routes), with [`app`] wiring them into a running service and [`cli`] as the entry point.
+//! wire protocol and Open API client), [`integration`] (connected Lark apps and their callback
+//! pipeline), [`delivery`] (the outbox), [`scheduler`] (periodic jobs), [`sim`] (a fake Lark for
+//! tests and the demo), [`web`] (HTTP routes), with [`app`] wiring them into a running service and
+//! [`cli`] as the entry point.
 
 pub mod app;
 pub mod auth;
@@ -13,6 +15,7 @@ pub mod delivery;
 pub mod integration;
 pub mod lark;
 pub mod scheduler;
+pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod web;

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::limits::CallShape;
+use crate::lark::ReceiveIdType;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,29 +50,6 @@ impl CallClass {
             CallClass::UserLookup => "user_lookup",
             CallClass::Oauth => "oauth",
             CallClass::Other => "other",
-        }
-    }
-}
-
-/// Lark's `receive_id_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReceiveIdType {
-    OpenId,
-    UserId,
-    UnionId,
-    Email,
-    ChatId,
-}
-
-impl ReceiveIdType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReceiveIdType::OpenId => "open_id",
-            ReceiveIdType::UserId => "user_id",
-            ReceiveIdType::UnionId => "union_id",
-            ReceiveIdType::Email => "email",
-            ReceiveIdType::ChatId => "chat_id",
         }
     }
 }

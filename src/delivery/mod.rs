@@ -4,12 +4,12 @@
 
 pub mod engine;
 pub mod job;
+pub mod lark_executor;
 pub mod limits;
 pub mod metrics;
 pub mod oplog;
 pub mod quota;
 
 pub use engine::{Delivery, DeliveryConfig, DeliveryError, Executor};
-pub use job::{
-    CallClass, CallFailure, CallOutcome, FailureKind, Job, JobKind, NewJob, Priority, ReceiveIdType,
-};
+pub use job::{CallClass, CallFailure, CallOutcome, FailureKind, Job, JobKind, NewJob, Priority};
+pub use lark_executor::{LarkClients, LarkExecutor};

@@ -13,19 +13,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::quota::Plan;
+use crate::lark::Domain;
 use crate::lark::crypto::Cipher;
 use crate::store::{Store, StoreError, tables};
 use secrets::{Sealed, SecretBox, SecretError};
-
-/// Which Lark cloud an app lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Domain {
-    /// Feishu (China): open.feishu.cn.
-    Feishu,
-    /// Lark (international): open.larksuite.com.
-    Lark,
-}
 
 /// The default quota of Lark's Basic Free plan (calls per month; shared/lark-protocol.md §6.4).
 pub const BASIC_FREE_MONTHLY_QUOTA: u64 = 10_000;
