@@ -13,10 +13,14 @@ use tokio::sync::watch;
 use crate::auth::Auth;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
-use crate::delivery::Delivery;
+use crate::delivery::lark_executor::{LarkClients, LarkExecutor};
 use crate::delivery::metrics::DeliveryMetrics;
+use crate::delivery::quota::Plan;
+use crate::delivery::{CallClass, Delivery};
 use crate::integration::Integrations;
+use crate::integration::Live;
 use crate::integration::inbound::InboundPipeline;
+use crate::lark::{ClientConfig, LarkClient, LarkError, Secret};
 use crate::scheduler::{Scheduler, Task};
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -38,14 +42,21 @@ pub struct App {
     pub inbound: Arc<InboundPipeline>,
     pub scheduler: Arc<Scheduler>,
     pub delivery: Arc<Delivery>,
+    /// The Open API client of each integration.
+    pub lark: Arc<LarkClients>,
     /// False once shutdown starts, so `/readyz` tells load balancers to stop sending.
     pub ready: AtomicBool,
 }
 
 impl App {
     pub async fn open(settings: Settings) -> anyhow::Result<Arc<App>> {
+        App::open_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::open`] on a given clock: tests move time (escalations, quota months, token
+    /// expiry) instead of waiting for it.
+    pub async fn open_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<App>> {
         let store = Store::open(&settings.storage_path)?;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let integrations = Arc::new(Integrations::open(
             store.clone(),
             settings.state_dir(),
@@ -65,9 +76,7 @@ impl App {
             settings.delivery.clone(),
             DeliveryMetrics::new(&metrics),
         )?;
-        for live in integrations.all() {
-            delivery.set_plan(live.id(), live.record.plan);
-        }
+        let lark = Arc::new(LarkClients::new());
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());
         if let Some(password) = auth.ensure_admin()? {
             tracing::warn!(
@@ -76,7 +85,7 @@ impl App {
                 "created the admin account; this password is shown once: change it with `lark-oncall admin set-password`"
             );
         }
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             settings,
             store,
             auth,
@@ -86,12 +95,17 @@ impl App {
             inbound,
             scheduler,
             delivery,
+            lark,
             ready: AtomicBool::new(false),
-        }))
+        });
+        for live in app.integrations.all() {
+            app.integration_changed(&live);
+        }
+        Ok(app)
     }
 
     /// Registers the housekeeping jobs and starts the scheduler.
-    async fn start_scheduler(&self) -> anyhow::Result<()> {
+    async fn start_scheduler(self: &Arc<Self>) -> anyhow::Result<()> {
         let inbound = self.inbound.clone();
         let prune_seen: Task = Arc::new(move || {
             let inbound = inbound.clone();
@@ -106,13 +120,140 @@ impl App {
         self.scheduler
             .add("dedup_prune", "0 7 * * * *", prune_seen)
             .await?;
+        let (store, clock, retention) = (
+            self.store.clone(),
+            self.clock.clone(),
+            self.settings.oplog_retention,
+        );
+        let prune_oplog: Task = Arc::new(move || {
+            let (store, cutoff) = (store.clone(), clock.now() - retention);
+            Box::pin(async move {
+                crate::delivery::oplog::prune(&store, cutoff)
+                    .await
+                    .map(|n| format!("{n} operation-log entries older than {cutoff} removed"))
+                    .map_err(|e| e.to_string())
+            })
+        });
+        self.scheduler
+            .add("oplog_prune", "0 17 3 * * *", prune_oplog)
+            .await?;
+        let delivery = self.delivery.clone();
+        let quota_month: Task = Arc::new(move || {
+            let delivery = delivery.clone();
+            Box::pin(async move {
+                delivery.tick();
+                Ok("quota months checked; held jobs released where a month rolled over".into())
+            })
+        });
+        // Hourly, so a reset on the 1st is seen promptly in any configured time zone.
+        self.scheduler
+            .add("quota_month", "0 0 * * * *", quota_month)
+            .await?;
+        let app = Arc::downgrade(self);
+        let refresh: Task = Arc::new(move || {
+            let app = app.clone();
+            Box::pin(async move {
+                match app.upgrade() {
+                    Some(app) => app.refresh_tokens().await,
+                    None => Ok("shutting down".into()),
+                }
+            })
+        });
+        self.scheduler
+            .add("token_refresh", "30 * * * * *", refresh)
+            .await?;
         self.scheduler.start().await?;
         Ok(())
     }
 
-    /// Tells the other domains that an integration was created or changed.
-    pub fn integration_changed(&self, live: &crate::integration::Live) {
+    /// Tells the other domains that an integration was created or changed: its plan to the
+    /// outbox, a new Open API client for its (possibly new) credentials.
+    pub fn integration_changed(&self, live: &Live) {
         self.delivery.set_plan(live.id(), live.record.plan);
+        let base = live
+            .record
+            .api_base_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok());
+        let config = ClientConfig::for_domain(
+            live.record.domain,
+            base,
+            live.record.app_id.clone(),
+            Secret::new(live.app_secret.clone()),
+        );
+        match LarkClient::new(config, self.clock.clone()) {
+            Ok(client) => {
+                let client = client.with_call_observer(self.quota_observer(live.id()));
+                self.lark.insert(live.id(), Arc::new(client));
+            }
+            Err(e) => tracing::error!(integration = %live.id(), error = %e, "cannot build a Lark client"),
+        }
+    }
+
+    pub fn integration_removed(&self, id: &str) {
+        self.lark.remove(id);
+    }
+
+    /// Counts in the quota ledger the calls made outside the outbox (token fetches, look-ups,
+    /// chat lists, OAuth, delayed card updates); the outbox counts its own.
+    fn quota_observer(&self, integration: &str) -> crate::lark::CallObserver {
+        let delivery = Arc::downgrade(&self.delivery);
+        let integration = integration.to_string();
+        Arc::new(move |api: &'static str, result: Result<(), &LarkError>| {
+            let class = match api {
+                "auth.tenant_access_token" => CallClass::Token,
+                "contact.user.batch_get_id" => CallClass::UserLookup,
+                "authen.oauth.token" | "authen.user_info" => CallClass::Oauth,
+                "interactive.card.update" => CallClass::CardUpdate,
+                "im.chat.list" => CallClass::Other,
+                _ => return,
+            };
+            // Calls that never reached Lark, or that it refused before counting, cost nothing.
+            if matches!(
+                result,
+                Err(LarkError::Transient { .. } | LarkError::RateLimited { .. })
+            ) {
+                return;
+            }
+            let (Some(delivery), integration) = (delivery.upgrade(), integration.clone()) else {
+                return;
+            };
+            tokio::spawn(async move {
+                if let Err(e) = delivery.count_calls(&integration, class, 1).await {
+                    tracing::error!(error = %e, "cannot count a Lark call in the quota ledger");
+                }
+            });
+        })
+    }
+
+    /// Refreshes tenant tokens ahead of expiry where they will be used: always on paid plans, on
+    /// Basic Free only while jobs wait (a warm token costs a call every ~90 minutes, about 5 % of
+    /// a 10,000-call month).
+    async fn refresh_tokens(&self) -> Result<String, String> {
+        let now = self.clock.now();
+        let (mut refreshed, mut failed) = (0, Vec::new());
+        for live in self.integrations.all() {
+            let Some(client) = self.lark.get(live.id()) else {
+                continue;
+            };
+            let due = client.token_refresh_at().is_some_and(|at| at <= now);
+            let wanted = live.record.plan == Plan::Paid || self.delivery.pending_for(live.id()) > 0;
+            if !(due && wanted) {
+                continue;
+            }
+            match client.ensure_tenant_token().await {
+                Ok(()) => refreshed += 1,
+                Err(e) => {
+                    tracing::warn!(integration = %live.id(), error = %e, "tenant token refresh failed");
+                    failed.push(format!("{}: {}", live.id(), e.reason()));
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(format!("{refreshed} tenant tokens refreshed"))
+        } else {
+            Err(format!("{refreshed} refreshed; failed: {}", failed.join(", ")))
+        }
     }
 }
 
@@ -235,6 +376,11 @@ pub async fn start(app: Arc<App>) -> anyhow::Result<Running> {
     }
     app.start_scheduler().await?;
     app.inbound.resume().await?;
+    tokio::spawn(
+        app.delivery
+            .clone()
+            .run(Arc::new(LarkExecutor::new(app.lark.clone())), stop_rx.clone()),
+    );
     let dir = settings.state_dir();
     write_private(&dir.join(CLI_TOKEN_FILE), app.auth.cli_token())
         .with_context(|| format!("cannot write {}", dir.join(CLI_TOKEN_FILE).display()))?;

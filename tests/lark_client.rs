@@ -757,14 +757,14 @@ async fn the_executor_turns_jobs_into_calls_and_outcomes() {
         },
     );
     let CallOutcome::Delivered {
-        message_id: Some(card_id),
+        returned_id: Some(card_id),
     } = executor.execute(&send).await
     else {
         panic!("send not delivered");
     };
     // A retried job (same uuid) does not send twice.
     let CallOutcome::Delivered {
-        message_id: Some(again),
+        returned_id: Some(again),
     } = executor.execute(&send).await
     else {
         panic!("retry not delivered");
@@ -785,7 +785,7 @@ async fn the_executor_turns_jobs_into_calls_and_outcomes() {
     );
     assert!(matches!(
         executor.execute(&reply).await,
-        CallOutcome::Delivered { message_id: Some(_) }
+        CallOutcome::Delivered { returned_id: Some(_) }
     ));
     let update = job(
         3,
@@ -797,7 +797,7 @@ async fn the_executor_turns_jobs_into_calls_and_outcomes() {
     );
     assert!(matches!(
         executor.execute(&update).await,
-        CallOutcome::Delivered { message_id: None }
+        CallOutcome::Delivered { returned_id: None }
     ));
     let create = job(
         4,
@@ -808,10 +808,12 @@ async fn the_executor_turns_jobs_into_calls_and_outcomes() {
             member_open_ids: vec![bob.open_id.clone()],
         },
     );
-    assert!(matches!(
-        executor.execute(&create).await,
-        CallOutcome::Delivered { .. }
-    ));
+    let CallOutcome::Delivered {
+        returned_id: Some(created_id),
+    } = executor.execute(&create).await
+    else {
+        panic!("create_chat did not return the chat id");
+    };
     let war_room = lark
         .sim
         .world()
@@ -819,6 +821,7 @@ async fn the_executor_turns_jobs_into_calls_and_outcomes() {
         .into_iter()
         .find(|c| c.name == "INC-1 war room")
         .unwrap();
+    assert_eq!(war_room.chat_id, created_id);
     let alice = lark.user("Alice Chen");
     let add = job(
         5,

@@ -109,7 +109,14 @@ pub struct Delivery {
     inner: Mutex<Inner>,
     wake: Notify,
     pub metrics: DeliveryMetrics,
+    delivered_hook: std::sync::RwLock<Option<DeliveredHook>>,
 }
+
+/// Runs inside the commit that records a delivered job, with the id Lark returned, so what a
+/// producer remembers about sent messages (e.g. every card of an incident) is exactly as durable
+/// as the outbox. Like every closure in a group commit it must fail before it writes anything.
+pub type DeliveredHook =
+    Arc<dyn Fn(&crate::store::WriteTx<'_>, &Job, Option<&str>) -> Result<(), StoreError> + Send + Sync>;
 
 fn job_uuid(id: u64) -> String {
     // Unique across reinstalls too, so Lark's one-hour uuid dedup never merges two jobs.
@@ -141,6 +148,7 @@ impl Delivery {
             }),
             wake: Notify::new(),
             metrics,
+            delivered_hook: std::sync::RwLock::new(None),
         });
         {
             let mut inner = delivery.inner.lock().expect("delivery lock");
@@ -198,6 +206,12 @@ impl Delivery {
         }
         self.metrics.queued(job.kind.name(), 1);
         inner.jobs.insert(id, job);
+    }
+
+    /// Sets the hook run inside the commit of every delivered job (one producer owns it today:
+    /// incidents remember their cards).
+    pub fn on_delivered(&self, hook: DeliveredHook) {
+        *self.delivered_hook.write().expect("hook lock") = Some(hook);
     }
 
     /// Sets (or changes) an integration's plan; jobs held for quota are re-evaluated.
@@ -312,6 +326,7 @@ impl Delivery {
             attempts: 0,
             latency_ms: None,
             message_id: None,
+            chat_id: None,
         };
         self.metrics.outcome("send", outcome);
         self.store.write(move |w| oplog::append(w, entry).map(drop)).await
@@ -391,6 +406,17 @@ impl Delivery {
     /// Jobs waiting in memory (pending or held), for tests and the admin API.
     pub fn pending_count(&self) -> usize {
         self.inner.lock().expect("delivery lock").jobs.len()
+    }
+
+    /// Jobs of one integration waiting or in flight.
+    pub fn pending_for(&self, integration: &str) -> usize {
+        let inner = self.inner.lock().expect("delivery lock");
+        inner
+            .jobs
+            .values()
+            .filter(|j| j.integration_id == integration)
+            .count()
+            + inner.lanes.get(integration).map_or(0, |l| l.in_flight)
     }
 
     /// Re-evaluates the calendar month (the quota resets on the 1st) and wakes the dispatcher.
@@ -583,6 +609,7 @@ impl Delivery {
             attempts: job.attempts,
             latency_ms: latency.map(|l| l.as_millis() as u64),
             message_id: None,
+            chat_id: None,
         }
     }
 
@@ -610,8 +637,8 @@ impl Delivery {
         let latency = started.elapsed();
         self.metrics.call(job.kind.api());
         let result = match outcome {
-            CallOutcome::Delivered { message_id } => {
-                self.finish_delivered(job.clone(), message_id, latency).await
+            CallOutcome::Delivered { returned_id } => {
+                self.finish_delivered(job.clone(), returned_id, latency).await
             }
             CallOutcome::Failed(failure) => self.finish_failed(job.clone(), failure, latency).await,
         };
@@ -669,11 +696,16 @@ impl Delivery {
     async fn finish_delivered(
         &self,
         job: Job,
-        message_id: Option<String>,
+        returned_id: Option<String>,
         latency: Duration,
     ) -> Result<(), StoreError> {
         let mut entry = self.entry(&job, "delivered", None, Some(latency));
-        entry.message_id = message_id;
+        match job.kind {
+            JobKind::CreateChat { .. } => entry.chat_id = returned_id.clone(),
+            _ => entry.message_id = returned_id.clone(),
+        }
+        let hook = self.delivered_hook.read().expect("hook lock").clone();
+        let delivered = job.clone();
         let (quota_key, usage) = {
             let mut inner = self.inner.lock().expect("delivery lock");
             self.count_in_lane(&mut inner, &job)
@@ -681,6 +713,10 @@ impl Delivery {
         let id = job.id;
         self.store
             .write(move |w| {
+                // First, so a failing hook fails before this closure has written anything.
+                if let Some(hook) = hook {
+                    hook(w, &delivered, returned_id.as_deref())?;
+                }
                 w.remove(&tables::OUTBOX, &id)?;
                 w.put(&tables::QUOTA, quota_key.as_str(), &usage)?;
                 oplog::append(w, entry).map(drop)

@@ -210,9 +210,10 @@ pub struct NewJob {
 /// How a call ended, as the executor reports it.
 #[derive(Debug, Clone)]
 pub enum CallOutcome {
-    /// Done; `message_id` for sends and replies.
+    /// Done; `returned_id` is the id Lark gave back: the message id of a send or reply, the
+    /// chat id of a created chat.
     Delivered {
-        message_id: Option<String>,
+        returned_id: Option<String>,
     },
     Failed(CallFailure),
 }

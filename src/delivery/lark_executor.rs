@@ -118,8 +118,7 @@ impl LarkExecutor {
                     ..NewChat::default()
                 };
                 let created = client.create_chat(&chat, uuid).await?;
-                tracing::info!(job = job.id, chat_id = %created.chat_id, "chat created");
-                Ok(None)
+                Ok(Some(created.chat_id))
             }
             JobKind::AddMembers { chat_id, open_ids } => {
                 let added = client.add_chat_members(chat_id, open_ids).await?;
@@ -145,7 +144,7 @@ impl Executor for LarkExecutor {
             });
         };
         match Self::call(&client, job).await {
-            Ok(message_id) => CallOutcome::Delivered { message_id },
+            Ok(returned_id) => CallOutcome::Delivered { returned_id },
             Err(error) => CallOutcome::Failed(CallFailure::from(&error)),
         }
     }

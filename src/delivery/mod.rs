@@ -10,6 +10,6 @@ pub mod metrics;
 pub mod oplog;
 pub mod quota;
 
-pub use engine::{Delivery, DeliveryConfig, DeliveryError, Executor};
+pub use engine::{DeliveredHook, Delivery, DeliveryConfig, DeliveryError, Executor};
 pub use job::{CallClass, CallFailure, CallOutcome, FailureKind, Job, JobKind, NewJob, Priority};
 pub use lark_executor::{LarkClients, LarkExecutor};

@@ -24,6 +24,9 @@ pub struct OpEntry {
     pub attempts: u32,
     pub latency_ms: Option<u64>,
     pub message_id: Option<String>,
+    /// The chat a `create_chat` job created.
+    #[serde(default)]
+    pub chat_id: Option<String>,
 }
 
 /// Appends an entry inside a write transaction; fills in `seq`.

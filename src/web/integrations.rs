@@ -87,6 +87,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(auth)
         .then(|id: String, app: Arc<App>| async move {
             app.integrations.delete(&id).await?;
+            app.integration_removed(&id);
             tracing::info!(integration = %id, "integration deleted");
             Ok(StatusCode::NO_CONTENT.into_response())
         })
