@@ -287,9 +287,8 @@ impl Running {
         let _ = self.done.await;
         remove_runtime_files(self.app.settings.state_dir());
         self.app.scheduler.shutdown().await;
-        if let Ok(app) = Arc::try_unwrap(self.app) {
-            app.store.close();
-        }
+        // Other domains may still hold clones; closing commits what is pending and stops writes.
+        self.app.store.clone().close();
     }
 }
 

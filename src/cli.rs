@@ -345,7 +345,17 @@ fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn free_loopback_port() -> anyhow::Result<SocketAddr> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(probe.local_addr()?)
+}
+
+/// `demo`: the appliance and the Lark simulator in one process, with an integration already
+/// pointed at the simulator (encrypted, signed callbacks both ways).
 async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
+    use crate::integration::IntegrationInput;
+    use crate::sim::{DEFAULT_APP_ID, SimApp, SimConfig, Simulator};
+
     let dir = tempfile::Builder::new().prefix("lark-oncall-demo-").tempdir()?;
     let mut cfg = Config::default();
     cfg.server.listen = listen.to_string();
@@ -356,18 +366,69 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     let app = app::App::open(settings).await?;
     let password = crate::auth::random_hex(8);
     app.auth.set_password(crate::auth::ADMIN_USER, &password).await?;
-    let running = app::start(app).await?;
+    let (_, api_token) = app.auth.create_token("demo").await?;
+
+    let sim_addr = free_loopback_port()?;
+    let (app_secret, verification_token, encrypt_key) = (
+        crate::auth::random_hex(16),
+        crate::auth::random_hex(16),
+        crate::auth::random_hex(16),
+    );
+    let live = app
+        .integrations
+        .create(IntegrationInput {
+            name: Some("Demo (simulated Lark)".into()),
+            app_id: Some(DEFAULT_APP_ID.into()),
+            app_secret: Some(app_secret.clone()),
+            verification_token: Some(verification_token.clone()),
+            encrypt_key: Some(encrypt_key.clone()),
+            api_base_url: Some(format!("http://{sim_addr}")),
+            ..IntegrationInput::default()
+        })
+        .await?;
+    app.integration_changed(&live);
+    let integration_id = live.id().to_string();
+    let running = app::start(app.clone()).await?;
+    let sim = Simulator::start(SimConfig::demo(
+        sim_addr,
+        SimApp {
+            encrypt_key: Some(encrypt_key),
+            request_url: Some(format!(
+                "http://{}/lark/{integration_id}/callback",
+                running.addresses.public
+            )),
+            ..SimApp::new(DEFAULT_APP_ID, &app_secret, &verification_token)
+        },
+    ))
+    .await?;
+    // Lark is reachable: a tenant token and the bot's chats, through the simulator.
+    let client = app
+        .lark
+        .get(&integration_id)
+        .context("the demo integration has no Lark client")?;
+    let chats = crate::integration::chats::refresh(&app.store, &client, &integration_id, app.clock.now())
+        .await
+        .context("listing the simulated bot's chats")?;
+
     let url = running.addresses.admin_url();
     println!();
     println!(
         "lark-oncall demo is running (state in {}, removed on exit)",
         dir.path().display()
     );
-    println!("  admin UI:    {url}/");
-    println!("  login:       admin / {password}");
-    println!("  health:      {url}/healthz");
+    println!("  admin UI:      {url}/");
+    println!("  login:         admin / {password}");
+    println!("  API token:     {api_token}");
+    println!("  virtual Lark:  {}", sim.page_url());
+    println!(
+        "  integration:   {integration_id} (simulated Lark at {}; bot in {} chats)",
+        sim.base_url(),
+        chats.len()
+    );
+    println!("  health:        {url}/healthz");
     println!("Press Ctrl-C to stop.");
     app::wait_for_termination().await;
     running.shutdown().await;
+    sim.shutdown().await;
     Ok(())
 }

@@ -49,6 +49,10 @@ async fn demo_prints_a_working_login_and_cleans_up() {
     };
     let admin_url = field("admin UI:");
     let login = field("login:");
+    let api_token = field("API token:");
+    let virtual_lark = field("virtual Lark:");
+    let integration = field("integration:");
+    let integration_id = integration.split_whitespace().next().unwrap().to_string();
     let state_dir = printed
         .iter()
         .find_map(|l| l.split("state in ").nth(1))
@@ -76,6 +80,45 @@ async fn demo_prints_a_working_login_and_cleans_up() {
         .await
         .unwrap();
     assert_eq!(health["status"], "ok");
+
+    // The integration reached the simulated Lark: a tenant token was fetched and the bot's chats
+    // listed, as the simulator's record of calls shows and the stored chat list reflects.
+    let sim_base = virtual_lark.trim_end_matches('/').trim_end_matches("/sim");
+    let calls: Value = http
+        .get(format!("{sim_base}/sim/api/calls"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths: Vec<&str> = calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == 200)
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"/open-apis/auth/v3/tenant_access_token/internal"),
+        "{paths:?}"
+    );
+    assert!(paths.contains(&"/open-apis/im/v1/chats"), "{paths:?}");
+    let chats: Value = http
+        .get(format!("{admin_url}api/v1/integrations/{integration_id}/chats"))
+        .bearer_auth(&api_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = chats["items"].as_array().unwrap();
+    assert!(!listed.is_empty(), "{chats}");
+    assert!(listed.iter().all(|c| c["status"] == "active"), "{chats}");
+    let page = http.get(&virtual_lark).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<html"));
 
     assert!(std::path::Path::new(&state_dir).exists());
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();

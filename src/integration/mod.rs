@@ -3,6 +3,7 @@
 //! endpoint; plus the inbound pipeline ([`inbound`]) that verifies, dedups and dispatches what
 //! Lark sends to each integration's Message Card Request URL.
 
+pub mod chats;
 pub mod inbound;
 pub mod secrets;
 

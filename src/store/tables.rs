@@ -37,3 +37,5 @@ pub const DEDUP: Table<String, i64> = Table::new("dedup_v1");
 pub const DEDUP_EXPIRY: Table<String, ()> = Table::new("dedup_expiry_v1");
 /// Accepted events not yet handled, by sequence number.
 pub const INBOX: Table<u64, InboxEntry> = Table::new("inbox_v1");
+/// Group chats each integration's bot is in, by `{integration_id}/{chat_id}`.
+pub const CHATS: Table<String, crate::integration::chats::KnownChat> = Table::new("chats_v1");

@@ -1,5 +1,6 @@
-//! `/api/v1/integrations`: create, list, get, update and delete Lark integrations. Secrets are
-//! write-only; responses carry the three console URLs and the callback counters.
+//! `/api/v1/integrations`: create, list, get, update and delete Lark integrations, list the
+//! chats their bot is in, and check their credentials. Secrets are write-only; responses carry
+//! the three console URLs and the callback counters.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use super::body;
 use super::error::{ApiError, respond};
 use crate::app::App;
 use crate::auth::Principal;
+use crate::integration::chats::{self, ChatsError};
 use crate::integration::{IntegrationError, IntegrationInput};
 
 impl From<IntegrationError> for ApiError {
@@ -28,6 +30,57 @@ impl From<IntegrationError> for ApiError {
             IntegrationError::Store(s) => s.into(),
         }
     }
+}
+
+impl From<crate::lark::LarkError> for ApiError {
+    fn from(e: crate::lark::LarkError) -> Self {
+        tracing::warn!(error = %e, "Lark refused or failed a call made for an admin");
+        ApiError::new(StatusCode::BAD_GATEWAY, e.reason(), format!("Lark: {e}"))
+    }
+}
+
+impl From<ChatsError> for ApiError {
+    fn from(e: ChatsError) -> Self {
+        match e {
+            ChatsError::Lark(l) => l.into(),
+            ChatsError::Store(s) => s.into(),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatsQuery {
+    #[serde(default)]
+    refresh: bool,
+}
+
+fn client(app: &App, id: &str) -> Result<Arc<crate::lark::LarkClient>, ApiError> {
+    app.integrations
+        .get(id)
+        .and_then(|_| app.lark.get(id))
+        .ok_or_else(|| IntegrationError::NotFound(id.to_string()).into())
+}
+
+async fn chats(app: Arc<App>, id: String, query: ChatsQuery) -> Result<Response, ApiError> {
+    let items = if query.refresh {
+        let client = client(&app, &id)?;
+        chats::refresh(&app.store, &client, &id, app.clock.now()).await?
+    } else {
+        client(&app, &id)?;
+        chats::list(&app.store, &id)?
+    };
+    Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
+}
+
+/// Fetches a tenant token: proves the App ID and App Secret and that Lark is reachable.
+async fn check(app: Arc<App>, id: String) -> Result<Response, ApiError> {
+    let client = client(&app, &id)?;
+    client.ensure_tenant_token().await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "ok": true, "token_expires_at": client.token_expires_at() }),
+    ))
 }
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
@@ -84,13 +137,24 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .map(respond);
     let delete = warp::path!("api" / "v1" / "integrations" / String)
         .and(warp::delete())
-        .and(auth)
+        .and(auth.clone())
         .then(|id: String, app: Arc<App>| async move {
             app.integrations.delete(&id).await?;
             app.integration_removed(&id);
             tracing::info!(integration = %id, "integration deleted");
             Ok(StatusCode::NO_CONTENT.into_response())
         })
+        .map(respond);
+    let chats = warp::path!("api" / "v1" / "integrations" / String / "chats")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(warp::query::<ChatsQuery>())
+        .then(|id: String, app: Arc<App>, q: ChatsQuery| chats(app, id, q))
+        .map(respond);
+    let check = warp::path!("api" / "v1" / "integrations" / String / "check")
+        .and(warp::post())
+        .and(auth)
+        .then(|id: String, app: Arc<App>| check(app, id))
         .map(respond);
     list.or(create)
         .unify()
@@ -99,6 +163,10 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .or(update)
         .unify()
         .or(delete)
+        .unify()
+        .or(chats)
+        .unify()
+        .or(check)
         .unify()
         .boxed()
 }
