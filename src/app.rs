@@ -44,6 +44,7 @@ pub struct App {
     pub delivery: Arc<Delivery>,
     /// The Open API client of each integration.
     pub lark: Arc<LarkClients>,
+    pub webhooks: Arc<crate::webhook::Webhooks>,
     /// False once shutdown starts, so `/readyz` tells load balancers to stop sending.
     pub ready: AtomicBool,
 }
@@ -77,6 +78,12 @@ impl App {
             DeliveryMetrics::new(&metrics),
         )?;
         let lark = Arc::new(LarkClients::new());
+        let webhooks = crate::webhook::Webhooks::new(
+            store.clone(),
+            integrations.secret_box(),
+            clock.clone(),
+            crate::webhook::RetryPolicy::default(),
+        );
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());
         if let Some(password) = auth.ensure_admin()? {
             tracing::warn!(
@@ -96,6 +103,7 @@ impl App {
             scheduler,
             delivery,
             lark,
+            webhooks,
             ready: AtomicBool::new(false),
         });
         for live in app.integrations.all() {
@@ -380,6 +388,7 @@ pub async fn start(app: Arc<App>) -> anyhow::Result<Running> {
             .clone()
             .run(Arc::new(LarkExecutor::new(app.lark.clone())), stop_rx.clone()),
     );
+    tokio::spawn(app.webhooks.clone().run(stop_rx.clone()));
     let dir = settings.state_dir();
     write_private(&dir.join(CLI_TOKEN_FILE), app.auth.cli_token())
         .with_context(|| format!("cannot write {}", dir.join(CLI_TOKEN_FILE).display()))?;

@@ -3,7 +3,7 @@
 //! Domains: [`store`] (the redb state file), [`auth`] (admin accounts and tokens), [`lark`] (Lark's
 //! wire protocol and Open API client), [`integration`] (connected Lark apps and their callback
 //! pipeline), [`delivery`] (the outbox), [`scheduler`] (periodic jobs), [`sim`] (a fake Lark for
-//! tests and the demo), [`web`] (HTTP routes), with [`app`] wiring them into a running service and
+//! tests and the demo), [`webhook`] (outbound incident webhooks), [`web`] (HTTP routes), with [`app`] wiring them into a running service and
 //! [`cli`] as the entry point.
 
 pub mod app;
@@ -19,3 +19,4 @@ pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod web;
+pub mod webhook;

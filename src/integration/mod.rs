@@ -196,7 +196,9 @@ impl Integrations {
         public_base: &str,
     ) -> Result<Integrations, IntegrationError> {
         let records = store.read(|r| r.page(&tables::INTEGRATIONS, None, usize::MAX, false))?;
-        let secrets = SecretBox::load_or_create(state_dir, records.is_empty())?;
+        // Webhook signing secrets are sealed with the same key.
+        let webhooks = store.read(|r| r.count(&tables::WEBHOOKS))?;
+        let secrets = SecretBox::load_or_create(state_dir, records.is_empty() && webhooks == 0)?;
         let mut live = HashMap::new();
         for (_, record) in records {
             let opened = open_record(&secrets, record)?;
@@ -208,6 +210,11 @@ impl Integrations {
             public_base: public_base.trim_end_matches('/').to_string(),
             live: RwLock::new(live),
         })
+    }
+
+    /// The key that seals stored secrets, for other domains that keep some.
+    pub fn secret_box(&self) -> SecretBox {
+        self.secrets.clone()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Live>> {

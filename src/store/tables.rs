@@ -39,3 +39,7 @@ pub const DEDUP_EXPIRY: Table<String, ()> = Table::new("dedup_expiry_v1");
 pub const INBOX: Table<u64, InboxEntry> = Table::new("inbox_v1");
 /// Group chats each integration's bot is in, by `{integration_id}/{chat_id}`.
 pub const CHATS: Table<String, crate::integration::chats::KnownChat> = Table::new("chats_v1");
+/// Outbound incident webhook subscriptions by id (signing secrets sealed).
+pub const WEBHOOKS: Table<String, crate::webhook::Subscription> = Table::new("webhooks_v1");
+/// Webhook events waiting to be (re)sent, by sequence number.
+pub const WEBHOOK_QUEUE: Table<u64, crate::webhook::QueuedEvent> = Table::new("webhook_queue_v1");

@@ -9,6 +9,7 @@ pub mod integrations;
 pub mod lark;
 pub mod server;
 pub mod tls;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -95,7 +96,9 @@ fn public_only(app: Arc<App>) -> BoxedFilter<(Response,)> {
 
 fn admin_only(app: Arc<App>) -> BoxedFilter<(Response,)> {
     admin::routes(app.clone())
-        .or(integrations::routes(app))
+        .or(integrations::routes(app.clone()))
+        .unify()
+        .or(webhooks::routes(app))
         .unify()
         .or(assets::routes())
         .unify()

@@ -1,0 +1,640 @@
+//! Outbound incident webhooks: admin-configured URLs that receive every incident event
+//! (`i_new`, `i_ack`, `i_rslv`, …) as JSON signed with HMAC-SHA256 over the body. Each event is
+//! written to a durable queue before it is attempted, retried with backoff on transient failures
+//! (5xx, 408, 429, timeouts, connection errors) until it is delivered or given up, and every
+//! attempt's outcome lands in the operation log. Lark's limits and quota do not apply here, so
+//! webhooks keep their own queue instead of the Lark outbox.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{Notify, watch};
+
+use crate::clock::Clock;
+use crate::delivery::oplog::{self, OpEntry};
+use crate::integration::secrets::{Sealed, SecretBox};
+use crate::store::{Store, StoreError, tables};
+
+/// The header carrying `sha256=<hex HMAC-SHA256 of the body with the subscription's secret>`.
+pub const SIGNATURE_HEADER: &str = "x-lark-oncall-signature";
+/// The header naming the event type, for routing without parsing the body.
+pub const EVENT_HEADER: &str = "x-lark-oncall-event";
+
+/// Incident event types, as on-call tools already name them.
+pub const EVENT_TYPES: [&str; 10] = [
+    "i_new", "i_ack", "i_unack", "i_snooze", "i_wake", "i_rslv", "i_reopen", "i_assign", "i_comm", "i_esc",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub secret: Sealed,
+    /// Event types sent; empty = all.
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A subscription as the admin API shows it (never the secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriptionView {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&Subscription> for SubscriptionView {
+    fn from(s: &Subscription) -> Self {
+        SubscriptionView {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            url: s.url.clone(),
+            event_types: s.event_types.clone(),
+            enabled: s.enabled,
+            created_at: s.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionInput {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+}
+
+/// Who caused an incident event, and from where (`card`, `bot`, `homepage`, `api`, `alert`,
+/// `escalation`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operator {
+    pub source: String,
+    pub id: Option<String>,
+    pub name: Option<String>,
+}
+
+/// One event in flight to one subscription.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueuedEvent {
+    pub subscription_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub incident_id: Option<String>,
+    /// The exact body sent (and signed) on every attempt.
+    pub body: String,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("no webhook {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> WebhookError {
+    WebhookError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// `sha256=` and the hex HMAC-SHA256 of `body` under `secret`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// How attempts are spaced and when to give up.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub max: Duration,
+    pub give_up_after: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(600),
+            give_up_after: Duration::from_secs(24 * 3600),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct Webhooks {
+    store: Store,
+    secrets: SecretBox,
+    clock: Arc<dyn Clock>,
+    http: reqwest::Client,
+    policy: RetryPolicy,
+    wake: Notify,
+}
+
+enum Attempt {
+    Delivered { status: u16 },
+    Retry { reason: String },
+    Permanent { reason: String },
+}
+
+impl Webhooks {
+    pub fn new(
+        store: Store,
+        secrets: SecretBox,
+        clock: Arc<dyn Clock>,
+        policy: RetryPolicy,
+    ) -> Arc<Webhooks> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(policy.timeout)
+            .user_agent(concat!("lark-oncall/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("HTTP client with the ring provider");
+        Arc::new(Webhooks {
+            store,
+            secrets,
+            clock,
+            http,
+            policy,
+            wake: Notify::new(),
+        })
+    }
+
+    pub fn list(&self) -> Result<Vec<Subscription>, StoreError> {
+        Ok(self
+            .store
+            .read(|r| r.page(&tables::WEBHOOKS, None, usize::MAX, false))?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect())
+    }
+
+    pub fn get(&self, id: &str) -> Result<Subscription, WebhookError> {
+        self.store
+            .read(|r| r.get(&tables::WEBHOOKS, id))?
+            .ok_or_else(|| WebhookError::NotFound(id.to_string()))
+    }
+
+    /// Creates a subscription; returns it with its signing secret, shown this once.
+    pub async fn create(&self, input: SubscriptionInput) -> Result<(Subscription, String), WebhookError> {
+        let secret = crate::auth::random_hex(24);
+        let mut sub = Subscription {
+            id: format!("wh_{}", crate::auth::random_hex(6)),
+            name: String::new(),
+            url: String::new(),
+            secret: self.secrets.seal(&secret),
+            event_types: Vec::new(),
+            enabled: true,
+            created_at: self.clock.now(),
+        };
+        if input.name.is_none() {
+            return Err(invalid("name", "is required"));
+        }
+        if input.url.is_none() {
+            return Err(invalid("url", "is required"));
+        }
+        apply(&mut sub, input)?;
+        let stored = sub.clone();
+        self.store
+            .write(move |w| w.put(&tables::WEBHOOKS, stored.id.as_str(), &stored))
+            .await?;
+        Ok((sub, secret))
+    }
+
+    pub async fn update(&self, id: &str, input: SubscriptionInput) -> Result<Subscription, WebhookError> {
+        let mut sub = self.get(id)?;
+        apply(&mut sub, input)?;
+        let stored = sub.clone();
+        self.store
+            .write(move |w| w.put(&tables::WEBHOOKS, stored.id.as_str(), &stored))
+            .await?;
+        Ok(sub)
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), WebhookError> {
+        let key = id.to_string();
+        let existed = self
+            .store
+            .write(move |w| w.remove(&tables::WEBHOOKS, key.as_str()))
+            .await?;
+        if existed {
+            Ok(())
+        } else {
+            Err(WebhookError::NotFound(id.to_string()))
+        }
+    }
+
+    /// Queues `event_type` about an incident for every enabled subscription that wants it; the
+    /// queue is durable before this returns. Returns the event id.
+    pub async fn publish(
+        &self,
+        event_type: &str,
+        operator: &Operator,
+        incident_id: Option<&str>,
+        incident: &Value,
+    ) -> Result<String, StoreError> {
+        let now = self.clock.now();
+        let event_id = format!("evt_{}", crate::auth::random_hex(10));
+        let body = serde_json::json!({
+            "event_id": event_id,
+            "event_type": event_type,
+            "event_time": now.timestamp_millis(),
+            "operator": operator,
+            "incident": incident,
+        })
+        .to_string();
+        let targets: Vec<QueuedEvent> = self
+            .list()?
+            .into_iter()
+            .filter(|s| {
+                s.enabled && (s.event_types.is_empty() || s.event_types.iter().any(|t| t == event_type))
+            })
+            .map(|s| QueuedEvent {
+                subscription_id: s.id,
+                event_id: event_id.clone(),
+                event_type: event_type.to_string(),
+                incident_id: incident_id.map(str::to_string),
+                body: body.clone(),
+                attempts: 0,
+                created_at: now,
+                next_attempt_at: now,
+            })
+            .collect();
+        if targets.is_empty() {
+            return Ok(event_id);
+        }
+        self.store
+            .write(move |w| {
+                for t in &targets {
+                    let seq = w.next_sequence("webhook_queue")?;
+                    w.put(&tables::WEBHOOK_QUEUE, &seq, t)?;
+                }
+                Ok(())
+            })
+            .await?;
+        self.wake.notify_one();
+        Ok(event_id)
+    }
+
+    /// Sends what is due until `stop` turns true; in order per subscription.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let next = match self.send_due().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::error!(error = %e, "webhook queue unreadable");
+                    Some(self.clock.now() + chrono::Duration::seconds(5))
+                }
+            };
+            let sleep = next
+                .map(|at| (at - self.clock.now()).to_std().unwrap_or_default())
+                .unwrap_or(Duration::from_secs(60))
+                .min(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Attempts every due event once; returns when the next one is due.
+    pub async fn send_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let queued = self
+            .store
+            .read(|r| r.page(&tables::WEBHOOK_QUEUE, None, 500, false))?;
+        let now = self.clock.now();
+        let mut next: Option<DateTime<Utc>> = None;
+        // A subscription whose head event waits blocks its later events: receivers see order.
+        let mut waiting: Vec<String> = Vec::new();
+        for (seq, event) in queued {
+            if waiting.contains(&event.subscription_id) {
+                continue;
+            }
+            if event.next_attempt_at > now {
+                next = Some(next.map_or(event.next_attempt_at, |n| n.min(event.next_attempt_at)));
+                waiting.push(event.subscription_id.clone());
+                continue;
+            }
+            if let Some(retry_at) = self.attempt(seq, event.clone()).await? {
+                next = Some(next.map_or(retry_at, |n| n.min(retry_at)));
+                waiting.push(event.subscription_id);
+            }
+        }
+        Ok(next)
+    }
+
+    /// One attempt; returns the retry time when the event stays queued.
+    async fn attempt(&self, seq: u64, mut event: QueuedEvent) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let sub = match self.get(&event.subscription_id) {
+            Ok(s) => s,
+            Err(WebhookError::NotFound(_)) => {
+                self.store
+                    .write(move |w| w.remove(&tables::WEBHOOK_QUEUE, &seq).map(drop))
+                    .await?;
+                return Ok(None);
+            }
+            Err(WebhookError::Store(e)) => return Err(e),
+            Err(WebhookError::Invalid { .. }) => unreachable!("get does not validate"),
+        };
+        let started = std::time::Instant::now();
+        let outcome = match self.secrets.open(&sub.secret) {
+            Ok(secret) => self.post(&sub.url, &secret, &event).await,
+            Err(e) => Attempt::Permanent {
+                reason: format!("secret unusable: {e}"),
+            },
+        };
+        let latency = started.elapsed();
+        event.attempts += 1;
+        let now = self.clock.now();
+        let expired = (now - event.created_at).to_std().unwrap_or_default() >= self.policy.give_up_after;
+        let (outcome_word, reason, retry_at) = match outcome {
+            Attempt::Delivered { status } => ("delivered", Some(format!("HTTP {status}")), None),
+            Attempt::Permanent { reason } => ("failed", Some(reason), None),
+            Attempt::Retry { reason } if expired => ("failed", Some(format!("gave up: {reason}")), None),
+            Attempt::Retry { reason } => {
+                let backoff = self
+                    .policy
+                    .base
+                    .saturating_mul(2u32.saturating_pow(event.attempts.saturating_sub(1).min(16)))
+                    .min(self.policy.max);
+                (
+                    "retrying",
+                    Some(reason),
+                    Some(now + chrono::Duration::from_std(backoff).unwrap_or_default()),
+                )
+            }
+        };
+        let entry = OpEntry {
+            seq: 0,
+            at: now,
+            integration_id: format!("webhook:{}", sub.id),
+            incident_id: event.incident_id.clone(),
+            job_id: None,
+            receiver: Some(sub.url.clone()),
+            kind: format!("webhook:{}", event.event_type),
+            outcome: outcome_word.into(),
+            reason,
+            lark_code: None,
+            lark_message: None,
+            attempts: event.attempts,
+            latency_ms: Some(latency.as_millis() as u64),
+            message_id: Some(event.event_id.clone()),
+            chat_id: None,
+        };
+        if outcome_word != "delivered" {
+            tracing::warn!(webhook = %sub.id, event = %event.event_type, outcome = outcome_word, "webhook attempt did not deliver");
+        }
+        match retry_at {
+            Some(at) => {
+                event.next_attempt_at = at;
+                self.store
+                    .write(move |w| {
+                        w.put(&tables::WEBHOOK_QUEUE, &seq, &event)?;
+                        oplog::append(w, entry).map(drop)
+                    })
+                    .await?;
+                Ok(Some(at))
+            }
+            None => {
+                self.store
+                    .write(move |w| {
+                        w.remove(&tables::WEBHOOK_QUEUE, &seq)?;
+                        oplog::append(w, entry).map(drop)
+                    })
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn post(&self, url: &str, secret: &str, event: &QueuedEvent) -> Attempt {
+        let sent = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header(EVENT_HEADER, &event.event_type)
+            .header(SIGNATURE_HEADER, signature(secret, event.body.as_bytes()))
+            .body(event.body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(res) if res.status().is_success() => Attempt::Delivered {
+                status: res.status().as_u16(),
+            },
+            Ok(res) => {
+                let status = res.status().as_u16();
+                let reason = format!("HTTP {status}");
+                if res.status().is_server_error() || matches!(status, 408 | 429) {
+                    Attempt::Retry { reason }
+                } else {
+                    Attempt::Permanent { reason }
+                }
+            }
+            Err(e) => Attempt::Retry {
+                reason: if e.is_timeout() {
+                    "timeout".into()
+                } else {
+                    "connection failed".into()
+                },
+            },
+        }
+    }
+}
+
+fn apply(sub: &mut Subscription, input: SubscriptionInput) -> Result<(), WebhookError> {
+    if let Some(name) = input.name {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(invalid("name", "must be 1 to 100 characters"));
+        }
+        sub.name = name.to_string();
+    }
+    if let Some(url) = input.url {
+        let parsed =
+            url::Url::parse(url.trim()).map_err(|e| invalid("url", format!("{url:?} is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(invalid("url", "must be an http(s) URL with a host"));
+        }
+        sub.url = parsed.to_string();
+    }
+    if let Some(types) = input.event_types {
+        if let Some(bad) = types.iter().find(|t| !EVENT_TYPES.contains(&t.as_str())) {
+            return Err(invalid(
+                "event_types",
+                format!("unknown event type {bad:?}; known: {}", EVENT_TYPES.join(", ")),
+            ));
+        }
+        sub.event_types = types;
+    }
+    if let Some(enabled) = input.enabled {
+        sub.enabled = enabled;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ShiftedClock;
+    use std::sync::Mutex;
+
+    /// A receiver over real HTTP that answers with the scripted statuses, then 200.
+    async fn receiver(script: Vec<u16>) -> (String, Arc<Mutex<Vec<(String, String, String)>>>) {
+        use warp::Filter;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(script));
+        let log = seen.clone();
+        let route = warp::post()
+            .and(warp::header::<String>(EVENT_HEADER))
+            .and(warp::header::<String>(SIGNATURE_HEADER))
+            .and(warp::body::bytes())
+            .map(move |event: String, sig: String, body: bytes::Bytes| {
+                log.lock()
+                    .unwrap()
+                    .push((event, sig, String::from_utf8(body.to_vec()).unwrap()));
+                let status = script.lock().unwrap().pop().unwrap_or(200);
+                warp::reply::with_status("", warp::http::StatusCode::from_u16(status).unwrap())
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(warp::serve(route).incoming(listener).run());
+        (format!("http://{addr}/hook"), seen)
+    }
+
+    fn webhooks(dir: &std::path::Path, clock: Arc<ShiftedClock>) -> (Arc<Webhooks>, Store) {
+        let store = Store::open(&dir.join("state.redb")).unwrap();
+        let secrets = SecretBox::load_or_create(dir, true).unwrap();
+        let policy = RetryPolicy {
+            base: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        };
+        (Webhooks::new(store.clone(), secrets, clock, policy), store)
+    }
+
+    #[tokio::test]
+    async fn events_are_signed_ordered_retried_and_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ShiftedClock::default());
+        let (hooks, store) = webhooks(dir.path(), clock.clone());
+        // The first attempt gets a 503, then everything succeeds.
+        let (url, seen) = receiver(vec![503]).await;
+        let (sub, secret) = hooks
+            .create(SubscriptionInput {
+                name: Some("upstream".into()),
+                url: Some(url),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let op = Operator {
+            source: "api".into(),
+            id: None,
+            name: Some("admin".into()),
+        };
+        for t in ["i_new", "i_ack", "i_rslv"] {
+            hooks
+                .publish(t, &op, Some("inc_1"), &serde_json::json!({"id": "inc_1"}))
+                .await
+                .unwrap();
+        }
+        let retry_at = hooks.send_due().await.unwrap().expect("a retry is scheduled");
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            1,
+            "later events wait behind the failed one"
+        );
+        clock.set(retry_at);
+        assert_eq!(hooks.send_due().await.unwrap(), None);
+        let seen = seen.lock().unwrap().clone();
+        let types: Vec<&str> = seen.iter().map(|(t, _, _)| t.as_str()).collect();
+        assert_eq!(types, ["i_new", "i_new", "i_ack", "i_rslv"]);
+        for (_, sig, body) in &seen {
+            assert_eq!(sig, &signature(&secret, body.as_bytes()));
+            let v: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["incident"]["id"], "inc_1");
+            assert!(v["event_id"].as_str().unwrap().starts_with("evt_"));
+        }
+        let log = oplog::query(
+            &store,
+            &oplog::OpQuery {
+                integration: Some(format!("webhook:{}", sub.id)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let outcomes: Vec<&str> = log.iter().rev().map(|e| e.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["retrying", "delivered", "delivered", "delivered"]);
+        assert_eq!(store.read(|r| r.count(&tables::WEBHOOK_QUEUE)).unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn permanent_refusals_end_and_filters_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ShiftedClock::default());
+        let (hooks, store) = webhooks(dir.path(), clock);
+        let (url, seen) = receiver(vec![404]).await;
+        hooks
+            .create(SubscriptionInput {
+                name: Some("acks only".into()),
+                url: Some(url),
+                event_types: Some(vec!["i_ack".into()]),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let op = Operator {
+            source: "card".into(),
+            id: Some("ou_1".into()),
+            name: None,
+        };
+        hooks.publish("i_new", &op, None, &Value::Null).await.unwrap();
+        hooks.publish("i_ack", &op, None, &Value::Null).await.unwrap();
+        assert_eq!(hooks.send_due().await.unwrap(), None, "a 404 is not retried");
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        assert_eq!(store.read(|r| r.count(&tables::WEBHOOK_QUEUE)).unwrap(), 0);
+        let bad = hooks
+            .create(SubscriptionInput {
+                name: Some("x".into()),
+                url: Some("ftp://nope".into()),
+                ..Default::default()
+            })
+            .await;
+        assert!(matches!(bad, Err(WebhookError::Invalid { field: "url", .. })));
+        let bad = hooks
+            .create(SubscriptionInput {
+                name: Some("x".into()),
+                url: Some("http://x.example".into()),
+                event_types: Some(vec!["i_explode".into()]),
+                ..Default::default()
+            })
+            .await;
+        assert!(matches!(
+            bad,
+            Err(WebhookError::Invalid {
+                field: "event_types",
+                ..
+            })
+        ));
+    }
+}
