@@ -48,6 +48,12 @@ fn succeeded(out: Output, what: &str) -> Output {
     out
 }
 
+/// Writes to the real stderr, past libtest's capture, so CI logs show it for passing tests too.
+fn note(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{message}");
+}
+
 fn tool_runs(program: &str, args: &[&str]) -> bool {
     Command::new(program)
         .args(args)
@@ -69,7 +75,7 @@ fn missing_prerequisite() -> Option<String> {
     if euid != 0 {
         return Some("not running as root (dpkg, chroot and mount need it)".into());
     }
-    let tools: [(&str, &[&str], &str); 6] = [
+    let tools: [(&str, &[&str], &str); 7] = [
         (
             "cargo-deb",
             &["deb", "--version"],
@@ -80,6 +86,7 @@ fn missing_prerequisite() -> Option<String> {
         ("systemd-analyze", &["--version"], "apt-get install systemd"),
         ("unshare", &["--version"], "apt-get install util-linux"),
         ("nsenter", &["--version"], "apt-get install util-linux"),
+        ("setpriv", &["--version"], "apt-get install util-linux"),
     ];
     for (name, args, install) in tools {
         let program = if name == "cargo-deb" {
@@ -106,7 +113,7 @@ fn prerequisites_met() -> bool {
         std::env::var_os("CI").is_none(),
         "packaging tests cannot run under CI: {reason}"
     );
-    eprintln!("SKIPPED packaging test: {reason}");
+    note(&format!("SKIPPED packaging test: {reason}"));
     false
 }
 
@@ -181,8 +188,19 @@ exec sleep 3600"#,
             base = base.display(),
             root = path.display()
         );
-        let mut holder = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        // The holder dies with the thread that started it even if the test process is killed
+        // (--pdeathsig), taking the namespace and its mounts with it.
+        let mut holder = Command::new("setpriv")
+            .args([
+                "--pdeathsig",
+                "KILL",
+                "--",
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+            ])
+            .args(["sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -601,7 +619,10 @@ fn installed_unit_passes_systemd_analyze() {
     let mut words = overall.split_whitespace();
     let score: f64 = words.next().unwrap().parse().unwrap();
     let band = words.next().unwrap();
-    println!("systemd-analyze security: {score} {band}\n{report}");
+    println!("{report}");
+    note(&format!(
+        "systemd-analyze security on the installed unit: {score} {band}"
+    ));
     assert!(
         ["OK", "SAFE", "PERFECT"].contains(&band),
         "exposure {score} {band} is worse than OK"
