@@ -118,8 +118,8 @@ fn prerequisites_met() -> bool {
 }
 
 /// The package at the crate's version, and the same build as a higher revision for upgrades.
+/// They live in cargo's per-target test scratch directory, replaced by every run.
 struct Debs {
-    _dir: tempfile::TempDir,
     first: PathBuf,
     upgrade: PathBuf,
 }
@@ -127,7 +127,8 @@ struct Debs {
 fn debs() -> &'static Debs {
     static DEBS: OnceLock<Debs> = OnceLock::new();
     DEBS.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("packaging");
+        let _ = std::fs::remove_dir_all(&dir);
         let build = |extra: &[&str], out: &Path| -> PathBuf {
             std::fs::create_dir_all(out).unwrap();
             let res = Command::new(cargo())
@@ -142,16 +143,9 @@ fn debs() -> &'static Debs {
             assert!(deb.is_file(), "cargo deb made no package: {}", describe(&res));
             deb
         };
-        let first = build(&[], &dir.path().join("first"));
-        let upgrade = build(
-            &["--no-build", "--deb-revision", "2"],
-            &dir.path().join("upgrade"),
-        );
-        Debs {
-            _dir: dir,
-            first,
-            upgrade,
-        }
+        let first = build(&[], &dir.join("first"));
+        let upgrade = build(&["--no-build", "--deb-revision", "2"], &dir.join("upgrade"));
+        Debs { first, upgrade }
     })
 }
 
