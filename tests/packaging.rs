@@ -221,9 +221,11 @@ exec sleep 3600"#,
         PathBuf::from(format!("/proc/{}/root", self.holder.id())).join(inside.strip_prefix("/").unwrap())
     }
 
-    fn command(&self, chroot_args: &[&str], args: &[&str]) -> Output {
+    /// A command run inside the root (nsenter and chroot exec it: its pid is the command's).
+    fn prepare(&self, chroot_args: &[&str], args: &[&str]) -> Command {
         let pid = self.holder.id().to_string();
-        Command::new("nsenter")
+        let mut command = Command::new("nsenter");
+        command
             .args(["--target", &pid, "--mount", "--", "chroot"])
             .args(chroot_args)
             .arg(&self.path)
@@ -232,9 +234,17 @@ exec sleep 3600"#,
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LANG", "C.UTF-8")
             .env("HOME", "/root")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run nsenter")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn command(&self, chroot_args: &[&str], args: &[&str]) -> Output {
+        self.prepare(chroot_args, args).output().expect("run nsenter")
+    }
+
+    fn service_userspec(&self) -> String {
+        let (uid, gid) = self.service_ids().expect("the service user exists");
+        format!("--userspec={uid}:{gid}")
     }
 
     /// Runs a command inside the root as root.
@@ -244,8 +254,7 @@ exec sleep 3600"#,
 
     /// Runs a command inside the root as the service user.
     fn run_as_service(&self, args: &[&str]) -> Output {
-        let (uid, gid) = self.service_ids().expect("the service user exists");
-        self.command(&[&format!("--userspec={uid}:{gid}")], args)
+        self.command(&[&self.service_userspec()], args)
     }
 
     fn read(&self, path: &str) -> String {
@@ -584,6 +593,112 @@ fn backup_and_restore_as_documented() {
     assert!(root.host_path("/var/lib/lark-oncall/state.pre-restore").is_file());
     // The service user can open and write the restored state.
     create_state(&root);
+}
+
+/// `lark-oncall serve` run by the service user inside the root, stopped by SIGTERM when dropped.
+struct Service {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    /// Starts the installed binary on loopback, as the unit would, and waits until it is ready.
+    fn start(root: &Root, log: PathBuf) -> Service {
+        let addresses = root.host_path("/var/lib/lark-oncall/listen-addresses.json");
+        let child = root
+            .prepare(
+                &[&root.service_userspec()],
+                &[
+                    "env",
+                    "LARK_ONCALL_SERVER__LISTEN=127.0.0.1:0",
+                    "/usr/bin/lark-oncall",
+                    "serve",
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start serve");
+        let mut service = Service { child, log };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !addresses.exists() {
+            if let Some(status) = service.child.try_wait().unwrap() {
+                panic!("serve exited with {status}: {}", service.log_text());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve is not ready: {}",
+                service.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        service
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        use nix::sys::signal::{Signal, kill};
+        let _ = kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            Signal::SIGTERM,
+        );
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+        }
+    }
+}
+
+/// While the service runs it holds the state file: root and the service user administer it through
+/// the CLI token (0600) in the state directory (0750), which no other user can reach.
+#[test]
+fn running_service_is_administered_by_root_and_the_service_user() {
+    if !prerequisites_met() {
+        return;
+    }
+    let root = Root::with_package(&debs().first);
+    root.set_public_url();
+    let logs = tempfile::tempdir().unwrap();
+    let service = Service::start(&root, logs.path().join("serve.log"));
+
+    let token = root.host_path("/var/lib/lark-oncall/cli-token");
+    let (uid, _) = root.service_ids().unwrap();
+    let meta = std::fs::metadata(&token).unwrap();
+    assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (uid, 0o600));
+
+    let create = ["lark-oncall", "admin", "create-token", "ops"];
+    let out = succeeded(root.run(&create), "create-token as root");
+    assert!(text(&out.stdout).trim().starts_with("lko_"), "{}", describe(&out));
+    succeeded(root.run_as_service(&create), "create-token as the service user");
+    succeeded(
+        root.run(&["lark-oncall", "backup", "--out", "/root/online.redb"]),
+        "backup as root while running",
+    );
+    // Any other user is stopped at the state directory's permissions.
+    let out = root.command(&["--userspec=65534:65534"], &create);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("/var/lib/lark-oncall"),
+        "{}",
+        describe(&out)
+    );
+
+    let log = service.log_text();
+    let status = service.stop();
+    assert!(status.success(), "serve exited with {status}: {log}");
+    assert!(!token.exists(), "the CLI token outlived the service");
 }
 
 /// `systemd-analyze` on the unit as installed (verify needs its ExecStart binary and user).
