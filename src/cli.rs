@@ -86,6 +86,10 @@ enum AdminCommand {
     },
 }
 
+/// Exit status for a configuration error (sysexits' EX_CONFIG). The systemd unit lists it in
+/// `RestartPreventExitStatus=`: restarting cannot fix a configuration, so the unit fails once.
+pub const EXIT_CONFIG: u8 = 78;
+
 pub fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
@@ -93,14 +97,17 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<config::ConfigError>() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
 fn settings(arg: &ConfigArg) -> anyhow::Result<Settings> {
-    let cfg = Config::load(&arg.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(Config::load(&arg.config)?.validate()?)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -117,8 +124,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig(arg) => {
-            let cfg = Config::load(&arg.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let cfg = Config::load(&arg.config)?;
+            cfg.validate()?;
             print!("{}", cfg.to_redacted_toml());
             eprintln!("configuration OK: {}", arg.config.display());
             Ok(())

@@ -104,7 +104,8 @@ fn expect_config_error(inst: &Instance, key: &str) {
     for cmd in [&["check-config"][..], &["serve"][..]] {
         let out = inst.cli(cmd);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{cmd:?} succeeded with a bad {key}");
+        // 78 (EX_CONFIG) is what the systemd unit's RestartPreventExitStatus= expects.
+        assert_eq!(out.status.code(), Some(78), "{cmd:?} with a bad {key}: {stderr}");
         assert!(stderr.contains(key), "{cmd:?}: {stderr:?} does not name {key}");
     }
 }
