@@ -109,6 +109,13 @@ impl App {
         for live in app.integrations.all() {
             app.integration_changed(&live);
         }
+        app.inbound.on_event(
+            "im.chat.disbanded_v1",
+            Arc::new(crate::integration::chats::DisbandedHandler {
+                store: app.store.clone(),
+                clock: app.clock.clone(),
+            }),
+        );
         Ok(app)
     }
 

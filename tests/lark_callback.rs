@@ -447,11 +447,36 @@ async fn challenges_events_and_card_callbacks_with_right_and_wrong_credentials()
         (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large"))
     );
 
+    // The disbanded chat is recorded as such (handled after the response, so poll briefly).
+    let mut disbanded = false;
+    for _ in 0..100 {
+        let chats: Value = client()
+            .get(format!("{}/api/v1/integrations/{enc}/chats", server.admin))
+            .bearer_auth(&api)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        disbanded = chats["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["chat_id"] == "oc_ops" && c["status"] == "disbanded");
+        if disbanded {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(disbanded, "im.chat.disbanded_v1 did not mark oc_ops disbanded");
+
     // The admin API shows what Lark sent and the last refusal, without reading logs.
     let s = stats(&server, &api, &enc).await;
     assert_eq!(s["events_by_type"]["im.message.receive_v1"], 1, "{s}");
     assert_eq!(s["events_by_type"]["im.chat.disbanded_v1"], 1, "{s}");
     assert_eq!(s["events_by_type"]["contact.user.created_v3"], 1, "{s}");
+    assert_eq!(s["unhandled_events"], 2, "{s}");
     assert_eq!(s["card_actions"], 1, "{s}");
     assert_eq!(s["challenges"], 1, "{s}");
     assert!(s["rejected"].as_u64().unwrap() >= 8, "{s}");

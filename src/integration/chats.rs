@@ -94,3 +94,78 @@ pub async fn refresh(
         .await?;
     Ok(list(store, integration)?)
 }
+
+/// Records that Lark disbanded a chat (kept, so rules that name it can be flagged).
+pub async fn mark_disbanded(
+    store: &Store,
+    integration: &str,
+    chat_id: &str,
+    name: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let key = key(integration, chat_id);
+    let (chat_id, name) = (chat_id.to_string(), name.map(str::to_string));
+    store
+        .write(move |w| {
+            let row = match w.get(&tables::CHATS, key.as_str())? {
+                Some(mut known) => {
+                    known.status = ChatStatus::Disbanded;
+                    known.seen_at = now;
+                    known
+                }
+                None => KnownChat {
+                    chat_id,
+                    name: name.unwrap_or_default(),
+                    description: String::new(),
+                    external: false,
+                    status: ChatStatus::Disbanded,
+                    seen_at: now,
+                },
+            };
+            w.put(&tables::CHATS, key.as_str(), &row)
+        })
+        .await
+}
+
+/// Whether the bot can still post to `chat_id` as far as we know (unknown chats count as usable:
+/// Lark is the judge then).
+pub fn is_usable(store: &Store, integration: &str, chat_id: &str) -> Result<bool, StoreError> {
+    Ok(store
+        .read(|r| r.get(&tables::CHATS, key(integration, chat_id).as_str()))?
+        .is_none_or(|c| c.status == ChatStatus::Active))
+}
+
+/// Handles `im.chat.disbanded_v1`: the chat is marked disbanded, so nothing more is addressed
+/// to it and the rules naming it show as needing attention.
+pub struct DisbandedHandler {
+    pub store: Store,
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+}
+
+impl super::inbound::EventHandler for DisbandedHandler {
+    fn handle<'a>(
+        &'a self,
+        integration: &'a std::sync::Arc<super::Live>,
+        event: &'a crate::lark::callback::EventDelivery,
+    ) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let crate::lark::event::Event::ChatDisbanded(d) = &event.event else {
+                return;
+            };
+            match mark_disbanded(
+                &self.store,
+                integration.id(),
+                &d.chat_id,
+                d.name.as_deref(),
+                self.clock.now(),
+            )
+            .await
+            {
+                Ok(()) => {
+                    tracing::info!(integration = %integration.id(), chat = %d.chat_id, "Lark chat disbanded")
+                }
+                Err(e) => tracing::error!(error = %e, chat = %d.chat_id, "cannot record a disbanded chat"),
+            }
+        })
+    }
+}
