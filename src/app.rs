@@ -20,6 +20,7 @@ use crate::delivery::{CallClass, Delivery};
 use crate::integration::Integrations;
 use crate::integration::Live;
 use crate::integration::inbound::InboundPipeline;
+use crate::integration::secrets::write_private;
 use crate::lark::{ClientConfig, LarkClient, LarkError, Secret};
 use crate::scheduler::{Scheduler, Task};
 use crate::store::Store;
@@ -305,21 +306,6 @@ impl Running {
         // Other domains may still hold clones; closing commits what is pending and stops writes.
         self.app.store.clone().close();
     }
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
 }
 
 fn remove_runtime_files(dir: &Path) {

@@ -72,17 +72,7 @@ impl SecretBox {
                 }
                 let mut bytes = [0u8; 64];
                 getrandom::fill(&mut bytes).expect("OS random source");
-                let tmp = path.with_extension("tmp");
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(key_err)?;
-                f.write_all(hex::encode(bytes).as_bytes()).map_err(key_err)?;
-                f.sync_all().map_err(key_err)?;
-                std::fs::rename(&tmp, &path).map_err(key_err)?;
+                write_private(&path, &hex::encode(bytes)).map_err(key_err)?;
                 Ok(SecretBox::from_bytes(&bytes))
             }
             Err(e) => Err(key_err(e)),
@@ -132,6 +122,20 @@ impl SecretBox {
             .map_err(|_| SecretError::Tampered)?;
         String::from_utf8(plain).map_err(|_| SecretError::Tampered)
     }
+}
+
+/// Writes `contents` to `path` readable by the owner only, atomically (temp file, fsync, rename).
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
 }
 
 #[cfg(test)]

@@ -287,55 +287,87 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// Where a card action's fields sit in the body of each callback version.
+struct CardPaths {
+    open_id: &'static str,
+    user_id: &'static str,
+    union_id: &'static str,
+    message: &'static str,
+    chat: &'static str,
+    token: &'static str,
+}
+
+fn card_action(
+    version: CardCallbackVersion,
+    delivery_id: String,
+    root: &Value,
+    action: &Value,
+    p: &CardPaths,
+) -> Inbound {
+    let text = |pointer: &str| str_at(root, pointer).map(str::to_string);
+    Inbound::CardAction(CardAction {
+        version,
+        delivery_id,
+        operator: Operator {
+            open_id: text(p.open_id),
+            user_id: text(p.user_id),
+            union_id: text(p.union_id),
+        },
+        open_message_id: text(p.message),
+        open_chat_id: text(p.chat),
+        update_token: text(p.token),
+        tag: action
+            .get("tag")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        value: action.get("value").cloned().unwrap_or(Value::Null),
+        form_value: action.get("form_value").cloned(),
+        option: action.get("option").and_then(Value::as_str).map(str::to_string),
+    })
+}
+
 fn card_v2(event_id: String, event: &Value) -> Result<Inbound, CallbackError> {
     let action = event
         .get("action")
         .ok_or_else(|| CallbackError::UnknownShape("card.action.trigger without event.action".into()))?;
-    Ok(Inbound::CardAction(CardAction {
-        version: CardCallbackVersion::V2,
-        delivery_id: event_id,
-        operator: Operator {
-            open_id: str_at(event, "/operator/open_id").map(str::to_string),
-            user_id: str_at(event, "/operator/user_id").map(str::to_string),
-            union_id: str_at(event, "/operator/union_id").map(str::to_string),
-        },
-        open_message_id: str_at(event, "/context/open_message_id").map(str::to_string),
-        open_chat_id: str_at(event, "/context/open_chat_id").map(str::to_string),
-        update_token: str_at(event, "/token").map(str::to_string),
-        tag: action
-            .get("tag")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        value: action.get("value").cloned().unwrap_or(Value::Null),
-        form_value: action.get("form_value").cloned(),
-        option: action.get("option").and_then(Value::as_str).map(str::to_string),
-    }))
+    let paths = CardPaths {
+        open_id: "/operator/open_id",
+        user_id: "/operator/user_id",
+        union_id: "/operator/union_id",
+        message: "/context/open_message_id",
+        chat: "/context/open_chat_id",
+        token: "/token",
+    };
+    Ok(card_action(
+        CardCallbackVersion::V2,
+        event_id,
+        event,
+        action,
+        &paths,
+    ))
 }
 
 fn card_v1(body: &Value, timestamp: &str, nonce: &str) -> Result<Inbound, CallbackError> {
     let action = body.get("action").cloned().unwrap_or(Value::Null);
-    Ok(Inbound::CardAction(CardAction {
-        version: CardCallbackVersion::V1,
-        // The old request has no event id; the signed (timestamp, nonce) pair identifies it.
-        delivery_id: format!("v1:{timestamp}:{nonce}"),
-        operator: Operator {
-            open_id: str_at(body, "/open_id").map(str::to_string),
-            user_id: str_at(body, "/user_id").map(str::to_string),
-            union_id: None,
-        },
-        open_message_id: str_at(body, "/open_message_id").map(str::to_string),
-        open_chat_id: str_at(body, "/open_chat_id").map(str::to_string),
-        update_token: str_at(body, "/token").map(str::to_string),
-        tag: action
-            .get("tag")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        value: action.get("value").cloned().unwrap_or(Value::Null),
-        form_value: action.get("form_value").cloned(),
-        option: action.get("option").and_then(Value::as_str).map(str::to_string),
-    }))
+    let paths = CardPaths {
+        open_id: "/open_id",
+        user_id: "/user_id",
+        // The old request carries no union_id.
+        union_id: "/union_id",
+        message: "/open_message_id",
+        chat: "/open_chat_id",
+        token: "/token",
+    };
+    // The old request has no event id; the signed (timestamp, nonce) pair identifies it.
+    let delivery_id = format!("v1:{timestamp}:{nonce}");
+    Ok(card_action(
+        CardCallbackVersion::V1,
+        delivery_id,
+        body,
+        &action,
+        &paths,
+    ))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::body;
-use super::error::{ApiError, respond};
+use super::error::{ApiError, json, respond};
 use super::server::PeerAddr;
 use crate::app::App;
 use crate::auth::{AuthError, Principal};
@@ -115,10 +115,6 @@ struct TokenView {
 #[serde(deny_unknown_fields)]
 struct PasswordRequest {
     password: String,
-}
-
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
-    warp::reply::with_status(warp::reply::json(value), status).into_response()
 }
 
 fn session_cookie(app: &App, value: &str, max_age: i64) -> HeaderValue {

@@ -77,6 +77,11 @@ impl Reply for ApiError {
     }
 }
 
+/// A JSON body with a status.
+pub fn json(status: StatusCode, value: &impl Serialize) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
 /// Turns a handler's result into a response, so handler errors never fall through to other routes.
 pub fn respond<T: Reply>(result: Result<T, ApiError>) -> Response {
     match result {

@@ -11,7 +11,7 @@ use warp::{Filter, Reply};
 
 use super::admin::authenticated;
 use super::body;
-use super::error::{ApiError, respond};
+use super::error::{ApiError, json, respond};
 use crate::app::App;
 use crate::auth::Principal;
 use crate::integration::chats::{self, ChatsError};
@@ -81,10 +81,6 @@ async fn check(app: Arc<App>, id: String) -> Result<Response, ApiError> {
         StatusCode::OK,
         &serde_json::json!({ "ok": true, "token_expires_at": client.token_expires_at() }),
     ))
-}
-
-fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
-    warp::reply::with_status(warp::reply::json(value), status).into_response()
 }
 
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {

@@ -9,7 +9,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::body;
-use super::error::{ApiError, respond};
+use super::error::{ApiError, json, respond};
 use super::integrations::guarded;
 use crate::app::App;
 use crate::webhook::{SubscriptionInput, SubscriptionView, WebhookError};
@@ -22,10 +22,6 @@ impl From<WebhookError> for ApiError {
             WebhookError::Store(s) => s.into(),
         }
     }
-}
-
-fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
-    warp::reply::with_status(warp::reply::json(value), status).into_response()
 }
 
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
