@@ -737,9 +737,19 @@ impl Delivery {
             self.metrics.lark_error(code);
         }
         let now = self.clock.now();
+        // Lark counts a call it processed and refused for a business reason; calls it turned away
+        // (rate limit, quota) or that failed in transit cost nothing, as for direct calls.
         let (quota_key, usage) = {
             let mut inner = self.inner.lock().expect("delivery lock");
-            self.count_in_lane(&mut inner, &job)
+            if matches!(failure.kind, FailureKind::Permanent { .. }) {
+                self.count_in_lane(&mut inner, &job)
+            } else {
+                let lane = self.lane(&mut inner.lanes, &job.integration_id);
+                (
+                    format!("{}/{}", job.integration_id, lane.month),
+                    lane.usage.clone(),
+                )
+            }
         };
         let gave_up = job
             .first_attempt_at
