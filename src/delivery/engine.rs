@@ -302,6 +302,60 @@ impl Delivery {
         Ok(id)
     }
 
+    /// Writes many jobs to the outbox in one durable commit and schedules them (for bulk
+    /// producers and load tests). Card updates among them are coalesced one by one as by
+    /// [`Delivery::enqueue`]. Returns the job ids in the order given.
+    pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<u64>, StoreError> {
+        let mut ids = vec![0; jobs.len()];
+        let mut fresh = Vec::with_capacity(jobs.len());
+        for (i, new) in jobs.into_iter().enumerate() {
+            if matches!(new.kind, JobKind::UpdateCard { .. }) {
+                ids[i] = self.enqueue(new).await?;
+            } else {
+                fresh.push((i, new));
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(ids);
+        }
+        let now = self.clock.now();
+        let written = self
+            .store
+            .write(move |w| {
+                let mut written = Vec::with_capacity(fresh.len());
+                for (i, new) in fresh {
+                    let id = w.next_sequence("outbox")?;
+                    let job = Job {
+                        id,
+                        integration_id: new.integration_id,
+                        incident_id: new.incident_id,
+                        priority: new.priority,
+                        cosmetic: new.cosmetic,
+                        kind: new.kind,
+                        uuid: job_uuid(id),
+                        created_at: now,
+                        first_attempt_at: None,
+                        attempts: 0,
+                        next_attempt_at: None,
+                        state: JobState::Pending,
+                    };
+                    w.put(&tables::OUTBOX, &id, &job)?;
+                    written.push((i, job));
+                }
+                Ok(written)
+            })
+            .await?;
+        {
+            let mut inner = self.inner.lock().expect("delivery lock");
+            for (i, job) in written {
+                ids[i] = job.id;
+                self.admit(&mut inner, job);
+            }
+        }
+        self.wake.notify_one();
+        Ok(ids)
+    }
+
     /// Records a notification that cannot be sent at all (e.g. the person's Lark account is
     /// not linked to the app), so it shows in the operation log instead of vanishing.
     pub async fn record_unsendable(
