@@ -573,7 +573,7 @@ impl Delivery {
                             queue.turn.push_back(receiver);
                             continue;
                         }
-                        lane.limits.record(&shape, now);
+                        lane.limits.started(&shape);
                         ids.pop_front();
                         if ids.is_empty() {
                             queue.by_receiver.remove(&receiver);
@@ -687,6 +687,11 @@ impl Delivery {
         job.first_attempt_at.get_or_insert(now);
         self.metrics.in_flight.inc();
         let outcome = executor.execute(&job).await;
+        {
+            let mut inner = self.inner.lock().expect("delivery lock");
+            let lane = self.lane(&mut inner.lanes, &job.integration_id);
+            lane.limits.answered(&job.kind.shape(), Instant::now());
+        }
         self.metrics.in_flight.dec();
         let latency = started.elapsed();
         self.metrics.call(job.kind.api());
