@@ -554,9 +554,8 @@ impl Delivery {
                             queue.turn.push_back(receiver);
                             continue;
                         }
-                        if let Some(reason) =
-                            quota::may_spend(job, &lane.usage, lane.plan, &self.config.degradation)
-                        {
+                        let policy = &self.config.degradation;
+                        if let Some(reason) = quota::may_spend(job, lane.usage.total, lane.plan, policy) {
                             ids.pop_front();
                             if ids.is_empty() {
                                 queue.by_receiver.remove(&receiver);
@@ -564,6 +563,14 @@ impl Delivery {
                                 queue.turn.push_back(receiver);
                             }
                             holds.push((id, reason));
+                            continue;
+                        }
+                        // Calls in flight will count too: a burst that would overrun the quota
+                        // waits for their answers (which wake the dispatcher) instead of spending
+                        // calls Lark refuses. Not a hold: failed calls in flight cost nothing.
+                        let used = lane.usage.total + lane.in_flight as u64;
+                        if quota::may_spend(job, used, lane.plan, policy).is_some() {
+                            queue.turn.push_back(receiver);
                             continue;
                         }
                         let shape = job.kind.shape();
