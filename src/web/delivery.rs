@@ -164,6 +164,25 @@ impl JobStateFilter {
     }
 }
 
+fn list_oplog(app: &App, q: OpQuery) -> Result<Response, ApiError> {
+    let page = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, oplog::MAX_PAGE);
+    let items = oplog::query(
+        &app.store,
+        &OpQuery {
+            limit: Some(page),
+            ..q
+        },
+    )?;
+    // A full page may have more behind it; the client pages back from its oldest entry.
+    let next_before = (items.len() == page)
+        .then(|| items.last().map(|e| e.seq))
+        .flatten();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "items": items, "next_before": next_before }),
+    ))
+}
+
 fn list_jobs(app: &App, q: JobsQuery) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let mut items = Vec::new();
@@ -201,25 +220,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(auth.clone())
         .and(warp::query::<OpQuery>())
-        .map(|app: Arc<App>, q: OpQuery| {
-            respond((|| {
-                let page = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, oplog::MAX_PAGE);
-                let items = oplog::query(
-                    &app.store,
-                    &OpQuery {
-                        limit: Some(page),
-                        ..q
-                    },
-                )?;
-                let next_before = (items.len() == page)
-                    .then(|| items.last().map(|e| e.seq))
-                    .flatten();
-                Ok::<_, ApiError>(json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "items": items, "next_before": next_before }),
-                ))
-            })())
-        });
+        .map(|app: Arc<App>, q: OpQuery| respond(list_oplog(&app, q)));
     let jobs = warp::path!("api" / "v1" / "jobs")
         .and(warp::get())
         .and(auth.clone())
