@@ -28,6 +28,12 @@ pub struct DeliverySection {
     pub quota_timezone: String,
     /// Count every API in one shared 50/s bucket instead of 50/s per API (for cautious sites).
     pub shared_api_bucket: bool,
+    /// Lark's per-app limit of calls per second on each API (50). Lower it to leave room for
+    /// other tools using the same app; raise it only where Lark grants more (or in tests against a
+    /// simulator without limits).
+    pub per_api_per_second: usize,
+    /// Lark's per-app limit of sends per minute (1,000); same advice as `per_api_per_second`.
+    pub sends_per_minute: usize,
     /// A job still failing this many hours after its first attempt is marked failed.
     pub give_up_after_hours: u64,
     /// Operation-log entries older than this are pruned.
@@ -45,6 +51,8 @@ impl Default for DeliverySection {
         DeliverySection {
             quota_timezone: "Asia/Shanghai".into(),
             shared_api_bucket: false,
+            per_api_per_second: 50,
+            sends_per_minute: 1000,
             give_up_after_hours: 24,
             oplog_retention_days: 30,
             degrade_cosmetic_below_pct: 20,
@@ -308,6 +316,18 @@ impl Config {
                 "must be 1 to 720",
             ));
         }
+        if d.per_api_per_second == 0 {
+            return Err(ConfigError::new(
+                "delivery.per_api_per_second",
+                "must be at least 1",
+            ));
+        }
+        if d.sends_per_minute == 0 {
+            return Err(ConfigError::new(
+                "delivery.sends_per_minute",
+                "must be at least 1",
+            ));
+        }
         if !(1..=3650).contains(&d.oplog_retention_days) {
             return Err(ConfigError::new(
                 "delivery.oplog_retention_days",
@@ -333,6 +353,8 @@ impl Config {
         Ok(crate::delivery::DeliveryConfig {
             limits: crate::delivery::limits::LimitConfig {
                 shared_api_bucket: d.shared_api_bucket,
+                per_api_per_second: d.per_api_per_second,
+                sends_per_minute: d.sends_per_minute,
                 ..defaults.limits.clone()
             },
             degradation: crate::delivery::quota::DegradationPolicy {

@@ -302,6 +302,60 @@ impl Delivery {
         Ok(id)
     }
 
+    /// Writes many jobs to the outbox in one durable commit and schedules them (for bulk
+    /// producers and load tests). Card updates among them are coalesced one by one as by
+    /// [`Delivery::enqueue`]. Returns the job ids in the order given.
+    pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<u64>, StoreError> {
+        let mut ids = vec![0; jobs.len()];
+        let mut fresh = Vec::with_capacity(jobs.len());
+        for (i, new) in jobs.into_iter().enumerate() {
+            if matches!(new.kind, JobKind::UpdateCard { .. }) {
+                ids[i] = self.enqueue(new).await?;
+            } else {
+                fresh.push((i, new));
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(ids);
+        }
+        let now = self.clock.now();
+        let written = self
+            .store
+            .write(move |w| {
+                let mut written = Vec::with_capacity(fresh.len());
+                for (i, new) in fresh {
+                    let id = w.next_sequence("outbox")?;
+                    let job = Job {
+                        id,
+                        integration_id: new.integration_id,
+                        incident_id: new.incident_id,
+                        priority: new.priority,
+                        cosmetic: new.cosmetic,
+                        kind: new.kind,
+                        uuid: job_uuid(id),
+                        created_at: now,
+                        first_attempt_at: None,
+                        attempts: 0,
+                        next_attempt_at: None,
+                        state: JobState::Pending,
+                    };
+                    w.put(&tables::OUTBOX, &id, &job)?;
+                    written.push((i, job));
+                }
+                Ok(written)
+            })
+            .await?;
+        {
+            let mut inner = self.inner.lock().expect("delivery lock");
+            for (i, job) in written {
+                ids[i] = job.id;
+                self.admit(&mut inner, job);
+            }
+        }
+        self.wake.notify_one();
+        Ok(ids)
+    }
+
     /// Records a notification that cannot be sent at all (e.g. the person's Lark account is
     /// not linked to the app), so it shows in the operation log instead of vanishing.
     pub async fn record_unsendable(
@@ -500,9 +554,8 @@ impl Delivery {
                             queue.turn.push_back(receiver);
                             continue;
                         }
-                        if let Some(reason) =
-                            quota::may_spend(job, &lane.usage, lane.plan, &self.config.degradation)
-                        {
+                        let policy = &self.config.degradation;
+                        if let Some(reason) = quota::may_spend(job, lane.usage.total, lane.plan, policy) {
                             ids.pop_front();
                             if ids.is_empty() {
                                 queue.by_receiver.remove(&receiver);
@@ -512,6 +565,14 @@ impl Delivery {
                             holds.push((id, reason));
                             continue;
                         }
+                        // Calls in flight will count too: a burst that would overrun the quota
+                        // waits for their answers (which wake the dispatcher) instead of spending
+                        // calls Lark refuses. Not a hold: failed calls in flight cost nothing.
+                        let used = lane.usage.total + lane.in_flight as u64;
+                        if quota::may_spend(job, used, lane.plan, policy).is_some() {
+                            queue.turn.push_back(receiver);
+                            continue;
+                        }
                         let shape = job.kind.shape();
                         let at = lane.limits.available_at(&shape, now);
                         if at > now {
@@ -519,7 +580,7 @@ impl Delivery {
                             queue.turn.push_back(receiver);
                             continue;
                         }
-                        lane.limits.record(&shape, now);
+                        lane.limits.started(&shape);
                         ids.pop_front();
                         if ids.is_empty() {
                             queue.by_receiver.remove(&receiver);
@@ -633,6 +694,11 @@ impl Delivery {
         job.first_attempt_at.get_or_insert(now);
         self.metrics.in_flight.inc();
         let outcome = executor.execute(&job).await;
+        {
+            let mut inner = self.inner.lock().expect("delivery lock");
+            let lane = self.lane(&mut inner.lanes, &job.integration_id);
+            lane.limits.answered(&job.kind.shape(), Instant::now());
+        }
         self.metrics.in_flight.dec();
         let latency = started.elapsed();
         self.metrics.call(job.kind.api());
@@ -737,9 +803,19 @@ impl Delivery {
             self.metrics.lark_error(code);
         }
         let now = self.clock.now();
+        // Lark counts a call it processed and refused for a business reason; calls it turned away
+        // (rate limit, quota) or that failed in transit cost nothing, as for direct calls.
         let (quota_key, usage) = {
             let mut inner = self.inner.lock().expect("delivery lock");
-            self.count_in_lane(&mut inner, &job)
+            if matches!(failure.kind, FailureKind::Permanent { .. }) {
+                self.count_in_lane(&mut inner, &job)
+            } else {
+                let lane = self.lane(&mut inner.lanes, &job.integration_id);
+                (
+                    format!("{}/{}", job.integration_id, lane.month),
+                    lane.usage.clone(),
+                )
+            }
         };
         let gave_up = job
             .first_attempt_at

@@ -1,7 +1,11 @@
 //! Lark's rate limits as exact sliding windows. The dispatcher asks when a call may start
 //! instead of sending and backing off, so a storm of jobs meets zero "rate limited" answers.
-//! Each window carries a small safety margin: Lark counts arrivals, and network jitter can bring
-//! two calls closer together than they left.
+//!
+//! Lark counts a call when it *arrives*, which is somewhere between when it started (a token
+//! fetch or a new connection can delay it) and when its answer came back. So a call holds its
+//! slot from its start until its answer, and then counts in the window at its answer time: a
+//! later call starting a full window after that answer cannot share a window with it at Lark,
+//! however late the first one arrived. Each window also carries a small margin for clock reads.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -38,12 +42,16 @@ impl Default for LimitConfig {
     }
 }
 
-/// One exact sliding window: at most `limit` starts in any span of `window`.
+/// One exact sliding window: at most `limit` calls in any span of `window`, counting calls in
+/// flight as well as calls answered within the window.
 #[derive(Debug)]
 struct Window {
     limit: usize,
     window: Duration,
-    starts: VecDeque<Instant>,
+    /// Answer times of finished calls, ascending.
+    answered: VecDeque<Instant>,
+    /// Calls started and not yet answered: each holds a slot until it is.
+    in_flight: usize,
     /// Lark said "rate limited"; nothing starts before this.
     blocked_until: Option<Instant>,
 }
@@ -53,34 +61,49 @@ impl Window {
         Window {
             limit,
             window,
-            starts: VecDeque::with_capacity(limit),
+            answered: VecDeque::with_capacity(limit),
+            in_flight: 0,
             blocked_until: None,
         }
     }
 
     fn prune(&mut self, now: Instant) {
         while self
-            .starts
+            .answered
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.window)
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
         {
-            self.starts.pop_front();
+            self.answered.pop_front();
         }
     }
 
-    /// The earliest instant (≤ now means "now") at which one more call may start.
+    /// The earliest instant (≤ now means "now") at which one more call may start. When only
+    /// calls in flight fill the window, that is unknown: one window from now, and the dispatcher
+    /// looks again as soon as one of them is answered.
     fn available_at(&mut self, now: Instant) -> Instant {
         self.prune(now);
-        let by_count = if self.starts.len() < self.limit {
+        let taken = self.answered.len() + self.in_flight;
+        let by_count = if taken < self.limit {
             now
         } else {
-            self.starts[self.starts.len() - self.limit] + self.window
+            // The (taken - limit + 1) oldest answers must leave the window first.
+            let must_leave = taken - self.limit;
+            match self.answered.get(must_leave) {
+                Some(t) => *t + self.window,
+                None => now + self.window,
+            }
         };
         self.blocked_until.map_or(by_count, |b| b.max(by_count))
     }
 
-    fn record(&mut self, at: Instant) {
-        self.starts.push_back(at);
+    fn start(&mut self) {
+        self.in_flight += 1;
+    }
+
+    fn answer(&mut self, at: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let pos = self.answered.partition_point(|t| *t <= at);
+        self.answered.insert(pos, at);
     }
 
     fn block_until(&mut self, until: Instant) {
@@ -88,9 +111,11 @@ impl Window {
     }
 
     fn is_idle(&self, now: Instant) -> bool {
-        self.starts
-            .back()
-            .is_none_or(|t| now.duration_since(*t) >= self.window)
+        self.in_flight == 0
+            && self
+                .answered
+                .back()
+                .is_none_or(|t| now.saturating_duration_since(*t) >= self.window)
             && self.blocked_until.is_none_or(|b| b <= now)
     }
 }
@@ -163,21 +188,31 @@ impl AppLimits {
         at
     }
 
-    /// Records that `call` started at `now` (after `available_at` said it may).
-    pub fn record(&mut self, call: &CallShape, now: Instant) {
+    /// Records that `call` started (after `available_at` said it may): it holds a slot in each
+    /// of its windows until [`AppLimits::answered`].
+    pub fn started(&mut self, call: &CallShape) {
+        self.each_window(call, Window::start);
+    }
+
+    /// Records that the answer to a started `call` came back at `at`.
+    pub fn answered(&mut self, call: &CallShape, at: Instant) {
+        self.each_window(call, |w| w.answer(at));
+    }
+
+    fn each_window(&mut self, call: &CallShape, mut f: impl FnMut(&mut Window)) {
         let key = self.api_key(call.api);
         let fresh = self.second(self.config.per_api_per_second);
-        self.apis.entry(key).or_insert(fresh).record(now);
+        f(self.apis.entry(key).or_insert(fresh));
         if call.is_send {
-            self.sends.record(now);
+            f(&mut self.sends);
         }
         if let Some(r) = &call.receiver {
             let fresh = self.second(self.config.per_receiver_per_second);
-            self.receivers.entry(r.clone()).or_insert(fresh).record(now);
+            f(self.receivers.entry(r.clone()).or_insert(fresh));
         }
         if let Some(m) = &call.message {
             let fresh = self.second(self.config.per_message_per_second);
-            self.messages.entry(m.clone()).or_insert(fresh).record(now);
+            f(self.messages.entry(m.clone()).or_insert(fresh));
         }
     }
 
@@ -224,7 +259,8 @@ mod tests {
             .iter()
             .map(|c| {
                 let at = limits.available_at(c, t0).max(t0);
-                limits.record(c, at);
+                limits.started(c);
+                limits.answered(c, at);
                 at
             })
             .collect()
@@ -277,6 +313,27 @@ mod tests {
     }
 
     #[test]
+    fn a_call_holds_its_slot_in_flight_and_counts_from_its_answer() {
+        let config = LimitConfig {
+            per_receiver_per_second: 1,
+            margin: Duration::ZERO,
+            ..LimitConfig::default()
+        };
+        let mut limits = AppLimits::new(config);
+        let t0 = Instant::now();
+        let call = send_to("ou_1");
+        limits.started(&call);
+        // However long it takes, a call in flight keeps the receiver's one slot.
+        let later = t0 + Duration::from_secs(5);
+        assert!(limits.available_at(&call, later) > later);
+        // Answered 300 ms after it started (it may have arrived as late as that): the next call
+        // starts a full second after the answer, not after the start.
+        limits.answered(&call, t0 + Duration::from_millis(300));
+        assert_eq!(limits.available_at(&call, t0), t0 + Duration::from_millis(1300));
+        assert_eq!(limits.available_at(&send_to("ou_2"), t0), t0);
+    }
+
+    #[test]
     fn shared_bucket_counts_every_api_together() {
         let config = LimitConfig {
             shared_api_bucket: true,
@@ -306,7 +363,8 @@ mod tests {
         let mut limits = AppLimits::new(LimitConfig::default());
         let t0 = Instant::now();
         let call = send_to("oc_1");
-        limits.record(&call, t0);
+        limits.started(&call);
+        limits.answered(&call, t0);
         limits.honour_reset(&call, t0 + Duration::from_secs(3));
         assert_eq!(limits.available_at(&call, t0), t0 + Duration::from_secs(3));
         // Other receivers still share the blocked API and minute buckets.

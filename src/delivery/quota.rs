@@ -98,28 +98,29 @@ fn month_start(at: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-/// Percent of the quota left (100 when unlimited).
-pub fn percent_left(usage: &MonthUsage, plan: Plan) -> f64 {
+/// Percent of the quota left after `used` calls (100 when unlimited).
+pub fn percent_left(used: u64, plan: Plan) -> f64 {
     match plan.limit() {
         None => 100.0,
         Some(0) => 0.0,
-        Some(limit) => 100.0 * limit.saturating_sub(usage.total) as f64 / limit as f64,
+        Some(limit) => 100.0 * limit.saturating_sub(used) as f64 / limit as f64,
     }
 }
 
-/// Whether `job` may spend quota now; `None` = go, otherwise why it waits.
+/// Whether `job` may spend quota now, `used` calls (counted and in flight) into the month;
+/// `None` = go, otherwise why it waits.
 pub fn may_spend(
     job: &Job,
-    usage: &MonthUsage,
+    used: u64,
     plan: Plan,
     policy: &DegradationPolicy,
 ) -> Option<super::job::HoldReason> {
     use super::job::{HoldReason, Priority};
     let limit = plan.limit()?;
-    if usage.total >= limit {
+    if used >= limit {
         return Some(HoldReason::QuotaExhausted);
     }
-    let left = percent_left(usage, plan);
+    let left = percent_left(used, plan);
     // A critical or warning page to a person spends the last of the budget.
     let page_to_person = job.priority != Priority::Info
         && !job.cosmetic

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod assets;
 pub mod body;
+pub mod delivery;
 pub mod error;
 pub mod integrations;
 pub mod lark;
@@ -98,7 +99,9 @@ fn admin_only(app: Arc<App>) -> BoxedFilter<(Response,)> {
     admin::routes(app.clone())
         .or(integrations::routes(app.clone()))
         .unify()
-        .or(webhooks::routes(app))
+        .or(webhooks::routes(app.clone()))
+        .unify()
+        .or(delivery::routes(app))
         .unify()
         .or(assets::routes())
         .unify()

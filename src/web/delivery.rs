@@ -1,0 +1,302 @@
+//! The delivery engine's admin API: the operation log, the outbox's jobs (and re-triggering a
+//! failed one), an integration's quota report, and sending a message through the outbox (one or a
+//! batch), which admins use to check an integration and load tests use to make load.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use super::body;
+use super::error::{ApiError, respond};
+use super::integrations::guarded;
+use crate::app::App;
+use crate::delivery::job::JobState;
+use crate::delivery::oplog::{self, OpQuery};
+use crate::delivery::{DeliveryError, JobKind, NewJob, Priority};
+use crate::lark::{MessageContent, ReceiveIdType};
+
+/// Lark's size limits of a message's content (reference §5: text 150 KB, card 30 KB).
+const TEXT_LIMIT_BYTES: usize = 150 * 1024;
+const CARD_LIMIT_BYTES: usize = 30 * 1024;
+/// Most messages one batch request may carry.
+pub const MAX_BATCH: usize = 1000;
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 500;
+
+impl From<DeliveryError> for ApiError {
+    fn from(e: DeliveryError) -> Self {
+        match e {
+            DeliveryError::NoSuchJob(_) => ApiError::not_found(e.to_string()),
+            DeliveryError::NotFailed(_) => ApiError::conflict("not_failed", e.to_string()),
+            DeliveryError::Store(s) => s.into(),
+        }
+    }
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+/// One message to send, as the API takes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageInput {
+    pub receive_id_type: ReceiveIdType,
+    pub receive_id: String,
+    pub text: Option<String>,
+    /// An interactive card (its card JSON object).
+    pub card: Option<serde_json::Value>,
+    #[serde(default = "info")]
+    pub priority: Priority,
+}
+
+fn info() -> Priority {
+    Priority::Info
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchInput {
+    messages: Vec<MessageInput>,
+}
+
+fn invalid(field: &str, reason: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("invalid_field", format!("{field}: {reason}"))
+}
+
+impl MessageInput {
+    /// The outbox job this message becomes; `at` prefixes field names (`messages[3].`).
+    fn into_job(self, integration_id: &str, at: &str) -> Result<NewJob, ApiError> {
+        if self.receive_id.trim().is_empty() {
+            return Err(invalid(&format!("{at}receive_id"), "must not be empty"));
+        }
+        let content = match (self.text, self.card) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    &format!("{at}text"),
+                    "give either text or card, not both",
+                ));
+            }
+            (None, None) => return Err(invalid(&format!("{at}text"), "give text or card")),
+            (Some(text), None) => {
+                if text.is_empty() {
+                    return Err(invalid(&format!("{at}text"), "must not be empty"));
+                }
+                let content = MessageContent::text(&text);
+                if content.content.len() > TEXT_LIMIT_BYTES {
+                    return Err(invalid(
+                        &format!("{at}text"),
+                        format!(
+                            "is {} bytes; Lark takes at most {TEXT_LIMIT_BYTES}",
+                            content.content.len()
+                        ),
+                    ));
+                }
+                content
+            }
+            (None, Some(card)) => {
+                if !card.is_object() {
+                    return Err(invalid(&format!("{at}card"), "must be a JSON object"));
+                }
+                let content = MessageContent::card(&card);
+                if content.content.len() > CARD_LIMIT_BYTES {
+                    return Err(invalid(
+                        &format!("{at}card"),
+                        format!(
+                            "is {} bytes; Lark takes at most {CARD_LIMIT_BYTES}",
+                            content.content.len()
+                        ),
+                    ));
+                }
+                content
+            }
+        };
+        Ok(NewJob {
+            integration_id: integration_id.to_string(),
+            incident_id: None,
+            priority: self.priority,
+            cosmetic: false,
+            kind: JobKind::Send {
+                receive_id_type: self.receive_id_type,
+                receive_id: self.receive_id,
+                msg_type: content.msg_type,
+                content: content.content,
+            },
+        })
+    }
+}
+
+fn known_integration(app: &App, id: &str) -> Result<(), ApiError> {
+    match app.integrations.get(id) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(format!("no integration {id}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobsQuery {
+    state: Option<JobStateFilter>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum JobStateFilter {
+    Pending,
+    Held,
+    Failed,
+}
+
+impl JobStateFilter {
+    fn matches(self, state: &JobState) -> bool {
+        matches!(
+            (self, state),
+            (JobStateFilter::Pending, JobState::Pending)
+                | (JobStateFilter::Held, JobState::Held { .. })
+                | (JobStateFilter::Failed, JobState::Failed { .. })
+        )
+    }
+}
+
+fn list_oplog(app: &App, q: OpQuery) -> Result<Response, ApiError> {
+    let page = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, oplog::MAX_PAGE);
+    let items = oplog::query(
+        &app.store,
+        &OpQuery {
+            limit: Some(page),
+            ..q
+        },
+    )?;
+    // A full page may have more behind it; the client pages back from its oldest entry.
+    let next_before = (items.len() == page)
+        .then(|| items.last().map(|e| e.seq))
+        .flatten();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "items": items, "next_before": next_before }),
+    ))
+}
+
+fn list_jobs(app: &App, q: JobsQuery) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let mut items = Vec::new();
+    let mut cursor = q.after;
+    // Page through in chunks, so a sparse state filter does not load the whole outbox at once.
+    'pages: loop {
+        let chunk = app.delivery.jobs(cursor, 1000)?;
+        let Some(last) = chunk.last().map(|j| j.id) else {
+            break;
+        };
+        for job in chunk {
+            if q.state.is_none_or(|s| s.matches(&job.state)) {
+                items.push(job);
+                if items.len() == limit {
+                    break 'pages;
+                }
+            }
+        }
+        cursor = Some(last);
+    }
+    let next_after = (items.len() == limit)
+        .then(|| items.last().map(|j| j.id))
+        .flatten();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "items": items, "next_after": next_after }),
+    ))
+}
+
+pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    let limit = app.settings.max_body_bytes;
+    let auth = guarded(app);
+
+    let oplog = warp::path!("api" / "v1" / "oplog")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(warp::query::<OpQuery>())
+        .map(|app: Arc<App>, q: OpQuery| respond(list_oplog(&app, q)));
+    let jobs = warp::path!("api" / "v1" / "jobs")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(warp::query::<JobsQuery>())
+        .map(|app: Arc<App>, q: JobsQuery| respond(list_jobs(&app, q)));
+    // The id is parsed after authentication, so a bad one is a 404 to admins only.
+    let retry = warp::path!("api" / "v1" / "jobs" / String / "retry")
+        .and(warp::post())
+        .and(auth.clone())
+        .then(|id: String, app: Arc<App>| async move {
+            let id: u64 = id
+                .parse()
+                .map_err(|_| ApiError::not_found(format!("no job {id}")))?;
+            app.delivery.retrigger(id).await?;
+            tracing::info!(job = id, "failed job re-triggered");
+            Ok(json(StatusCode::ACCEPTED, &serde_json::json!({ "job_id": id })))
+        })
+        .map(respond);
+    let quota = warp::path!("api" / "v1" / "integrations" / String / "quota")
+        .and(warp::get())
+        .and(auth.clone())
+        .map(|id: String, app: Arc<App>| {
+            respond(
+                known_integration(&app, &id).map(|()| json(StatusCode::OK, &app.delivery.quota_report(&id))),
+            )
+        });
+    let send = warp::path!("api" / "v1" / "integrations" / String / "messages")
+        .and(warp::post())
+        .and(auth.clone())
+        .and(body::raw(limit))
+        .then(|id: String, app: Arc<App>, bytes: bytes::Bytes| async move {
+            known_integration(&app, &id)?;
+            let input: MessageInput = body::decode_json(&bytes)?;
+            let job_id = app.delivery.enqueue(input.into_job(&id, "")?).await?;
+            Ok(json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({ "job_id": job_id }),
+            ))
+        })
+        .map(respond);
+    let batch = warp::path!("api" / "v1" / "integrations" / String / "messages" / "batch")
+        .and(warp::post())
+        .and(auth)
+        .and(body::raw(limit))
+        .then(|id: String, app: Arc<App>, bytes: bytes::Bytes| async move {
+            known_integration(&app, &id)?;
+            let input: BatchInput = body::decode_json(&bytes)?;
+            if input.messages.is_empty() || input.messages.len() > MAX_BATCH {
+                return Err(invalid(
+                    "messages",
+                    format!("give 1 to {MAX_BATCH} messages, not {}", input.messages.len()),
+                ));
+            }
+            let jobs = input
+                .messages
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| m.into_job(&id, &format!("messages[{i}].")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let job_ids = app.delivery.enqueue_many(jobs).await?;
+            Ok(json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({ "job_ids": job_ids }),
+            ))
+        })
+        .map(respond);
+    oplog
+        .or(jobs)
+        .unify()
+        .or(retry)
+        .unify()
+        .or(quota)
+        .unify()
+        .or(send)
+        .unify()
+        .or(batch)
+        .unify()
+        .boxed()
+}
