@@ -17,6 +17,7 @@ use crate::delivery::lark_executor::{LarkClients, LarkExecutor};
 use crate::delivery::metrics::DeliveryMetrics;
 use crate::delivery::quota::Plan;
 use crate::delivery::{CallClass, Delivery};
+use crate::incident::Incidents;
 use crate::integration::Integrations;
 use crate::integration::Live;
 use crate::integration::inbound::InboundPipeline;
@@ -44,6 +45,8 @@ pub struct App {
     pub delivery: Arc<Delivery>,
     /// The Open API client of each integration.
     pub lark: Arc<LarkClients>,
+    /// Incidents, members, alert sources, escalation rules and their cards.
+    pub incidents: Arc<Incidents>,
     /// False once shutdown starts, so `/readyz` tells load balancers to stop sending.
     pub ready: AtomicBool,
 }
@@ -77,6 +80,13 @@ impl App {
             DeliveryMetrics::new(&metrics),
         )?;
         let lark = Arc::new(LarkClients::new());
+        let incidents = Incidents::new(
+            store.clone(),
+            clock.clone(),
+            delivery.clone(),
+            lark.clone(),
+            settings.public_base(),
+        );
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());
         if let Some(password) = auth.ensure_admin()? {
             tracing::warn!(
@@ -96,6 +106,7 @@ impl App {
             scheduler,
             delivery,
             lark,
+            incidents,
             ready: AtomicBool::new(false),
         });
         for live in app.integrations.all() {
@@ -381,6 +392,7 @@ pub async fn start(app: Arc<App>) -> anyhow::Result<Running> {
             .clone()
             .run(Arc::new(LarkExecutor::new(app.lark.clone())), stop_rx.clone()),
     );
+    tokio::spawn(app.incidents.clone().run(stop_rx.clone()));
     let dir = settings.state_dir();
     write_private(&dir.join(CLI_TOKEN_FILE), app.auth.cli_token())
         .with_context(|| format!("cannot write {}", dir.join(CLI_TOKEN_FILE).display()))?;
