@@ -5,6 +5,7 @@ pub mod admin;
 pub mod assets;
 pub mod body;
 pub mod error;
+pub mod incidents;
 pub mod integrations;
 pub mod lark;
 pub mod server;
@@ -95,7 +96,9 @@ fn public_only(app: Arc<App>) -> BoxedFilter<(Response,)> {
 
 fn admin_only(app: Arc<App>) -> BoxedFilter<(Response,)> {
     admin::routes(app.clone())
-        .or(integrations::routes(app))
+        .or(integrations::routes(app.clone()))
+        .unify()
+        .or(incidents::routes(app))
         .unify()
         .or(assets::routes())
         .unify()
