@@ -467,6 +467,35 @@ async fn acknowledged_incidents_do_not_escalate_and_closed_ones_in_the_delay_win
         env.cards_to(&carol_id).is_empty(),
         "closed inside the delay window"
     );
+
+    // When a snooze ends, level 1 hears again and the escalation wait starts over.
+    let (status, snoozed) = env
+        .api(
+            Method::POST,
+            &format!("/api/v1/incidents/{}/snooze", inc["id"].as_str().unwrap()),
+            json!({"minutes": 60}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{snoozed}");
+    env.advance_minutes(59).await;
+    env.settle().await;
+    assert_eq!(env.cards_to(&alice_id).len(), 1);
+    env.advance_minutes(2).await;
+    env.wait_for("the card after the snooze", |e| e.cards_to(&alice_id).len() == 2)
+        .await;
+    let (_, after) = env
+        .api(
+            Method::GET,
+            &format!("/api/v1/incidents/{}", inc["id"].as_str().unwrap()),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(after["status"], "triggered");
+    assert!(after["snoozed_until"].is_null());
+    assert!(
+        env.cards_to(&carol_id).is_empty(),
+        "the escalation wait starts over"
+    );
     env.stop().await;
 }
 

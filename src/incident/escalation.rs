@@ -42,6 +42,15 @@ pub fn start(incident: &Incident, rule: &Rule, now: DateTime<Utc>) -> Escalation
     }
 }
 
+/// Starts the current level over, notifying now (an incident that was snoozed or
+/// unacknowledged is as urgent as a new one, and its escalation wait starts again).
+pub fn restart_level(esc: &mut Escalation, now: DateTime<Utc>) {
+    esc.level_started_at = now;
+    esc.next_notify_at = Some(now);
+    esc.notified = 0;
+    esc.first_notified_at = None;
+}
+
 fn enter(esc: &mut Escalation, level: usize, def: &Level, now: DateTime<Utc>) {
     esc.level = level;
     esc.level_started_at = now;

@@ -175,6 +175,11 @@ fn actor_name(actor: &Actor) -> String {
         .unwrap_or_else(|| "system".into())
 }
 
+/// Snoozes sort by their end: `{ms:015}/{incident}`.
+fn snooze_key(until: DateTime<Utc>, incident_id: &str) -> String {
+    format!("{:015}/{incident_id}", until.timestamp_millis().max(0))
+}
+
 fn parse_receiver(receiver: &str) -> Option<(ReceiveIdType, String)> {
     let (kind, id) = receiver.split_once(':')?;
     let kind = match kind {
@@ -545,10 +550,24 @@ impl Incidents {
                     })?;
                 let before = inc.clone();
                 let esc = w.get(&tables::ESCALATIONS, id.as_str())?;
+                // Every read before the first write: a closure in a group commit must fail
+                // before it writes anything.
+                let dedup_holder = match &inc.dedup_key {
+                    Some(key) => w.get(&tables::INCIDENT_DEDUP, key.as_str())?,
+                    None => None,
+                };
                 let esc_change = match apply(&mut inc, &act, &actor, &name, now, reopen_rule.as_ref(), esc) {
                     Ok(change) => change,
                     Err(e) => return Ok((before, Err(e))),
                 };
+                if inc.snoozed_until != before.snoozed_until {
+                    if let Some(until) = before.snoozed_until {
+                        w.remove(&tables::SNOOZES, snooze_key(until, &id).as_str())?;
+                    }
+                    if let Some(until) = inc.snoozed_until {
+                        w.put(&tables::SNOOZES, snooze_key(until, &id).as_str(), &id)?;
+                    }
+                }
                 if inc.version != before.version || inc.timeline.len() != before.timeline.len() {
                     inc.updated_at = now;
                     w.put(&tables::INCIDENTS, id.as_str(), &inc)?;
@@ -561,12 +580,11 @@ impl Incidents {
                     EscalationChange::Put(esc) => w.put(&tables::ESCALATIONS, id.as_str(), &esc)?,
                 }
                 if let Some(key) = &inc.dedup_key {
-                    let holder = w.get(&tables::INCIDENT_DEDUP, key.as_str())?;
                     match inc.status {
-                        Status::Resolved if holder.as_deref() == Some(id.as_str()) => {
+                        Status::Resolved if dedup_holder.as_deref() == Some(id.as_str()) => {
                             w.remove(&tables::INCIDENT_DEDUP, key.as_str())?;
                         }
-                        Status::Triggered | Status::Acknowledged if holder.is_none() => {
+                        Status::Triggered | Status::Acknowledged if dedup_holder.is_none() => {
                             w.put(&tables::INCIDENT_DEDUP, key.as_str(), &id)?;
                         }
                         _ => {}
@@ -792,6 +810,7 @@ impl Incidents {
     pub async fn tick(&self) -> Result<(), IncidentError> {
         let _one_at_a_time = self.ticking.lock().await;
         let now = self.clock.now();
+        self.end_snoozes(now).await?;
         let escalations: Vec<Escalation> = self
             .store
             .read(|r| r.page(&tables::ESCALATIONS, None, usize::MAX, false))?
@@ -819,7 +838,7 @@ impl Incidents {
 
     async fn advance_one(
         &self,
-        mut esc: Escalation,
+        esc: Escalation,
         rules: &HashMap<String, Rule>,
         now: DateTime<Utc>,
     ) -> Result<(), IncidentError> {
@@ -832,13 +851,6 @@ impl Incidents {
                     .await?;
                 return Ok(());
             }
-        };
-        let incident = match incident.snoozed_until {
-            Some(until) if until <= now && incident.is_open() => {
-                esc.next_notify_at = Some(now);
-                self.end_snooze(&incident.id, now).await?
-            }
-            _ => incident,
         };
         let Some(rule) = rules.get(&esc.rule_id) else {
             self.store
@@ -892,27 +904,44 @@ impl Incidents {
         Ok(())
     }
 
-    async fn end_snooze(&self, id: &str, now: DateTime<Utc>) -> Result<Incident, IncidentError> {
-        let id = id.to_string();
-        let incident = self
-            .store
-            .write(move |w| {
-                let Some(mut inc) = w.get(&tables::INCIDENTS, id.as_str())? else {
-                    return Ok(None);
-                };
-                inc.snoozed_until = None;
-                inc.status = Status::Triggered;
-                inc.acknowledged_by.clear();
-                inc.version += 1;
-                inc.updated_at = now;
-                push_event(&mut inc, now, "snooze_ended", &Actor::system(), None);
-                w.put(&tables::INCIDENTS, id.as_str(), &inc)?;
-                Ok(Some(inc))
-            })
-            .await?
-            .ok_or_else(|| IncidentError::NotFound("incident vanished".into()))?;
-        self.refresh_cards(&incident, false).await?;
-        Ok(incident)
+    /// Ends the snoozes due at `now`: the incident is triggered again and its current level is
+    /// notified right away.
+    async fn end_snoozes(&self, now: DateTime<Utc>) -> Result<(), IncidentError> {
+        let due: Vec<(String, String)> = self.store.read(|r| {
+            Ok(r.page(&tables::SNOOZES, None, 1000, false)?
+                .into_iter()
+                .take_while(|(key, _)| key.as_str() <= snooze_key(now, "").as_str())
+                .collect())
+        })?;
+        for (key, id) in due {
+            let ended = self
+                .store
+                .write(move |w| {
+                    let inc = w.get(&tables::INCIDENTS, id.as_str())?;
+                    let esc = w.get(&tables::ESCALATIONS, id.as_str())?;
+                    w.remove(&tables::SNOOZES, key.as_str())?;
+                    let Some(mut inc) = inc.filter(|i| i.is_open() && i.snoozed_until.is_some()) else {
+                        return Ok(None);
+                    };
+                    inc.snoozed_until = None;
+                    inc.status = Status::Triggered;
+                    inc.acknowledged_by.clear();
+                    inc.version += 1;
+                    inc.updated_at = now;
+                    push_event(&mut inc, now, "snooze_ended", &Actor::system(), None);
+                    w.put(&tables::INCIDENTS, id.as_str(), &inc)?;
+                    if let Some(mut esc) = esc {
+                        escalation::restart_level(&mut esc, now);
+                        w.put(&tables::ESCALATIONS, id.as_str(), &esc)?;
+                    }
+                    Ok(Some(inc))
+                })
+                .await?;
+            if let Some(incident) = ended {
+                self.refresh_cards(&incident, false).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Wakes the tick loop early (something changed).
@@ -1210,9 +1239,8 @@ fn apply(
             inc.acknowledged_by.clear();
             push_event(inc, now, "unacknowledged", actor, None);
             match esc {
-                // Notify the current level again right away.
                 Some(mut esc) => {
-                    esc.next_notify_at = Some(now);
+                    escalation::restart_level(&mut esc, now);
                     EscalationChange::Put(esc)
                 }
                 None => EscalationChange::Keep,

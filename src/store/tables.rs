@@ -58,3 +58,5 @@ pub const ALERT_SOURCES: Table<String, AlertSource> = Table::new("alert_sources_
 pub const ALERT_SOURCE_KEYS: Table<String, String> = Table::new("alert_source_keys_v1");
 /// Escalation rules by id (their order is their `position`).
 pub const RULES: Table<String, Rule> = Table::new("escalation_rules_v1");
+/// Snoozed incidents by `{until as ms:015}/{incident_id}`, so the tick reads only ended snoozes.
+pub const SNOOZES: Table<String, String> = Table::new("incident_snoozes_v1");
