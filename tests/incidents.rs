@@ -10,6 +10,7 @@ use lark_oncall::app::{App, Running};
 use lark_oncall::clock::ShiftedClock;
 use lark_oncall::config::Config;
 use lark_oncall::delivery::oplog::{self, OpQuery};
+use lark_oncall::incident::DemoPerson;
 use lark_oncall::sim::{SimApp, SimConfig, SimMessage, Simulator};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -666,5 +667,61 @@ async fn the_admin_api_checks_what_it_is_given() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(filtered["items"].as_array().unwrap().is_empty());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_demo_seed_routes_an_alert_to_people_and_chats() {
+    let env = Env::start().await;
+    let world = env.sim.world();
+    let people: Vec<DemoPerson> = world
+        .users
+        .iter()
+        .take(3)
+        .map(|u| DemoPerson {
+            name: u.name.clone(),
+            email: u.email.clone(),
+            mobile: u.mobile.clone(),
+        })
+        .collect();
+    let chats: Vec<String> = world
+        .chats
+        .iter()
+        .filter(|c| c.apps.iter().any(|a| a == APP_ID))
+        .map(|c| c.chat_id.clone())
+        .collect();
+    let seed = env
+        .app()
+        .incidents
+        .seed_demo(&env.integration, &people, &chats)
+        .await
+        .unwrap();
+    assert_eq!(seed.member_ids.len(), 3);
+    let (_, members) = env.api(Method::GET, "/api/v1/members", Value::Null).await;
+    for m in members["items"].as_array().unwrap() {
+        assert!(
+            m["lark"][&env.integration]["open_id"].is_string(),
+            "linked by look-up: {m}"
+        );
+    }
+    let (status, body) = env
+        .post_alert(
+            "/api/v1/alerts/standard",
+            &seed.integration_key,
+            &json!({"title_rule": "demo: checkout errors", "event_status": "Critical"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    env.app().incidents.tick().await.unwrap();
+    let first = world.users[0].open_id.clone();
+    env.wait_for("the demo cards", |e| {
+        chats.iter().all(|c| e.cards_to(c).len() == 1) && e.cards_to(&first).len() == 1
+    })
+    .await;
+    assert!(
+        env.cards_to(&chats[0])[0]
+            .content
+            .contains("demo: checkout errors")
+    );
     env.stop().await;
 }
