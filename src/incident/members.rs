@@ -172,21 +172,18 @@ impl Members {
             linked_via: via.to_string(),
             linked_at: self.clock.now(),
         };
-        let (id, integration) = (id.to_string(), integration_id.to_string());
+        let (key, integration) = (id.to_string(), integration_id.to_string());
         self.store
             .write(move |w| {
-                let mut member = w.get(&tables::MEMBERS, id.as_str())?.ok_or_else(|| {
-                    crate::store::StoreError::Corrupt {
-                        table: tables::MEMBERS.name,
-                        reason: format!("member {id} vanished while linking"),
-                    }
-                })?;
+                let Some(mut member) = w.get(&tables::MEMBERS, key.as_str())? else {
+                    return Ok(None);
+                };
                 member.lark.insert(integration, identity);
-                w.put(&tables::MEMBERS, id.as_str(), &member)?;
-                Ok(member)
+                w.put(&tables::MEMBERS, key.as_str(), &member)?;
+                Ok(Some(member))
             })
-            .await
-            .map_err(IncidentError::from)
+            .await?
+            .ok_or_else(|| IncidentError::NotFound(format!("no member {id}")))
     }
 
     /// Looks up, in one integration, every member not yet linked there (batches of 50 emails and

@@ -60,6 +60,7 @@ const CARD_UPDATE_WINDOW: chrono::Duration = chrono::Duration::hours(14 * 24 - 1
 /// How often the escalation tick runs on its own.
 const TICK_EVERY: Duration = Duration::from_secs(1);
 const MAX_PAGE: usize = 200;
+const MAX_RENDERED_ENTRIES: usize = 10_000;
 
 /// An incident as opened through the admin API.
 #[derive(Debug, Clone, Deserialize)]
@@ -542,12 +543,9 @@ impl Incidents {
         let (before, after) = self
             .store
             .write(move |w| {
-                let mut inc = w
-                    .get(&tables::INCIDENTS, id.as_str())?
-                    .ok_or_else(|| StoreError::Corrupt {
-                        table: tables::INCIDENTS.name,
-                        reason: format!("incident {id} vanished"),
-                    })?;
+                let Some(mut inc) = w.get(&tables::INCIDENTS, id.as_str())? else {
+                    return Ok(None);
+                };
                 let before = inc.clone();
                 let esc = w.get(&tables::ESCALATIONS, id.as_str())?;
                 // Every read before the first write: a closure in a group commit must fail
@@ -558,7 +556,7 @@ impl Incidents {
                 };
                 let esc_change = match apply(&mut inc, &act, &actor, &name, now, reopen_rule.as_ref(), esc) {
                     Ok(change) => change,
-                    Err(e) => return Ok((before, Err(e))),
+                    Err(e) => return Ok(Some((before, Err(e)))),
                 };
                 if inc.snoozed_until != before.snoozed_until {
                     if let Some(until) = before.snoozed_until {
@@ -590,9 +588,10 @@ impl Incidents {
                         _ => {}
                     }
                 }
-                Ok((before, Ok(inc)))
+                Ok(Some((before, Ok(inc))))
             })
-            .await?;
+            .await?
+            .ok_or_else(|| IncidentError::NotFound(format!("no incident {reference}")))?;
         let after = after?;
         if after.version != before.version {
             let cosmetic = matches!(action, Action::Reassign { .. });
@@ -660,10 +659,13 @@ impl Incidents {
                 },
             })
             .await?;
-        self.rendered
-            .lock()
-            .expect("rendered lock")
-            .insert(job, incident.version);
+        let mut rendered = self.rendered.lock().expect("rendered lock");
+        // Entries of sends that never deliver are not removed by the hook; forgetting them all
+        // now and then only costs an extra cosmetic refresh of cards in flight.
+        if rendered.len() >= MAX_RENDERED_ENTRIES {
+            rendered.clear();
+        }
+        rendered.insert(job, incident.version);
         Ok(())
     }
 
