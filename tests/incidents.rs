@@ -26,6 +26,7 @@ struct Env {
     admin: String,
     token: String,
     integration: String,
+    config: Config,
     _dir: tempfile::TempDir,
 }
 
@@ -43,6 +44,7 @@ impl Env {
         cfg.storage.path = dir.path().join("state.redb");
         let settings = cfg.validate().unwrap();
         let app = App::open_with_clock(settings, clock.clone()).await.unwrap();
+        let config = cfg;
         let (_, token) = app.auth.create_token("tests").await.unwrap();
         let running = lark_oncall::app::start(app).await.unwrap();
         let admin = running.addresses.admin_url();
@@ -54,6 +56,7 @@ impl Env {
             admin,
             token,
             integration: String::new(),
+            config,
             _dir: dir,
         };
         let (status, integration) = env
@@ -180,6 +183,16 @@ impl Env {
             env.app().delivery.pending_count() == 0
         })
         .await;
+    }
+
+    /// Stops the appliance and starts it again on the same state file and clock.
+    async fn restart(&mut self) {
+        self.running.take().unwrap().shutdown().await;
+        let settings = self.config.validate().unwrap();
+        let app = App::open_with_clock(settings, self.clock.clone()).await.unwrap();
+        let running = lark_oncall::app::start(app).await.unwrap();
+        self.admin = running.addresses.admin_url();
+        self.running = Some(running);
     }
 
     async fn stop(mut self) {
@@ -723,5 +736,31 @@ async fn the_demo_seed_routes_an_alert_to_people_and_chats() {
             .content
             .contains("demo: checkout errors")
     );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn escalation_resumes_after_a_restart() {
+    let mut env = Env::start().await;
+    let alice = env.member("Alice", "alice@example.com").await;
+    let carol = env.member("Carol", "carol@example.com").await;
+    env.rule(json!([
+        {"members": [alice], "escalate_after_minutes": 10},
+        {"members": [carol], "delay_minutes": 5}
+    ]))
+    .await;
+    let (alice_id, carol_id) = (env.open_id("alice@example.com"), env.open_id("carol@example.com"));
+    env.incident("disk full", "").await;
+    env.app().incidents.tick().await.unwrap();
+    env.wait_for("level 1", |e| e.cards_to(&alice_id).len() == 1)
+        .await;
+    env.advance_minutes(10).await;
+    env.settle().await;
+    assert!(env.cards_to(&carol_id).is_empty(), "level 2 waits out its delay");
+    env.restart().await;
+    env.advance_minutes(5).await;
+    env.wait_for("level 2 after the restart", |e| e.cards_to(&carol_id).len() == 1)
+        .await;
+    assert_eq!(env.cards_to(&alice_id).len(), 1);
     env.stop().await;
 }
