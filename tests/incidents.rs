@@ -11,7 +11,7 @@ use lark_oncall::clock::ShiftedClock;
 use lark_oncall::config::Config;
 use lark_oncall::delivery::oplog::{self, OpQuery};
 use lark_oncall::incident::DemoPerson;
-use lark_oncall::sim::{SimApp, SimConfig, SimMessage, Simulator};
+use lark_oncall::sim::{Faults, SimApp, SimConfig, SimMessage, Simulator};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -762,5 +762,42 @@ async fn escalation_resumes_after_a_restart() {
     env.wait_for("level 2 after the restart", |e| e.cards_to(&carol_id).len() == 1)
         .await;
     assert_eq!(env.cards_to(&alice_id).len(), 1);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_card_delivered_after_its_incident_changed_is_brought_up_to_date() {
+    let env = Env::start().await;
+    let alice = env.member("Alice", "alice@example.com").await;
+    env.rule(json!([{"members": [alice]}])).await;
+    let alice_id = env.open_id("alice@example.com");
+    env.api(
+        Method::POST,
+        &format!("/api/v1/members/link?integration_id={}", env.integration),
+        Value::Null,
+    )
+    .await;
+    // Lark answers slowly, so the acknowledgement lands while the first card is in flight.
+    env.sim.set_faults(Faults {
+        latency: Duration::from_millis(800),
+        ..Faults::default()
+    });
+    let inc = env.incident("slow Lark", "").await;
+    env.app().incidents.tick().await.unwrap();
+    let (status, _) = env
+        .api(
+            Method::POST,
+            &format!("/api/v1/incidents/{}/acknowledge", inc["id"].as_str().unwrap()),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(env.cards_to(&alice_id).is_empty(), "the card was still in flight");
+    env.wait_for("the card to show the acknowledgement", |e| {
+        e.cards_to(&alice_id)
+            .first()
+            .is_some_and(|m| m.updates >= 1 && !m.content.contains(r#""action":"ack""#))
+    })
+    .await;
     env.stop().await;
 }

@@ -61,6 +61,8 @@ const CARD_UPDATE_WINDOW: chrono::Duration = chrono::Duration::hours(14 * 24 - 1
 const TICK_EVERY: Duration = Duration::from_secs(1);
 const MAX_PAGE: usize = 200;
 const MAX_RENDERED_ENTRIES: usize = 10_000;
+/// Ticks a stale card waits for its delivery's commit before it is forgotten.
+const MAX_STALE_WAIT_TICKS: u32 = 30;
 
 /// An incident as opened through the admin API.
 #[derive(Debug, Clone, Deserialize)]
@@ -155,8 +157,10 @@ pub struct Incidents {
     ticking: tokio::sync::Mutex<()>,
     /// Incident version each queued card send was rendered from, by outbox job id.
     rendered: Mutex<HashMap<u64, u64>>,
-    /// Incidents with a card delivered after the incident changed: refreshed on the next tick.
-    stale: Mutex<HashSet<String>>,
+    /// Cards (incident id, message id) delivered after their incident changed: refreshed on
+    /// the next tick that sees them recorded.
+    /// With how many ticks it has waited.
+    stale: Mutex<HashMap<(String, String), u32>>,
 }
 
 fn push_event(incident: &mut Incident, at: DateTime<Utc>, kind: &str, actor: &Actor, detail: Option<String>) {
@@ -212,7 +216,7 @@ impl Incidents {
             wake: Notify::new(),
             ticking: tokio::sync::Mutex::new(()),
             rendered: Mutex::new(HashMap::new()),
-            stale: Mutex::new(HashSet::new()),
+            stale: Mutex::new(HashMap::new()),
         });
         delivery.on_delivered(Self::delivered_hook(Arc::downgrade(&incidents)));
         incidents
@@ -254,7 +258,10 @@ impl Incidents {
                 let rendered = me.rendered.lock().expect("rendered lock").remove(&job.id);
                 let changed_since = current.is_some_and(|i| rendered.is_none_or(|v| v < i.version));
                 if changed_since {
-                    me.stale.lock().expect("stale lock").insert(incident_id.clone());
+                    me.stale
+                        .lock()
+                        .expect("stale lock")
+                        .insert((incident_id.clone(), message_id.to_string()), 0);
                     me.wake.notify_one();
                 }
             }
@@ -829,9 +836,28 @@ impl Incidents {
                 tracing::error!(error = %e, "escalation step failed");
             }
         }
-        let stale: Vec<String> = self.stale.lock().expect("stale lock").drain().collect();
-        for id in stale {
-            if let Ok(incident) = self.get(&id) {
+        let stale: Vec<_> = self.stale.lock().expect("stale lock").drain().collect();
+        let mut refreshed = HashSet::new();
+        for ((incident_id, message_id), waited) in stale {
+            let key = format!("{incident_id}/{message_id}");
+            // The hook runs inside the delivery's commit: until that commit lands, wait (a
+            // commit that failed is retried by the outbox and runs the hook again).
+            if self
+                .store
+                .read(|r| r.get(&tables::INCIDENT_CARDS, key.as_str()))?
+                .is_none()
+            {
+                if waited < MAX_STALE_WAIT_TICKS {
+                    self.stale
+                        .lock()
+                        .expect("stale lock")
+                        .insert((incident_id, message_id), waited + 1);
+                }
+                continue;
+            }
+            if refreshed.insert(incident_id.clone())
+                && let Ok(incident) = self.get(&incident_id)
+            {
                 self.refresh_cards(&incident, true).await?;
             }
         }
