@@ -6,11 +6,13 @@
 //! escalation state, read at the injected clock's `now`, fires whatever is due.
 
 pub mod card;
+mod demo;
 pub mod escalation;
 pub mod ingest;
 pub mod members;
 pub mod model;
 pub mod rules;
+mod sources;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -25,13 +27,13 @@ use crate::delivery::{DeliveredHook, Delivery, Job, JobKind, LarkClients, NewJob
 use crate::lark::ReceiveIdType;
 use crate::store::{Store, StoreError, WriteTx, tables};
 use card::CardContext;
+pub use demo::{DemoPerson, DemoSeed};
 use escalation::Step;
 use ingest::AlertEvent;
 use members::Members;
 use model::{
     Actor, AlertSource, Escalation, Incident, Level, Rule, SentCard, Severity, Status, TimelineEvent, Via,
 };
-use rules::RuleInput;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IncidentError {
@@ -124,24 +126,6 @@ pub struct IncidentQuery {
     /// Incidents numbered below this (paging back).
     pub before: Option<u64>,
     pub limit: Option<usize>,
-}
-
-/// Someone to seed the demo with.
-#[derive(Debug, Clone)]
-pub struct DemoPerson {
-    pub name: String,
-    pub email: String,
-    pub mobile: String,
-}
-
-/// What [`Incidents::seed_demo`] created.
-#[derive(Debug, Clone)]
-pub struct DemoSeed {
-    pub member_ids: Vec<String>,
-    pub rule_id: String,
-    pub source_id: String,
-    /// The new source's integration key, for the demo's curl line.
-    pub integration_key: String,
 }
 
 /// The incident service.
@@ -970,257 +954,6 @@ impl Incidents {
             }
         }
         Ok(())
-    }
-
-    /// Wakes the tick loop early (something changed).
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    // ---- alert sources ----
-
-    /// Creates a source; its integration key is returned once and stored only as a hash.
-    pub async fn create_source(&self, name: &str) -> Result<(AlertSource, String), IncidentError> {
-        let name = name.trim();
-        if name.is_empty() {
-            return Err(invalid("name", "must not be empty"));
-        }
-        let key = format!("lkoik_{}", crate::auth::random_hex(20));
-        let source = AlertSource {
-            id: format!("src_{}", crate::auth::random_hex(6)),
-            name: name.to_string(),
-            key_hash: crate::auth::sha256_hex(key.as_bytes()),
-            created_at: self.clock.now(),
-        };
-        let stored = source.clone();
-        self.store
-            .write(move |w| {
-                w.put(&tables::ALERT_SOURCES, stored.id.as_str(), &stored)?;
-                w.put(&tables::ALERT_SOURCE_KEYS, stored.key_hash.as_str(), &stored.id)
-            })
-            .await?;
-        Ok((source, key))
-    }
-
-    pub fn sources(&self) -> Result<Vec<AlertSource>, IncidentError> {
-        Ok(self
-            .store
-            .read(|r| r.page(&tables::ALERT_SOURCES, None, usize::MAX, false))?
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect())
-    }
-
-    pub async fn delete_source(&self, id: &str) -> Result<(), IncidentError> {
-        let source = self
-            .store
-            .read(|r| r.get(&tables::ALERT_SOURCES, id))?
-            .ok_or_else(|| IncidentError::NotFound(format!("no alert source {id}")))?;
-        self.store
-            .write(move |w| {
-                w.remove(&tables::ALERT_SOURCE_KEYS, source.key_hash.as_str())?;
-                w.remove(&tables::ALERT_SOURCES, source.id.as_str()).map(drop)
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// The source an integration key belongs to.
-    pub fn source_by_key(&self, key: &str) -> Result<Option<AlertSource>, IncidentError> {
-        let hash = crate::auth::sha256_hex(key.as_bytes());
-        Ok(self
-            .store
-            .read(|r| match r.get(&tables::ALERT_SOURCE_KEYS, hash.as_str())? {
-                Some(id) => r.get(&tables::ALERT_SOURCES, id.as_str()),
-                None => Ok(None),
-            })?)
-    }
-
-    // ---- rules ----
-
-    async fn check_rule(
-        &self,
-        input: &RuleInput,
-        integration_known: bool,
-    ) -> Result<chrono_tz::Tz, IncidentError> {
-        let tz = rules::check(input)?;
-        if !integration_known {
-            return Err(invalid(
-                "integration_id",
-                format!("no integration {}", input.integration_id),
-            ));
-        }
-        for (i, level) in input.levels.iter().enumerate() {
-            self.check_members(&level.members, &format!("levels[{i}].members"))?;
-        }
-        let chats: Vec<&String> = input.levels.iter().flat_map(|l| &l.chats).collect();
-        if chats.is_empty() {
-            return Ok(tz);
-        }
-        // Chats are checked against those the bot is in; when Lark cannot be asked, the rule is
-        // saved anyway (a chat the bot left shows as a failed send in the operation log).
-        match self.lark.get(&input.integration_id) {
-            Some(client) => match client.list_chats().await {
-                Ok(known) => {
-                    for (i, level) in input.levels.iter().enumerate() {
-                        if let Some(chat) = level
-                            .chats
-                            .iter()
-                            .find(|c| !known.iter().any(|k| &&k.chat_id == c))
-                        {
-                            return Err(invalid(
-                                &format!("levels[{i}].chats"),
-                                format!("the bot is not in chat {chat}"),
-                            ));
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list the bot's chats; saving the rule unchecked")
-                }
-            },
-            None => {
-                tracing::warn!(integration = %input.integration_id, "no Lark client; saving the rule unchecked")
-            }
-        }
-        Ok(tz)
-    }
-
-    /// Creates (or, with `id`, replaces) a rule.
-    pub async fn save_rule(
-        &self,
-        id: Option<&str>,
-        input: RuleInput,
-        integration_known: bool,
-    ) -> Result<Rule, IncidentError> {
-        let tz = self.check_rule(&input, integration_known).await?;
-        let existing = match id {
-            Some(id) => Some(self.rule(id)?),
-            None => None,
-        };
-        let rules = self.rules_in_order()?;
-        let position = input
-            .position
-            .or(existing.as_ref().map(|r| r.position))
-            .unwrap_or_else(|| rules.last().map_or(0, |r| r.position.saturating_add(10)));
-        let rule = Rule {
-            id: existing.as_ref().map_or_else(
-                || format!("rule_{}", crate::auth::random_hex(6)),
-                |r| r.id.clone(),
-            ),
-            name: input.name.trim().to_string(),
-            position,
-            integration_id: input.integration_id,
-            matches: input.matches,
-            time_windows: input.time_windows,
-            timezone: tz.name().to_string(),
-            levels: input.levels,
-            created_at: existing.map_or_else(|| self.clock.now(), |r| r.created_at),
-        };
-        let stored = rule.clone();
-        self.store
-            .write(move |w| w.put(&tables::RULES, stored.id.as_str(), &stored))
-            .await?;
-        Ok(rule)
-    }
-
-    pub fn rule(&self, id: &str) -> Result<Rule, IncidentError> {
-        self.store
-            .read(|r| r.get(&tables::RULES, id))?
-            .ok_or_else(|| IncidentError::NotFound(format!("no rule {id}")))
-    }
-
-    pub fn rules(&self) -> Result<Vec<Rule>, IncidentError> {
-        self.rules_in_order()
-    }
-
-    pub async fn delete_rule(&self, id: &str) -> Result<(), IncidentError> {
-        let key = id.to_string();
-        if self
-            .store
-            .write(move |w| w.remove(&tables::RULES, key.as_str()))
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(IncidentError::NotFound(format!("no rule {id}")))
-        }
-    }
-
-    // ---- demo ----
-
-    /// Seeds `demo`: the people as members (linked by look-up when the integration's client
-    /// can reach Lark), an alert source, and one rule for every incident — level 1 the first two
-    /// people and the chats, repeating every 2 minutes twice, level 2 the third person after
-    /// 5 unacknowledged minutes.
-    pub async fn seed_demo(
-        &self,
-        integration_id: &str,
-        people: &[DemoPerson],
-        chat_ids: &[String],
-    ) -> Result<DemoSeed, IncidentError> {
-        let mut member_ids = Vec::new();
-        for p in people {
-            let member = self
-                .members
-                .create(members::MemberInput {
-                    name: Some(p.name.clone()),
-                    email: Some(p.email.clone()),
-                    mobile: Some(p.mobile.clone()),
-                    lark_open_ids: BTreeMap::new(),
-                })
-                .await?;
-            member_ids.push(member.id);
-        }
-        if let Some(client) = self.lark.get(integration_id)
-            && let Err(e) = self.members.link_by_lookup(integration_id, &client, None).await
-        {
-            tracing::warn!(error = %e, "demo members not linked yet; they are looked up when first notified");
-        }
-        let first: Vec<String> = member_ids.iter().take(2).cloned().collect();
-        let second: Vec<String> = member_ids.iter().skip(2).take(1).cloned().collect();
-        let mut levels = vec![Level {
-            members: first,
-            chats: chat_ids.to_vec(),
-            delay_minutes: 0,
-            repeat_every_minutes: Some(2),
-            repeat_count: 2,
-            escalate_after_minutes: Some(5),
-            escalate_unless: model::EscalateUnless::Acknowledged,
-        }];
-        if !second.is_empty() {
-            levels.push(Level {
-                members: second,
-                chats: Vec::new(),
-                delay_minutes: 0,
-                repeat_every_minutes: None,
-                repeat_count: 0,
-                escalate_after_minutes: None,
-                escalate_unless: model::EscalateUnless::Acknowledged,
-            });
-        }
-        let rule = self
-            .save_rule(
-                None,
-                RuleInput {
-                    name: "Demo: everything".into(),
-                    position: None,
-                    integration_id: integration_id.to_string(),
-                    matches: Default::default(),
-                    time_windows: Vec::new(),
-                    timezone: None,
-                    levels,
-                },
-                true,
-            )
-            .await?;
-        let (source, integration_key) = self.create_source("Demo alerts").await?;
-        Ok(DemoSeed {
-            member_ids,
-            rule_id: rule.id,
-            source_id: source.id,
-            integration_key,
-        })
     }
 }
 

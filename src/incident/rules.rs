@@ -1,5 +1,6 @@
-//! Escalation rules: validation of what an admin saves, and the top-down, first-match choice of
-//! the rule for an incident (severity, labels, weekly time windows in the rule's time zone).
+//! Escalation rules: validation and storage of what an admin saves (chats checked against those
+//! the bot is in), and the top-down, first-match choice of the rule for an incident (severity,
+//! labels, weekly time windows in the rule's time zone).
 
 use std::collections::BTreeMap;
 
@@ -7,8 +8,9 @@ use chrono::{DateTime, Datelike, NaiveTime, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use super::IncidentError;
 use super::model::{Level, Rule, RuleMatch, Severity, TimeWindow};
+use super::{IncidentError, Incidents};
+use crate::store::tables;
 
 /// A rule as created or replaced through the API.
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +128,118 @@ pub fn first_match<'a>(
     now: DateTime<Utc>,
 ) -> Option<&'a Rule> {
     rules.iter().find(|r| matches(r, severity, labels, now))
+}
+
+/// Saving, listing and removing rules.
+impl Incidents {
+    async fn check_rule(
+        &self,
+        input: &RuleInput,
+        integration_known: bool,
+    ) -> Result<chrono_tz::Tz, IncidentError> {
+        let tz = check(input)?;
+        if !integration_known {
+            return Err(invalid(
+                "integration_id",
+                format!("no integration {}", input.integration_id),
+            ));
+        }
+        for (i, level) in input.levels.iter().enumerate() {
+            self.check_members(&level.members, &format!("levels[{i}].members"))?;
+        }
+        let chats: Vec<&String> = input.levels.iter().flat_map(|l| &l.chats).collect();
+        if chats.is_empty() {
+            return Ok(tz);
+        }
+        // Chats are checked against those the bot is in; when Lark cannot be asked, the rule is
+        // saved anyway (a chat the bot left shows as a failed send in the operation log).
+        match self.lark.get(&input.integration_id) {
+            Some(client) => match client.list_chats().await {
+                Ok(known) => {
+                    for (i, level) in input.levels.iter().enumerate() {
+                        if let Some(chat) = level
+                            .chats
+                            .iter()
+                            .find(|c| !known.iter().any(|k| &&k.chat_id == c))
+                        {
+                            return Err(invalid(
+                                format!("levels[{i}].chats"),
+                                format!("the bot is not in chat {chat}"),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the bot's chats; saving the rule unchecked")
+                }
+            },
+            None => {
+                tracing::warn!(integration = %input.integration_id, "no Lark client; saving the rule unchecked")
+            }
+        }
+        Ok(tz)
+    }
+
+    /// Creates (or, with `id`, replaces) a rule.
+    pub async fn save_rule(
+        &self,
+        id: Option<&str>,
+        input: RuleInput,
+        integration_known: bool,
+    ) -> Result<Rule, IncidentError> {
+        let tz = self.check_rule(&input, integration_known).await?;
+        let existing = match id {
+            Some(id) => Some(self.rule(id)?),
+            None => None,
+        };
+        let rules = self.rules_in_order()?;
+        let position = input
+            .position
+            .or(existing.as_ref().map(|r| r.position))
+            .unwrap_or_else(|| rules.last().map_or(0, |r| r.position.saturating_add(10)));
+        let rule = Rule {
+            id: existing.as_ref().map_or_else(
+                || format!("rule_{}", crate::auth::random_hex(6)),
+                |r| r.id.clone(),
+            ),
+            name: input.name.trim().to_string(),
+            position,
+            integration_id: input.integration_id,
+            matches: input.matches,
+            time_windows: input.time_windows,
+            timezone: tz.name().to_string(),
+            levels: input.levels,
+            created_at: existing.map_or_else(|| self.clock.now(), |r| r.created_at),
+        };
+        let stored = rule.clone();
+        self.store
+            .write(move |w| w.put(&tables::RULES, stored.id.as_str(), &stored))
+            .await?;
+        Ok(rule)
+    }
+
+    pub fn rule(&self, id: &str) -> Result<Rule, IncidentError> {
+        self.store
+            .read(|r| r.get(&tables::RULES, id))?
+            .ok_or_else(|| IncidentError::NotFound(format!("no rule {id}")))
+    }
+
+    pub fn rules(&self) -> Result<Vec<Rule>, IncidentError> {
+        self.rules_in_order()
+    }
+
+    pub async fn delete_rule(&self, id: &str) -> Result<(), IncidentError> {
+        let key = id.to_string();
+        if self
+            .store
+            .write(move |w| w.remove(&tables::RULES, key.as_str()))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(IncidentError::NotFound(format!("no rule {id}")))
+        }
+    }
 }
 
 #[cfg(test)]
