@@ -17,6 +17,7 @@ use crate::delivery::lark_executor::{LarkClients, LarkExecutor};
 use crate::delivery::metrics::DeliveryMetrics;
 use crate::delivery::quota::Plan;
 use crate::delivery::{CallClass, Delivery};
+use crate::incident::Incidents;
 use crate::integration::Integrations;
 use crate::integration::Live;
 use crate::integration::inbound::InboundPipeline;
@@ -46,6 +47,8 @@ pub struct App {
     /// The Open API client of each integration.
     pub lark: Arc<LarkClients>,
     pub webhooks: Arc<crate::webhook::Webhooks>,
+    /// Incidents, members, alert sources, escalation rules and their cards.
+    pub incidents: Arc<Incidents>,
     /// False once shutdown starts, so `/readyz` tells load balancers to stop sending.
     pub ready: AtomicBool,
 }
@@ -85,6 +88,13 @@ impl App {
             clock.clone(),
             crate::webhook::RetryPolicy::default(),
         );
+        let incidents = Incidents::new(
+            store.clone(),
+            clock.clone(),
+            delivery.clone(),
+            lark.clone(),
+            settings.public_base(),
+        );
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());
         if let Some(password) = auth.ensure_admin()? {
             tracing::warn!(
@@ -105,6 +115,7 @@ impl App {
             delivery,
             lark,
             webhooks,
+            incidents,
             ready: AtomicBool::new(false),
         });
         for live in app.integrations.all() {
@@ -382,6 +393,7 @@ pub async fn start(app: Arc<App>) -> anyhow::Result<Running> {
             .run(Arc::new(LarkExecutor::new(app.lark.clone())), stop_rx.clone()),
     );
     tokio::spawn(app.webhooks.clone().run(stop_rx.clone()));
+    tokio::spawn(app.incidents.clone().run(stop_rx.clone()));
     let dir = settings.state_dir();
     write_private(&dir.join(CLI_TOKEN_FILE), app.auth.cli_token())
         .with_context(|| format!("cannot write {}", dir.join(CLI_TOKEN_FILE).display()))?;

@@ -2,8 +2,9 @@
 //!
 //! Domains: [`store`] (the redb state file), [`auth`] (admin accounts and tokens), [`lark`] (Lark's
 //! wire protocol and Open API client), [`integration`] (connected Lark apps and their callback
-//! pipeline), [`delivery`] (the outbox), [`scheduler`] (periodic jobs), [`sim`] (a fake Lark for
-//! tests and the demo), [`webhook`] (outbound incident webhooks), [`web`] (HTTP routes), with [`app`] wiring them into a running service and
+//! pipeline), [`delivery`] (the outbox), [`incident`] (incidents, alerts, escalation, cards),
+//! [`scheduler`] (periodic jobs), [`sim`] (a fake Lark for tests and the demo), [`webhook`]
+//! (outbound incident webhooks), [`web`] (HTTP routes), with [`app`] wiring them into a running service and
 //! [`cli`] as the entry point.
 
 pub mod app;
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod incident;
 pub mod integration;
 pub mod lark;
 pub mod scheduler;

@@ -43,3 +43,26 @@ pub const CHATS: Table<String, crate::integration::chats::KnownChat> = Table::ne
 pub const WEBHOOKS: Table<String, crate::webhook::Subscription> = Table::new("webhooks_v1");
 /// Webhook events waiting to be (re)sent, by sequence number.
 pub const WEBHOOK_QUEUE: Table<u64, crate::webhook::QueuedEvent> = Table::new("webhook_queue_v1");
+
+use crate::incident::model::{AlertSource, Escalation, Incident, Member, Rule, SentCard};
+
+/// Incidents by id.
+pub const INCIDENTS: Table<String, Incident> = Table::new("incidents_v1");
+/// Incident ids by short number (`#42`), newest last.
+pub const INCIDENT_NUMBERS: Table<u64, String> = Table::new("incident_numbers_v1");
+/// The open incident of each dedup key (`{source or "api"}/{key}`); removed when it resolves.
+pub const INCIDENT_DEDUP: Table<String, String> = Table::new("incident_dedup_v1");
+/// Every card sent for an incident, by `{incident_id}/{message_id}`.
+pub const INCIDENT_CARDS: Table<String, SentCard> = Table::new("incident_cards_v1");
+/// Escalation progress of open incidents, by incident id.
+pub const ESCALATIONS: Table<String, Escalation> = Table::new("escalations_v1");
+/// On-call members by id.
+pub const MEMBERS: Table<String, Member> = Table::new("members_v1");
+/// Alert sources by id.
+pub const ALERT_SOURCES: Table<String, AlertSource> = Table::new("alert_sources_v1");
+/// Alert source ids by the SHA-256 of their integration key.
+pub const ALERT_SOURCE_KEYS: Table<String, String> = Table::new("alert_source_keys_v1");
+/// Escalation rules by id (their order is their `position`).
+pub const RULES: Table<String, Rule> = Table::new("escalation_rules_v1");
+/// Snoozed incidents by `{until as ms:015}/{incident_id}`, so the tick reads only ended snoozes.
+pub const SNOOZES: Table<String, String> = Table::new("incident_snoozes_v1");

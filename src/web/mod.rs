@@ -6,6 +6,7 @@ pub mod assets;
 pub mod body;
 pub mod delivery;
 pub mod error;
+pub mod incidents;
 pub mod integrations;
 pub mod lark;
 pub mod server;
@@ -101,7 +102,9 @@ fn admin_only(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(webhooks::routes(app.clone()))
         .unify()
-        .or(delivery::routes(app))
+        .or(delivery::routes(app.clone()))
+        .unify()
+        .or(incidents::routes(app))
         .unify()
         .or(assets::routes())
         .unify()

@@ -1,0 +1,327 @@
+//! The incident card: Lark card JSON 1.0, shared (`update_multi`) so every copy can be updated,
+//! in zh_cn and en_us, with buttons whose `value` the card callback acts on. Rendering keeps the
+//! serialized content under Lark's 30 KB card limit (counted in bytes): a long description and
+//! many labels are cut, with a link to the full incident.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::model::{Incident, Severity, Status};
+
+/// Lark's card limit is 30 KB of content; leave room for Lark's own accounting.
+pub const MAX_CARD_BYTES: usize = 29 * 1024;
+/// Labels shown on a card; the rest are counted and linked.
+const MAX_LABELS_SHOWN: usize = 20;
+const MAX_LABEL_CHARS: usize = 200;
+const MAX_TITLE_CHARS: usize = 200;
+
+/// What a card shows beyond the incident itself.
+#[derive(Debug, Clone)]
+pub struct CardContext {
+    /// Opens the incident on the homepage inside Lark.
+    pub incident_url: String,
+    pub assignee_names: Vec<String>,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy)]
+enum Locale {
+    Zh,
+    En,
+}
+
+impl Locale {
+    fn pick(self, zh: &'static str, en: &'static str) -> &'static str {
+        match self {
+            Locale::Zh => zh,
+            Locale::En => en,
+        }
+    }
+}
+
+fn template(incident: &Incident, now: DateTime<Utc>) -> &'static str {
+    if incident.status == Status::Resolved {
+        return "green";
+    }
+    if incident.snoozed_at(now) {
+        return "grey";
+    }
+    match incident.severity {
+        Severity::Critical => "red",
+        Severity::Warning => "orange",
+        Severity::Info => "blue",
+    }
+}
+
+fn status_text(incident: &Incident, now: DateTime<Utc>, l: Locale) -> String {
+    if let Some(until) = incident.snoozed_until.filter(|t| *t > now) {
+        let until = until.format("%Y-%m-%d %H:%M UTC");
+        return match l {
+            Locale::Zh => format!("已暂停至 {until}"),
+            Locale::En => format!("Snoozed until {until}"),
+        };
+    }
+    match incident.status {
+        Status::Triggered => l.pick("待处理", "Triggered"),
+        Status::Acknowledged => l.pick("已认领", "Acknowledged"),
+        Status::Resolved => l.pick("已解决", "Resolved"),
+    }
+    .to_string()
+}
+
+fn severity_text(severity: Severity, l: Locale) -> &'static str {
+    match severity {
+        Severity::Critical => l.pick("严重", "Critical"),
+        Severity::Warning => l.pick("警告", "Warning"),
+        Severity::Info => l.pick("提示", "Info"),
+    }
+}
+
+fn cut_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+fn field(label: &str, value: &str) -> Value {
+    json!({"is_short": true, "text": {"tag": "lark_md", "content": format!("**{label}**\n{value}")}})
+}
+
+fn button(text: &str, kind: &str, value: Value) -> Value {
+    json!({"tag": "button", "text": {"tag": "plain_text", "content": text}, "type": kind, "value": value})
+}
+
+fn buttons(incident: &Incident, l: Locale) -> Vec<Value> {
+    let id = incident.id.as_str();
+    let snooze = |minutes: u32, zh: &'static str, en: &'static str| {
+        button(
+            l.pick(zh, en),
+            "default",
+            json!({"action": "snooze", "incident": id, "minutes": minutes}),
+        )
+    };
+    match incident.status {
+        Status::Resolved => vec![button(
+            l.pick("重新打开", "Reopen"),
+            "default",
+            json!({"action": "reopen", "incident": id}),
+        )],
+        status => {
+            let mut out = Vec::new();
+            if status == Status::Triggered {
+                out.push(button(
+                    l.pick("认领", "Acknowledge"),
+                    "primary",
+                    json!({"action": "ack", "incident": id}),
+                ));
+            }
+            out.push(button(
+                l.pick("解决", "Resolve"),
+                "danger",
+                json!({"action": "resolve", "incident": id}),
+            ));
+            out.push(snooze(60, "暂停 1 小时", "Snooze 1 h"));
+            out.push(snooze(240, "暂停 4 小时", "Snooze 4 h"));
+            out.push(snooze(1440, "暂停 24 小时", "Snooze 24 h"));
+            out
+        }
+    }
+}
+
+fn labels_text(incident: &Incident, ctx: &CardContext, l: Locale) -> Option<String> {
+    if incident.labels.is_empty() {
+        return None;
+    }
+    let mut parts: Vec<String> = incident
+        .labels
+        .iter()
+        .take(MAX_LABELS_SHOWN)
+        .map(|(k, v)| cut_chars(&format!("`{k}={v}`"), MAX_LABEL_CHARS))
+        .collect();
+    let hidden = incident.labels.len().saturating_sub(MAX_LABELS_SHOWN);
+    if hidden > 0 {
+        parts.push(match l {
+            Locale::Zh => format!("[另有 {hidden} 个标签]({})", ctx.incident_url),
+            Locale::En => format!("[{hidden} more]({})", ctx.incident_url),
+        });
+    }
+    Some(format!("**{}** {}", l.pick("标签", "Labels"), parts.join(" ")))
+}
+
+/// `description_chars`: how much of the description to show (`None` = all of it).
+fn elements(
+    incident: &Incident,
+    ctx: &CardContext,
+    l: Locale,
+    description_chars: Option<usize>,
+) -> Vec<Value> {
+    let dash = "-".to_string();
+    let assignees = if ctx.assignee_names.is_empty() {
+        dash.clone()
+    } else {
+        ctx.assignee_names.join(", ")
+    };
+    let acked = if incident.acknowledged_by.is_empty() {
+        dash
+    } else {
+        incident.acknowledged_by.join(", ")
+    };
+    let mut out = vec![json!({"tag": "div", "fields": [
+        field(l.pick("状态", "Status"), &status_text(incident, ctx.now, l)),
+        field(l.pick("级别", "Severity"), severity_text(incident.severity, l)),
+        field(l.pick("开始时间", "Started"), &incident.created_at.format("%Y-%m-%d %H:%M UTC").to_string()),
+        field(l.pick("处理人", "Assignees"), &assignees),
+        field(l.pick("认领人", "Acknowledged by"), &acked),
+    ]})];
+    if let Some(labels) = labels_text(incident, ctx, l) {
+        out.push(json!({"tag": "markdown", "content": labels}));
+    }
+    if !incident.description.is_empty() {
+        let content = match description_chars {
+            Some(n) if n < incident.description.chars().count() => format!(
+                "{}\n[{}]({})",
+                cut_chars(&incident.description, n),
+                l.pick("在应用中查看全文", "View in app for the full text"),
+                ctx.incident_url
+            ),
+            _ => incident.description.clone(),
+        };
+        out.push(json!({"tag": "markdown", "content": content}));
+    }
+    out.push(json!({"tag": "hr"}));
+    out.push(json!({"tag": "action", "actions": buttons(incident, l)}));
+    out.push(json!({"tag": "action", "actions": [json!({
+        "tag": "button",
+        "text": {"tag": "plain_text", "content": l.pick("在应用中打开", "Open in app")},
+        "type": "default",
+        "multi_url": {"url": ctx.incident_url, "pc_url": ctx.incident_url, "android_url": ctx.incident_url, "ios_url": ctx.incident_url},
+    })]}));
+    out
+}
+
+fn card(incident: &Incident, ctx: &CardContext, description_chars: Option<usize>) -> String {
+    let title = cut_chars(
+        &format!("#{} {}", incident.number, incident.title),
+        MAX_TITLE_CHARS,
+    );
+    let header = |l: Locale| {
+        let prefix = match incident.status {
+            Status::Resolved => l.pick("[已解决] ", "[Resolved] "),
+            _ => "",
+        };
+        json!({"template": template(incident, ctx.now),
+               "title": {"tag": "plain_text", "content": format!("{prefix}{title}")}})
+    };
+    json!({
+        "config": {"wide_screen_mode": true, "update_multi": true},
+        "i18n_header": {"zh_cn": header(Locale::Zh), "en_us": header(Locale::En)},
+        "i18n_elements": {
+            "zh_cn": elements(incident, ctx, Locale::Zh, description_chars),
+            "en_us": elements(incident, ctx, Locale::En, description_chars),
+        },
+    })
+    .to_string()
+}
+
+/// The card's content string (what `im/v1/messages` takes), at most [`MAX_CARD_BYTES`].
+pub fn render(incident: &Incident, ctx: &CardContext) -> String {
+    let full = card(incident, ctx, None);
+    if full.len() <= MAX_CARD_BYTES {
+        return full;
+    }
+    // The longest description prefix that fits, found by bisection on characters.
+    let (mut fits, mut too_long) = (0usize, incident.description.chars().count());
+    while too_long - fits > 1 {
+        let mid = fits + (too_long - fits) / 2;
+        if card(incident, ctx, Some(mid)).len() <= MAX_CARD_BYTES {
+            fits = mid;
+        } else {
+            too_long = mid;
+        }
+    }
+    card(incident, ctx, Some(fits))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::incident::model::Status;
+
+    fn incident(description: String, labels: usize) -> Incident {
+        let now = Utc::now();
+        Incident {
+            id: "inc_1".into(),
+            number: 42,
+            title: "数据库主库不可用 DB primary down".into(),
+            description,
+            severity: Severity::Critical,
+            labels: (0..labels)
+                .map(|i| (format!("label{i}"), "值".repeat(50)))
+                .collect::<BTreeMap<_, _>>(),
+            status: Status::Triggered,
+            snoozed_until: None,
+            assignees: vec![],
+            acknowledged_by: vec![],
+            dedup_key: None,
+            source_id: None,
+            rule_id: None,
+            integration_id: None,
+            alert_count: 1,
+            created_at: now,
+            updated_at: now,
+            resolved_at: None,
+            version: 1,
+            timeline: vec![],
+        }
+    }
+
+    fn ctx() -> CardContext {
+        CardContext {
+            incident_url: "https://oncall.example.com/lark/i1/app#/incidents/inc_1".into(),
+            assignee_names: vec!["张伟".into()],
+            now: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_huge_chinese_description_is_cut_to_fit_with_a_link() {
+        let description = "服务器响应超时，请检查数据库连接池。".repeat(2000);
+        assert!(description.len() > 100_000);
+        let content = render(&incident(description, 200), &ctx());
+        assert!(content.len() <= MAX_CARD_BYTES, "{} bytes", content.len());
+        assert!(
+            content.len() > MAX_CARD_BYTES - 200,
+            "the budget is used, not wasted"
+        );
+        let card: Value = serde_json::from_str(&content).unwrap();
+        assert_eq!(card["config"]["update_multi"], true);
+        assert!(content.contains("View in app for the full text"));
+        assert!(content.contains("180 more"));
+    }
+
+    #[test]
+    fn buttons_follow_the_status() {
+        let mut inc = incident("short".into(), 1);
+        let card: Value = serde_json::from_str(&render(&inc, &ctx())).unwrap();
+        let actions = &card["i18n_elements"]["en_us"];
+        let values: Vec<&Value> = actions
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["tag"] == "action")
+            .flat_map(|e| e["actions"].as_array().unwrap())
+            .filter_map(|b| b.get("value"))
+            .collect();
+        assert_eq!(values[0], &json!({"action": "ack", "incident": "inc_1"}));
+        assert!(values.contains(&&json!({"action": "snooze", "incident": "inc_1", "minutes": 240})));
+        assert_eq!(card["i18n_header"]["en_us"]["template"], "red");
+        inc.status = Status::Resolved;
+        let content = render(&inc, &ctx());
+        assert!(content.contains(r#""action":"reopen""#));
+        assert!(!content.contains(r#""action":"ack""#));
+        assert!(content.contains("green"));
+    }
+}
