@@ -416,6 +416,23 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     let chats = crate::integration::chats::refresh(&app.store, &client, &integration_id, app.clock.now())
         .await
         .context("listing the simulated bot's chats")?;
+    // The simulated tenant's people as on-call members, a rule for every incident, an alert source.
+    let people: Vec<crate::incident::demo::DemoPerson> = sim
+        .world()
+        .users
+        .into_iter()
+        .filter(|u| u.app_visible)
+        .map(|u| crate::incident::demo::DemoPerson {
+            name: u.name,
+            email: u.email,
+            mobile: u.mobile,
+        })
+        .collect();
+    let chat_ids: Vec<String> = chats.iter().map(|c| c.chat_id.clone()).collect();
+    let seed = app
+        .incidents
+        .seed_demo(&integration_id, &people, &chat_ids)
+        .await?;
 
     let url = running.addresses.admin_url();
     println!();
@@ -433,6 +450,16 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
         chats.len()
     );
     println!("  health:        {url}/healthz");
+    println!(
+        "  members:       {} on-call people from the simulated tenant; rule {} pages them and the chats",
+        seed.member_ids.len(),
+        seed.rule_id
+    );
+    println!("Raise a test incident, then watch its card arrive in the virtual Lark:");
+    println!(
+        "  curl -sS -X POST '{url}/api/v1/alerts/standard?integration_key={}' -H 'content-type: application/json' -d '{{\"title_rule\":\"Disk almost full on db-1\",\"event_status\":\"Critical\",\"alert_key\":\"demo-disk-db-1\",\"description\":\"/var/lib/postgresql is 97% full\"}}'",
+        seed.integration_key
+    );
     println!("Press Ctrl-C to stop.");
     app::wait_for_termination().await;
     running.shutdown().await;

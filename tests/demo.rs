@@ -116,6 +116,57 @@ async fn demo_prints_a_working_login_and_cleans_up() {
     let listed = chats["items"].as_array().unwrap();
     assert!(!listed.is_empty(), "{chats}");
     assert!(listed.iter().all(|c| c["status"] == "active"), "{chats}");
+    // The printed curl line raises an incident whose card reaches the simulated Lark.
+    let curl = printed
+        .iter()
+        .find(|l| l.trim_start().starts_with("curl "))
+        .expect("a curl line")
+        .clone();
+    let quoted: Vec<&str> = curl.split('\'').collect();
+    let (alert_url, alert_body) = (quoted[1], quoted[5]);
+    let res = http
+        .post(alert_url)
+        .header("content-type", "application/json")
+        .body(alert_body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let opened: Value = res.json().await.unwrap();
+    assert_eq!(opened["data"]["result"], "opened", "{opened}");
+    let mut cards = Vec::new();
+    for _ in 0..200 {
+        let messages: Value = http
+            .get(format!("{sim_base}/sim/api/messages"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        cards = messages
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| {
+                m["msg_type"] == "interactive"
+                    && m["content"]
+                        .as_str()
+                        .unwrap()
+                        .contains("Disk almost full on db-1")
+            })
+            .cloned()
+            .collect();
+        if cards.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        cards.iter().any(|c| c["chat_type"] == "group") && cards.iter().any(|c| c["chat_type"] == "p2p"),
+        "the incident's card reached neither a chat and a person: {cards:?}"
+    );
+
     let page = http.get(&virtual_lark).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("<html"));

@@ -6,7 +6,7 @@
 //! escalation state, read at the injected clock's `now`, fires whatever is due.
 
 pub mod card;
-mod demo;
+pub mod demo;
 pub mod escalation;
 pub mod ingest;
 pub mod members;
