@@ -189,6 +189,17 @@ impl App {
         self.scheduler
             .add("token_refresh", "30 * * * * *", refresh)
             .await?;
+        let delivery = self.delivery.clone();
+        let sweep: Task = Arc::new(move || {
+            let delivery = delivery.clone();
+            Box::pin(async move {
+                delivery
+                    .sweep()
+                    .map(|n| format!("{n} unscheduled outbox jobs put back"))
+                    .map_err(|e| e.to_string())
+            })
+        });
+        self.scheduler.add("retry_sweep", "15 */5 * * * *", sweep).await?;
         self.scheduler.start().await?;
         Ok(())
     }

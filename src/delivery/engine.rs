@@ -462,6 +462,31 @@ impl Delivery {
         self.inner.lock().expect("delivery lock").jobs.len()
     }
 
+    /// The retry sweep: puts back in the schedule any job the outbox holds as pending or held
+    /// that the dispatcher does not know (a safety net: every path that keeps a job also keeps
+    /// it in memory today), and wakes the dispatcher. Returns how many were put back.
+    pub fn sweep(&self) -> Result<usize, StoreError> {
+        let stored = self
+            .store
+            .read(|r| r.page(&tables::OUTBOX, None, usize::MAX, false))?;
+        let mut inner = self.inner.lock().expect("delivery lock");
+        let mut readmitted = 0;
+        for (id, job) in stored {
+            let known = inner.jobs.contains_key(&id) || inner.in_flight_ids.contains(&id);
+            if !known && !matches!(job.state, JobState::Failed { .. }) {
+                tracing::warn!(
+                    job = id,
+                    "retry sweep: an outbox job was not scheduled; scheduling it"
+                );
+                self.admit(&mut inner, job);
+                readmitted += 1;
+            }
+        }
+        drop(inner);
+        self.wake.notify_one();
+        Ok(readmitted)
+    }
+
     /// Jobs of one integration waiting or in flight.
     pub fn pending_for(&self, integration: &str) -> usize {
         let inner = self.inner.lock().expect("delivery lock");
