@@ -128,6 +128,11 @@ impl App {
                 clock: app.clock.clone(),
             }),
         );
+        app.inbound
+            .on_card_action(Arc::new(crate::incident::actions::LarkActions::new(
+                app.incidents.clone(),
+                app.settings.public_base(),
+            )));
         Ok(app)
     }
 

@@ -5,6 +5,7 @@
 //! the outbox's own commit) and updated whenever the incident changes. A tick over durable
 //! escalation state, read at the injected clock's `now`, fires whatever is due.
 
+pub mod actions;
 pub mod card;
 mod demo;
 pub mod escalation;
@@ -604,7 +605,8 @@ impl Incidents {
 
     // ---- cards ----
 
-    fn card_content(&self, incident: &Incident) -> String {
+    /// The incident's card JSON as it renders now.
+    pub fn card_content(&self, incident: &Incident) -> String {
         let integration = incident.integration_id.as_deref().unwrap_or("-");
         let assignee_names = incident
             .assignees

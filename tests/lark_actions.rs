@@ -1,0 +1,308 @@
+//! Acting on incidents from Lark, end to end: the real appliance in-process with the simulator
+//! pushing to its Request URL — card buttons (both callback versions), linked and unlinked
+//! people, presses that already happened.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lark_oncall::app::{App, Running};
+use lark_oncall::clock::ShiftedClock;
+use lark_oncall::config::Config;
+use lark_oncall::sim::{CardCallbackVersion, SimApp, SimConfig, SimMessage, Simulator};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const APP_ID: &str = "cli_actiontest0001";
+const APP_SECRET: &str = "action-test-secret";
+const TOKEN: &str = "verification";
+
+struct Env {
+    sim: Simulator,
+    running: Option<Running>,
+    http: reqwest::Client,
+    admin: String,
+    token: String,
+    integration: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// The appliance first (the simulator needs its Request URL), then the simulator, then the
+    /// integration pointed at the simulator's API.
+    async fn start(card_callback: CardCallbackVersion) -> Env {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let clock = Arc::new(ShiftedClock::default());
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.server.listen = "127.0.0.1:0".into();
+        cfg.server.public_url = Some("https://oncall.example.com".into());
+        cfg.storage.path = dir.path().join("state.redb");
+        let app = App::open_with_clock(cfg.validate().unwrap(), clock.clone())
+            .await
+            .unwrap();
+        let (_, token) = app.auth.create_token("tests").await.unwrap();
+        let running = lark_oncall::app::start(app).await.unwrap();
+        let admin = running.addresses.admin_url();
+        let public = running.addresses.public;
+        let http = reqwest::Client::new();
+        let res = http
+            .post(format!("{admin}/api/v1/integrations"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "Ops", "app_id": APP_ID, "app_secret": APP_SECRET,
+                          "verification_token": TOKEN}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let integration = res.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut sim_app = SimApp::new(APP_ID, APP_SECRET, TOKEN);
+        sim_app.request_url = Some(format!("http://{public}/lark/{integration}/callback"));
+        sim_app.card_callback = card_callback;
+        let mut sim_config = SimConfig::new(vec![sim_app]);
+        sim_config.clock = clock.clone();
+        let sim = Simulator::start(sim_config).await.unwrap();
+        let env = Env {
+            sim,
+            running: Some(running),
+            http,
+            admin,
+            token,
+            integration,
+            _dir: dir,
+        };
+        let path = format!("/api/v1/integrations/{}", env.integration);
+        let (status, body) = env
+            .api(Method::PATCH, &path, json!({"api_base_url": env.sim.base_url()}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        env
+    }
+
+    fn app(&self) -> &Arc<App> {
+        &self.running.as_ref().unwrap().app
+    }
+
+    async fn api(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.admin))
+            .bearer_auth(&self.token);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    fn open_id(&self, email: &str) -> String {
+        self.sim
+            .world()
+            .users
+            .into_iter()
+            .find(|u| u.email == email)
+            .unwrap()
+            .open_id
+    }
+
+    fn chat(&self) -> String {
+        self.sim.world().chats[0].chat_id.clone()
+    }
+
+    fn cards_to(&self, receiver: &str) -> Vec<SimMessage> {
+        self.sim
+            .messages()
+            .into_iter()
+            .filter(|m| m.msg_type == "interactive")
+            .filter(|m| m.user_open_id.as_deref() == Some(receiver) || m.chat_id == receiver)
+            .collect()
+    }
+
+    async fn wait_for(&self, what: &str, mut done: impl FnMut(&Env) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !done(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn settle(&self) {
+        self.wait_for("the outbox to drain", |env| {
+            env.app().delivery.pending_count() == 0
+        })
+        .await;
+    }
+
+    /// A member Alice paged with a card to her and one to the group; returns the incident.
+    async fn paged_incident(&self) -> Value {
+        let (status, alice) = self
+            .api(
+                Method::POST,
+                "/api/v1/members",
+                json!({"name": "Alice", "email": "alice@example.com"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{alice}");
+        let (status, rule) = self
+            .api(
+                Method::POST,
+                "/api/v1/rules",
+                json!({"name": "critical", "integration_id": self.integration,
+                       "match": {"severities": ["critical"]},
+                       "levels": [{"members": [alice["id"]], "chats": [self.chat()]}]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{rule}");
+        let (status, inc) = self
+            .api(
+                Method::POST,
+                "/api/v1/incidents",
+                json!({"title": "DB down", "severity": "critical"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{inc}");
+        let id = inc["id"].as_str().unwrap().to_string();
+        self.app().incidents.tick().await.unwrap();
+        let (alice_id, chat) = (self.open_id("alice@example.com"), self.chat());
+        self.wait_for("both cards", |e| {
+            e.cards_to(&alice_id).len() == 1 && e.cards_to(&chat).len() == 1
+        })
+        .await;
+        self.wait_for("the cards to be recorded", |e| {
+            e.app().incidents.cards(&id).unwrap().len() == 2
+        })
+        .await;
+        inc
+    }
+
+    async fn incident(&self, id: &str) -> Value {
+        let (status, inc) = self
+            .api(Method::GET, &format!("/api/v1/incidents/{id}"), Value::Null)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{inc}");
+        inc
+    }
+
+    async fn stop(mut self) {
+        self.running.take().unwrap().shutdown().await;
+        self.sim.clone().shutdown().await;
+    }
+}
+
+async fn buttons_act_for_linked_people_only(version: CardCallbackVersion) {
+    let env = Env::start(version).await;
+    let inc = env.paged_incident().await;
+    let id = inc["id"].as_str().unwrap();
+    let (alice, bob, chat) = (
+        env.open_id("alice@example.com"),
+        env.open_id("bob@example.com"),
+        env.chat(),
+    );
+    let group_card = env.cards_to(&chat)[0].clone();
+    let ack = json!({"action": "ack", "incident": id});
+
+    // Bob is in the group but no member is linked to him: he is told how to link, nothing changes.
+    let outcome = env
+        .sim
+        .press_button(&bob, &group_card.message_id, ack.clone())
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, Some(200), "{outcome:?}");
+    let toast = outcome.toast.clone().unwrap();
+    assert_eq!(toast["type"], "warning");
+    let hint = format!("https://oncall.example.com/lark/{}/app", env.integration);
+    assert!(toast["content"].as_str().unwrap().contains(&hint), "{toast}");
+    assert!(!outcome.card_replaced);
+    assert_eq!(env.incident(id).await["status"], "triggered");
+
+    // Alice (linked when she was paged) acknowledges from the group card.
+    let outcome = env
+        .sim
+        .press_button(&alice, &group_card.message_id, ack.clone())
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, Some(200), "{outcome:?}");
+    assert_eq!(outcome.client_error, None);
+    let toast = outcome.toast.clone().unwrap();
+    assert_eq!(toast["type"], "success", "{toast}");
+    assert!(outcome.card_replaced);
+    let after = env.incident(id).await;
+    assert_eq!(after["status"], "acknowledged");
+    assert_eq!(after["acknowledged_by"], json!(["Alice"]));
+    let pressed = env
+        .sim
+        .messages()
+        .into_iter()
+        .find(|m| m.message_id == group_card.message_id)
+        .unwrap();
+    assert!(
+        !pressed.content.contains(r#""action":"ack""#),
+        "{}",
+        pressed.content
+    );
+    // Her own copy is brought up to date through the outbox.
+    env.wait_for("Alice's copy updated", |e| {
+        e.cards_to(&alice)
+            .iter()
+            .all(|m| m.updates >= 1 && !m.content.contains(r#""action":"ack""#))
+    })
+    .await;
+    env.settle().await;
+    let version_after = after["version"].clone();
+
+    // A second press (a stale card) changes nothing and says what already happened.
+    let outcome = env
+        .sim
+        .press_button(&alice, &group_card.message_id, ack)
+        .await
+        .unwrap();
+    let toast = outcome.toast.clone().unwrap();
+    assert_eq!(toast["type"], "info");
+    assert!(
+        toast["content"]
+            .as_str()
+            .unwrap()
+            .contains("already acknowledged by Alice"),
+        "{toast}"
+    );
+    let again = env.incident(id).await;
+    assert_eq!(again["version"], version_after);
+    assert_eq!(
+        again["timeline"].as_array().unwrap().len(),
+        after["timeline"].as_array().unwrap().len()
+    );
+
+    // Resolving from her own card resolves, and pressing it again only says so.
+    let own = env.cards_to(&alice)[0].message_id.clone();
+    let resolve = json!({"action": "resolve", "incident": id});
+    let outcome = env.sim.press_button(&alice, &own, resolve.clone()).await.unwrap();
+    assert_eq!(outcome.toast.unwrap()["type"], "success");
+    assert_eq!(env.incident(id).await["status"], "resolved");
+    let outcome = env.sim.press_button(&alice, &own, resolve).await.unwrap();
+    let toast = outcome.toast.unwrap();
+    assert!(
+        toast["content"]
+            .as_str()
+            .unwrap()
+            .contains("already resolved by Alice"),
+        "{toast}"
+    );
+    env.wait_for("the group card shows it resolved", |e| {
+        e.cards_to(&chat).iter().all(|m| m.content.contains("[Resolved]"))
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn card_buttons_with_the_new_callback() {
+    buttons_act_for_linked_people_only(CardCallbackVersion::V2).await;
+}
+
+#[tokio::test]
+async fn card_buttons_with_the_old_callback() {
+    buttons_act_for_linked_people_only(CardCallbackVersion::V1).await;
+}
