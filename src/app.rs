@@ -93,6 +93,7 @@ impl App {
             clock.clone(),
             delivery.clone(),
             lark.clone(),
+            webhooks.clone(),
             settings.public_base(),
         );
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());

@@ -306,3 +306,72 @@ async fn card_buttons_with_the_new_callback() {
 async fn card_buttons_with_the_old_callback() {
     buttons_act_for_linked_people_only(CardCallbackVersion::V1).await;
 }
+
+type Received = Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+/// A webhook receiver on 127.0.0.1:0 keeping (event header, signature header, body).
+async fn webhook_receiver() -> (String, Received) {
+    use warp::Filter;
+    let seen: Received = Arc::default();
+    let log = seen.clone();
+    let route = warp::post()
+        .and(warp::header::<String>(lark_oncall::webhook::EVENT_HEADER))
+        .and(warp::header::<String>(lark_oncall::webhook::SIGNATURE_HEADER))
+        .and(warp::body::bytes())
+        .map(move |event: String, sig: String, body: bytes::Bytes| {
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            log.lock().unwrap().push((event, sig, body));
+            warp::reply()
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    (format!("http://{addr}/hook"), seen)
+}
+
+#[tokio::test]
+async fn incident_events_reach_webhooks_signed_and_in_order() {
+    let env = Env::start(CardCallbackVersion::V2).await;
+    let (url, seen) = webhook_receiver().await;
+    let (status, sub) = env
+        .api(
+            Method::POST,
+            "/api/v1/webhooks",
+            json!({"name": "upstream", "url": url}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{sub}");
+    let secret = sub["secret"].as_str().unwrap().to_string();
+    let inc = env.paged_incident().await;
+    let id = inc["id"].as_str().unwrap();
+    let alice = env.open_id("alice@example.com");
+    let own = env.cards_to(&alice)[0].message_id.clone();
+    for action in ["ack", "resolve"] {
+        let outcome = env
+            .sim
+            .press_button(&alice, &own, json!({"action": action, "incident": id}))
+            .await
+            .unwrap();
+        assert_eq!(outcome.toast.unwrap()["type"], "success");
+    }
+    env.wait_for("three webhook events", |_| seen.lock().unwrap().len() >= 3)
+        .await;
+    let seen = seen.lock().unwrap().clone();
+    let types: Vec<&str> = seen.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(types, ["i_new", "i_ack", "i_rslv"]);
+    let bodies: Vec<Value> = seen
+        .iter()
+        .map(|(_, sig, body)| {
+            assert_eq!(sig, &lark_oncall::webhook::signature(&secret, body.as_bytes()));
+            serde_json::from_str(body).unwrap()
+        })
+        .collect();
+    assert!(bodies.iter().all(|b| b["incident"]["id"] == id));
+    assert_eq!(bodies[0]["incident"]["status"], "triggered");
+    assert_eq!(bodies[1]["operator"]["source"], "card");
+    assert_eq!(bodies[1]["operator"]["name"], "Alice");
+    assert!(bodies[1]["operator"]["id"].is_string());
+    assert_eq!(bodies[1]["incident"]["status"], "acknowledged");
+    assert_eq!(bodies[2]["incident"]["status"], "resolved");
+    env.stop().await;
+}
