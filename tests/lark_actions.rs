@@ -375,3 +375,62 @@ async fn incident_events_reach_webhooks_signed_and_in_order() {
     assert_eq!(bodies[2]["incident"]["status"], "resolved");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_disbanded_chat_flags_its_rules_and_gets_no_more_cards() {
+    let env = Env::start(CardCallbackVersion::V2).await;
+    env.paged_incident().await;
+    let chat = env.chat();
+    let (_, rules) = env.api(Method::GET, "/api/v1/rules", Value::Null).await;
+    assert_eq!(rules["items"][0]["needs_attention"], json!([]));
+
+    env.sim.disband_chat(&chat).await.unwrap();
+    let flag = json!([format!("chat {chat} disbanded")]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, rules) = env.api(Method::GET, "/api/v1/rules", Value::Null).await;
+        assert_eq!(status, StatusCode::OK);
+        if rules["items"][0]["needs_attention"] == flag {
+            let rule_id = rules["items"][0]["id"].as_str().unwrap().to_string();
+            let (_, rule) = env
+                .api(Method::GET, &format!("/api/v1/rules/{rule_id}"), Value::Null)
+                .await;
+            assert_eq!(rule["needs_attention"], flag);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rule was never flagged: {rules}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A second incident on the same rule pages Alice but not the disbanded group.
+    let (status, second) = env
+        .api(
+            Method::POST,
+            "/api/v1/incidents",
+            json!({"title": "DB down again", "severity": "critical"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let second_id = second["id"].as_str().unwrap().to_string();
+    env.app().incidents.tick().await.unwrap();
+    let alice = env.open_id("alice@example.com");
+    env.wait_for("Alice's second card", |e| e.cards_to(&alice).len() == 2)
+        .await;
+    env.settle().await;
+    assert_eq!(env.cards_to(&chat).len(), 1, "only the first incident's card");
+    let skipped = lark_oncall::delivery::oplog::query(
+        &env.app().store,
+        &lark_oncall::delivery::oplog::OpQuery {
+            incident: Some(second_id),
+            outcome: Some("chat_disbanded".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(
+        skipped[0].receiver.as_deref(),
+        Some(format!("chat:{chat}").as_str())
+    );
+    env.stop().await;
+}

@@ -866,6 +866,18 @@ impl Incidents {
         self.notify_people(incident, integration, &level.members).await?;
         let content = self.card_content(incident);
         for chat in &level.chats {
+            // A disbanded chat (or one the bot left) would only fail at Lark: say so instead.
+            if !crate::integration::chats::is_usable(&self.store, integration, chat)? {
+                self.delivery
+                    .record_unsendable(
+                        integration,
+                        Some(&incident.id),
+                        &format!("chat:{chat}"),
+                        "chat_disbanded",
+                    )
+                    .await?;
+                continue;
+            }
             self.send_card(incident, integration, ReceiveIdType::ChatId, chat, &content)
                 .await?;
         }
