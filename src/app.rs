@@ -129,11 +129,13 @@ impl App {
                 clock: app.clock.clone(),
             }),
         );
-        app.inbound
-            .on_card_action(Arc::new(crate::incident::actions::LarkActions::new(
-                app.incidents.clone(),
-                app.settings.public_base(),
-            )));
+        let actions = Arc::new(crate::incident::actions::LarkActions::new(
+            app.incidents.clone(),
+            app.delivery.clone(),
+            app.settings.public_base(),
+        ));
+        app.inbound.on_card_action(actions.clone());
+        app.inbound.on_event("im.message.receive_v1", actions);
         Ok(app)
     }
 

@@ -434,3 +434,108 @@ async fn a_disbanded_chat_flags_its_rules_and_gets_no_more_cards() {
     );
     env.stop().await;
 }
+
+impl Env {
+    /// The bot's text replies so far, oldest first.
+    fn replies(&self) -> Vec<SimMessage> {
+        let mut replies: Vec<SimMessage> = self
+            .sim
+            .messages()
+            .into_iter()
+            .filter(|m| m.msg_type == "text" && m.parent_id.is_some())
+            .filter(|m| matches!(m.sender, lark_oncall::sim::MessageSender::App { .. }))
+            .collect();
+        replies.sort_by_key(|m| m.created_at);
+        replies
+    }
+
+    /// Sends `text` as `user` and returns the bot's reply text.
+    async fn ask(&self, user: &str, chat: Option<&str>, text: &str) -> String {
+        let before = self.replies().len();
+        self.sim
+            .send_text(user, chat, text, chat.is_some())
+            .await
+            .unwrap();
+        self.wait_for(&format!("a reply to {text:?}"), |e| e.replies().len() > before)
+            .await;
+        let reply = self.replies().pop().unwrap();
+        if let Some(chat) = chat {
+            assert_eq!(reply.chat_id, chat);
+        }
+        let content: Value = serde_json::from_str(&reply.content).unwrap();
+        content["text"].as_str().unwrap().to_string()
+    }
+}
+
+#[tokio::test]
+async fn bot_commands_act_and_answer_in_the_thread() {
+    let env = Env::start(CardCallbackVersion::V2).await;
+    let first = env.paged_incident().await;
+    let (alice, bob, chat) = (
+        env.open_id("alice@example.com"),
+        env.open_id("bob@example.com"),
+        env.chat(),
+    );
+    let (_, members) = env.api(Method::GET, "/api/v1/members", Value::Null).await;
+    let alice_member = members["items"][0]["id"].clone();
+    let (status, second) = env
+        .api(
+            Method::POST,
+            "/api/v1/incidents",
+            json!({"title": "Queue backlog", "severity": "warning", "assignees": [alice_member]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let (n1, n2) = (
+        first["number"].as_u64().unwrap(),
+        second["number"].as_u64().unwrap(),
+    );
+    let id1 = first["id"].as_str().unwrap();
+
+    assert!(
+        env.ask(&alice, None, "help")
+            .await
+            .contains("snooze <id> <duration>")
+    );
+    assert!(
+        env.ask(&alice, None, "what is going on")
+            .await
+            .contains("On-call commands")
+    );
+    let list = env.ask(&alice, None, "list").await;
+    assert!(
+        list.contains(&format!("#{n2} [triggered] Queue backlog")),
+        "{list}"
+    );
+    assert!(!list.contains(&format!("#{n1} ")), "not assigned to her: {list}");
+
+    // Bob is not linked: told how to link, nothing changes.
+    let hint = env.ask(&bob, None, &format!("ack {n1}")).await;
+    assert!(hint.contains(&format!("/lark/{}/app", env.integration)), "{hint}");
+    assert_eq!(env.incident(id1).await["status"], "triggered");
+
+    // In the group, with a mention.
+    let done = env.ask(&alice, Some(&chat), &format!("ack #{n1}")).await;
+    assert!(done.contains("acknowledged"), "{done}");
+    let inc = env.incident(id1).await;
+    assert_eq!(inc["status"], "acknowledged");
+    assert_eq!(
+        inc["timeline"].as_array().unwrap().last().unwrap()["actor"]["via"],
+        "bot"
+    );
+    let again = env.ask(&alice, None, &format!("ack {n1}")).await;
+    assert!(again.contains("already acknowledged by Alice"), "{again}");
+
+    let snoozed = env.ask(&alice, None, &format!("snooze {n1} 2h")).await;
+    assert!(snoozed.contains("snoozed for 2h"), "{snoozed}");
+    assert!(env.incident(id1).await["snoozed_until"].is_string());
+    let bad = env.ask(&alice, None, &format!("snooze {n1} soon")).await;
+    assert!(bad.contains("30m, 2h or 1d"), "{bad}");
+
+    let resolved = env.ask(&alice, None, &format!("resolve {id1}")).await;
+    assert!(resolved.contains("resolved"), "{resolved}");
+    assert_eq!(env.incident(id1).await["status"], "resolved");
+    let missing = env.ask(&alice, None, "resolve 999").await;
+    assert!(missing.contains("no incident 999"), "{missing}");
+    env.stop().await;
+}

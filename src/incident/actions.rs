@@ -1,4 +1,5 @@
-//! Acting on incidents from Lark: card buttons. A person is known by the Lark identity linked
+//! Acting on incidents from Lark: card buttons and bot commands (`help`, `list`, `ack`,
+//! `resolve`, `snooze`, in a p2p chat or @-mentioning the bot in a group). A person is known by the Lark identity linked
 //! to their member on the integration the action came through; the answer says what was done,
 //! or what had already happened, and never changes anything for someone not linked.
 
@@ -8,10 +9,20 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::model::{Actor, Incident, Member, Status, Via};
-use super::{Action, IncidentError, Incidents};
+use super::{Action, IncidentError, IncidentQuery, Incidents};
+use crate::delivery::{Delivery, JobKind, NewJob, Priority};
 use crate::integration::Live;
-use crate::integration::inbound::CardActionHandler;
-use crate::lark::event::{CardAction, CardActionReply, Operator, Toast};
+use crate::integration::inbound::{CardActionHandler, EventHandler};
+use crate::lark::callback::EventDelivery;
+use crate::lark::event::{CardAction, CardActionReply, Event, MessageReceived, Operator, Toast};
+
+/// What the bot answers to `help` and to anything it does not understand.
+const HELP: &str = "On-call commands:\n\
+help: this list\n\
+list: open incidents assigned to you\n\
+ack <id>: acknowledge an incident (42, #42 or inc_…)\n\
+resolve <id>: resolve an incident\n\
+snooze <id> <duration>: snooze it for 30m, 2h, 1d …";
 
 /// What acting on an incident from Lark came to.
 #[derive(Debug, Clone)]
@@ -27,13 +38,15 @@ pub enum Outcome {
 /// Card buttons and bot commands: who is acting, and what their action does.
 pub struct LarkActions {
     incidents: Arc<Incidents>,
+    delivery: Arc<Delivery>,
     public_base: String,
 }
 
 impl LarkActions {
-    pub fn new(incidents: Arc<Incidents>, public_base: &str) -> LarkActions {
+    pub fn new(incidents: Arc<Incidents>, delivery: Arc<Delivery>, public_base: &str) -> LarkActions {
         LarkActions {
             incidents,
+            delivery,
             public_base: public_base.trim_end_matches('/').to_string(),
         }
     }
@@ -113,6 +126,115 @@ impl LarkActions {
             Outcome::Refused(why) => toast_only("warning", why),
         }
     }
+}
+
+impl LarkActions {
+    /// The answer to one message sent to the bot.
+    pub async fn command_reply(&self, integration: &str, message: &MessageReceived) -> String {
+        let text = message.plain_text().unwrap_or_default();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let Some(command) = words.first().map(|w| w.to_lowercase()) else {
+            return HELP.into();
+        };
+        if command == "help" {
+            return HELP.into();
+        }
+        let member = match self.member_for(integration, &message.sender) {
+            Ok(Some(member)) => member,
+            Ok(None) => return self.link_hint(integration),
+            Err(e) => return refused_message(e),
+        };
+        let action = match (command.as_str(), &words[1..]) {
+            ("list", []) => return self.assigned_to(&member),
+            ("ack", [_]) => Action::Acknowledge,
+            ("resolve", [_]) => Action::Resolve,
+            ("snooze", [_, duration]) => match parse_duration(duration) {
+                Some(minutes) => Action::Snooze { minutes },
+                None => {
+                    return format!("Cannot read the duration {duration:?}: write it like 30m, 2h or 1d.");
+                }
+            },
+            _ => return HELP.into(),
+        };
+        match self.perform(&member, words[1], action, Via::Bot).await {
+            Outcome::Done(incident, what) => format!("{what} ({})", incident.title),
+            Outcome::AlreadyDone(_, what) | Outcome::Refused(what) => what,
+        }
+    }
+
+    /// `list`: the open incidents assigned to `member`, newest first.
+    fn assigned_to(&self, member: &Member) -> String {
+        let mut open = Vec::new();
+        for status in ["triggered", "acknowledged"] {
+            let query = IncidentQuery {
+                status: Some(status.into()),
+                ..Default::default()
+            };
+            match self.incidents.list(&query) {
+                Ok(found) => open.extend(found.into_iter().filter(|i| i.assignees.contains(&member.id))),
+                Err(e) => return refused_message(e),
+            }
+        }
+        if open.is_empty() {
+            return "No open incidents are assigned to you.".into();
+        }
+        open.sort_by_key(|i| std::cmp::Reverse(i.number));
+        let lines: Vec<String> = open
+            .iter()
+            .map(|i| format!("#{} [{}] {}", i.number, i.status.as_str(), i.title))
+            .collect();
+        format!("Open incidents assigned to you:\n{}", lines.join("\n"))
+    }
+
+    async fn on_message(&self, integration: &str, message: &MessageReceived) {
+        // In a group the bot only answers when mentioned; in p2p every message is for it.
+        if message.chat_type != "p2p" && message.mentions.is_empty() {
+            return;
+        }
+        let reply = self.command_reply(integration, message).await;
+        let job = NewJob {
+            integration_id: integration.to_string(),
+            incident_id: None,
+            // Someone is waiting for this answer.
+            priority: Priority::Critical,
+            cosmetic: false,
+            kind: JobKind::Reply {
+                message_id: message.message_id.clone(),
+                msg_type: "text".into(),
+                content: serde_json::json!({ "text": reply }).to_string(),
+            },
+        };
+        if let Err(e) = self.delivery.enqueue(job).await {
+            tracing::error!(integration, error = %e, "cannot queue the bot's reply");
+        }
+    }
+}
+
+impl EventHandler for LarkActions {
+    fn handle<'a>(&'a self, integration: &'a Arc<Live>, event: &'a EventDelivery) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Event::MessageReceived(message) = &event.event {
+                self.on_message(integration.id(), message).await;
+            }
+        })
+    }
+}
+
+/// `30m`, `2h`, `1d` (or a bare number of minutes) in minutes.
+fn parse_duration(text: &str) -> Option<u32> {
+    let text = text.trim().to_lowercase();
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text.as_str(), "m"),
+    };
+    let n: u32 = number.parse().ok()?;
+    let per = match unit {
+        "m" | "min" | "mins" | "minutes" => 1,
+        "h" | "hr" | "hours" => 60,
+        "d" | "day" | "days" => 1440,
+        _ => return None,
+    };
+    n.checked_mul(per).filter(|m| *m > 0)
 }
 
 impl CardActionHandler for LarkActions {
@@ -247,6 +369,17 @@ mod tests {
             None
         );
         assert_eq!(button_action(&json!("ack")), None);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30m"), Some(30));
+        assert_eq!(parse_duration("2h"), Some(120));
+        assert_eq!(parse_duration("1d"), Some(1440));
+        assert_eq!(parse_duration("45"), Some(45));
+        assert_eq!(parse_duration("0m"), None);
+        assert_eq!(parse_duration("2w"), None);
+        assert_eq!(parse_duration("h"), None);
     }
 
     #[test]
