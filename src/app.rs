@@ -93,6 +93,7 @@ impl App {
             clock.clone(),
             delivery.clone(),
             lark.clone(),
+            webhooks.clone(),
             settings.public_base(),
         );
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());
@@ -128,6 +129,13 @@ impl App {
                 clock: app.clock.clone(),
             }),
         );
+        let actions = Arc::new(crate::incident::actions::LarkActions::new(
+            app.incidents.clone(),
+            app.delivery.clone(),
+            app.settings.public_base(),
+        ));
+        app.inbound.on_card_action(actions.clone());
+        app.inbound.on_event("im.message.receive_v1", actions);
         Ok(app)
     }
 

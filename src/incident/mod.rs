@@ -5,6 +5,7 @@
 //! the outbox's own commit) and updated whenever the incident changes. A tick over durable
 //! escalation state, read at the injected clock's `now`, fires whatever is due.
 
+pub mod actions;
 pub mod card;
 pub mod demo;
 pub mod escalation;
@@ -26,6 +27,7 @@ use crate::clock::Clock;
 use crate::delivery::{DeliveredHook, Delivery, Job, JobKind, LarkClients, NewJob};
 use crate::lark::ReceiveIdType;
 use crate::store::{Store, StoreError, WriteTx, tables};
+use crate::webhook::Webhooks;
 use card::CardContext;
 pub use demo::{DemoPerson, DemoSeed};
 use escalation::Step;
@@ -134,6 +136,7 @@ pub struct Incidents {
     clock: Arc<dyn Clock>,
     delivery: Arc<Delivery>,
     lark: Arc<LarkClients>,
+    webhooks: Arc<Webhooks>,
     public_base: String,
     pub members: Members,
     wake: Notify,
@@ -164,6 +167,41 @@ fn actor_name(actor: &Actor) -> String {
         .unwrap_or_else(|| "system".into())
 }
 
+/// The outbound webhook event type of a timeline entry; `None` for entries nobody subscribes
+/// to (a notification sent).
+fn webhook_event_type(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "triggered" => "i_new",
+        "acknowledged" => "i_ack",
+        "unacknowledged" => "i_unack",
+        "snoozed" => "i_snooze",
+        "snooze_ended" => "i_wake",
+        "resolved" => "i_rslv",
+        "reopened" => "i_reopen",
+        "reassigned" => "i_assign",
+        "note" => "i_comm",
+        "escalated" => "i_esc",
+        _ => return None,
+    })
+}
+
+fn webhook_operator(actor: &Actor) -> crate::webhook::Operator {
+    let source = match actor.via {
+        Via::Card => "card",
+        Via::Bot => "bot",
+        Via::Homepage => "homepage",
+        Via::Api => "api",
+        Via::Alert => "alert",
+        // The system acts on incidents only when escalating or waking them.
+        Via::System => "escalation",
+    };
+    crate::webhook::Operator {
+        source: source.to_string(),
+        id: actor.who.clone(),
+        name: actor.name.clone(),
+    }
+}
+
 /// Snoozes sort by their end: `{ms:015}/{incident}`.
 fn snooze_key(until: DateTime<Utc>, incident_id: &str) -> String {
     format!("{:015}/{incident_id}", until.timestamp_millis().max(0))
@@ -188,6 +226,7 @@ impl Incidents {
         clock: Arc<dyn Clock>,
         delivery: Arc<Delivery>,
         lark: Arc<LarkClients>,
+        webhooks: Arc<Webhooks>,
         public_base: &str,
     ) -> Arc<Incidents> {
         let incidents = Arc::new(Incidents {
@@ -196,6 +235,7 @@ impl Incidents {
             clock,
             delivery: delivery.clone(),
             lark,
+            webhooks,
             public_base: public_base.trim_end_matches('/').to_string(),
             wake: Notify::new(),
             ticking: tokio::sync::Mutex::new(()),
@@ -268,6 +308,35 @@ impl Incidents {
     }
 
     // ---- incidents ----
+
+    /// Publishes to the outbound webhooks the timeline entries from `from` on, with the
+    /// incident as it now durably stands. The change is already committed, so a failure to
+    /// queue is logged rather than undoing it.
+    async fn publish_since(&self, incident: &Incident, from: usize) {
+        let Some(new) = incident.timeline.get(from..) else {
+            return;
+        };
+        let snapshot = match serde_json::to_value(incident) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(incident = %incident.id, error = %e, "cannot serialize an incident for webhooks");
+                return;
+            }
+        };
+        for entry in new {
+            let Some(event_type) = webhook_event_type(&entry.kind) else {
+                continue;
+            };
+            let operator = webhook_operator(&entry.actor);
+            if let Err(e) = self
+                .webhooks
+                .publish(event_type, &operator, Some(&incident.id), &snapshot)
+                .await
+            {
+                tracing::error!(incident = %incident.id, event_type, error = %e, "cannot queue an incident webhook event");
+            }
+        }
+    }
 
     /// An incident by id (`inc_…`) or number (`42`, `#42`).
     pub fn get(&self, reference: &str) -> Result<Incident, IncidentError> {
@@ -459,6 +528,9 @@ impl Incidents {
             .await?;
         if let AlertOutcome::Opened { incident_id, number } = &outcome {
             tracing::info!(incident = %incident_id, number, "incident opened");
+            if let Ok(incident) = self.get(incident_id) {
+                self.publish_since(&incident, 0).await;
+            }
         }
         self.wake.notify_one();
         Ok(outcome)
@@ -584,6 +656,7 @@ impl Incidents {
             .await?
             .ok_or_else(|| IncidentError::NotFound(format!("no incident {reference}")))?;
         let after = after?;
+        self.publish_since(&after, before.timeline.len()).await;
         if after.version != before.version {
             let cosmetic = matches!(action, Action::Reassign { .. });
             self.refresh_cards(&after, cosmetic).await?;
@@ -604,7 +677,8 @@ impl Incidents {
 
     // ---- cards ----
 
-    fn card_content(&self, incident: &Incident) -> String {
+    /// The incident's card JSON as it renders now.
+    pub fn card_content(&self, incident: &Incident) -> String {
         let integration = incident.integration_id.as_deref().unwrap_or("-");
         let assignee_names = incident
             .assignees
@@ -792,6 +866,18 @@ impl Incidents {
         self.notify_people(incident, integration, &level.members).await?;
         let content = self.card_content(incident);
         for chat in &level.chats {
+            // A disbanded chat (or one the bot left) would only fail at Lark: say so instead.
+            if !crate::integration::chats::is_usable(&self.store, integration, chat)? {
+                self.delivery
+                    .record_unsendable(
+                        integration,
+                        Some(&incident.id),
+                        &format!("chat:{chat}"),
+                        "chat_disbanded",
+                    )
+                    .await?;
+                continue;
+            }
             self.send_card(incident, integration, ReceiveIdType::ChatId, chat, &content)
                 .await?;
         }
@@ -893,7 +979,8 @@ impl Incidents {
         if plan.next.as_ref() == Some(&before) && events.is_empty() {
             return Ok(());
         }
-        self.store
+        let updated = self
+            .store
             .write(move |w| {
                 let incident = w.get(&tables::INCIDENTS, id.as_str())?;
                 match &plan.next {
@@ -902,17 +989,22 @@ impl Incidents {
                         w.remove(&tables::ESCALATIONS, id.as_str())?;
                     }
                 }
-                if let Some(mut incident) = incident
-                    && !events.is_empty()
-                {
-                    for (kind, detail) in events {
-                        push_event(&mut incident, now, kind, &Actor::system(), Some(detail));
+                match incident {
+                    Some(mut incident) if !events.is_empty() => {
+                        let from = incident.timeline.len();
+                        for (kind, detail) in events {
+                            push_event(&mut incident, now, kind, &Actor::system(), Some(detail));
+                        }
+                        w.put(&tables::INCIDENTS, id.as_str(), &incident)?;
+                        Ok(Some((incident, from)))
                     }
-                    w.put(&tables::INCIDENTS, id.as_str(), &incident)?;
+                    _ => Ok(None),
                 }
-                Ok(())
             })
             .await?;
+        if let Some((incident, from)) = updated {
+            self.publish_since(&incident, from).await;
+        }
         Ok(())
     }
 
@@ -950,6 +1042,8 @@ impl Incidents {
                 })
                 .await?;
             if let Some(incident) = ended {
+                self.publish_since(&incident, incident.timeline.len().saturating_sub(1))
+                    .await;
                 self.refresh_cards(&incident, false).await?;
             }
         }

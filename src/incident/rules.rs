@@ -6,11 +6,21 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, NaiveTime, Utc};
 use chrono_tz::Tz;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::model::{Level, Rule, RuleMatch, Severity, TimeWindow};
 use super::{IncidentError, Incidents};
+use crate::integration::chats::{self, ChatStatus};
 use crate::store::tables;
+
+/// A rule as the admin API shows it: with what an admin must fix for it to reach everyone.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleView {
+    #[serde(flatten)]
+    pub rule: Rule,
+    /// E.g. `chat oc_… disbanded`; empty when the rule is fine.
+    pub needs_attention: Vec<String>,
+}
 
 /// A rule as created or replaced through the API.
 #[derive(Debug, Clone, Deserialize)]
@@ -226,6 +236,34 @@ impl Incidents {
 
     pub fn rules(&self) -> Result<Vec<Rule>, IncidentError> {
         self.rules_in_order()
+    }
+
+    /// [`Incidents::rules`] with what needs attention in each.
+    pub fn rule_views(&self) -> Result<Vec<RuleView>, IncidentError> {
+        self.rules_in_order()?
+            .into_iter()
+            .map(|rule| self.rule_view(rule))
+            .collect()
+    }
+
+    /// A rule with what needs attention in it: chats the bot can no longer post to.
+    pub fn rule_view(&self, rule: Rule) -> Result<RuleView, IncidentError> {
+        let known = chats::list(&self.store, &rule.integration_id)?;
+        let mut needs_attention = Vec::new();
+        for chat in rule.levels.iter().flat_map(|l| &l.chats) {
+            let problem = match known.iter().find(|k| &k.chat_id == chat).map(|k| k.status) {
+                Some(ChatStatus::Disbanded) => format!("chat {chat} disbanded"),
+                Some(ChatStatus::Left) => format!("the bot is no longer in chat {chat}"),
+                Some(ChatStatus::Active) | None => continue,
+            };
+            if !needs_attention.contains(&problem) {
+                needs_attention.push(problem);
+            }
+        }
+        Ok(RuleView {
+            rule,
+            needs_attention,
+        })
     }
 
     pub async fn delete_rule(&self, id: &str) -> Result<(), IncidentError> {

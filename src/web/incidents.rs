@@ -303,7 +303,7 @@ fn rule_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .map(|app: Arc<App>| {
             respond(
                 app.incidents
-                    .rules()
+                    .rule_views()
                     .map(|items| json_reply(StatusCode::OK, &json!({ "items": items })))
                     .map_err(ApiError::from),
             )
@@ -325,6 +325,7 @@ fn rule_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
             respond(
                 app.incidents
                     .rule(&id)
+                    .and_then(|r| app.incidents.rule_view(r))
                     .map(|r| json_reply(StatusCode::OK, &r))
                     .map_err(ApiError::from),
             )

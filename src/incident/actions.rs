@@ -1,0 +1,391 @@
+//! Acting on incidents from Lark: card buttons and bot commands (`help`, `list`, `ack`,
+//! `resolve`, `snooze`, in a p2p chat or @-mentioning the bot in a group). A person is known by the Lark identity linked
+//! to their member on the integration the action came through; the answer says what was done,
+//! or what had already happened, and never changes anything for someone not linked.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+
+use super::model::{Actor, Incident, Member, Status, Via};
+use super::{Action, IncidentError, IncidentQuery, Incidents};
+use crate::delivery::{Delivery, JobKind, NewJob, Priority};
+use crate::integration::Live;
+use crate::integration::inbound::{CardActionHandler, EventHandler};
+use crate::lark::callback::EventDelivery;
+use crate::lark::event::{CardAction, CardActionReply, Event, MessageReceived, Operator, Toast};
+
+/// What the bot answers to `help` and to anything it does not understand.
+const HELP: &str = "On-call commands:\n\
+help: this list\n\
+list: open incidents assigned to you\n\
+ack <id>: acknowledge an incident (42, #42 or inc_…)\n\
+resolve <id>: resolve an incident\n\
+snooze <id> <duration>: snooze it for 30m, 2h, 1d …";
+
+/// What acting on an incident from Lark came to.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The action was applied; the message says what was done.
+    Done(Box<Incident>, String),
+    /// Nothing changed: it had already happened (a second press, a stale card).
+    AlreadyDone(Box<Incident>, String),
+    /// Nothing changed, for the reason given.
+    Refused(String),
+}
+
+/// Card buttons and bot commands: who is acting, and what their action does.
+pub struct LarkActions {
+    incidents: Arc<Incidents>,
+    delivery: Arc<Delivery>,
+    public_base: String,
+}
+
+impl LarkActions {
+    pub fn new(incidents: Arc<Incidents>, delivery: Arc<Delivery>, public_base: &str) -> LarkActions {
+        LarkActions {
+            incidents,
+            delivery,
+            public_base: public_base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The member linked to this Lark user on `integration`, if any.
+    pub fn member_for(
+        &self,
+        integration: &str,
+        operator: &Operator,
+    ) -> Result<Option<Member>, IncidentError> {
+        let Some(open_id) = operator.open_id.as_deref() else {
+            return Ok(None);
+        };
+        Ok(self
+            .incidents
+            .members
+            .list()?
+            .into_iter()
+            .find(|m| m.lark.get(integration).is_some_and(|i| i.open_id == open_id)))
+    }
+
+    /// What an unlinked person is told: the homepage links their Lark account to their member.
+    pub fn link_hint(&self, integration: &str) -> String {
+        format!(
+            "Your Lark account is not linked to an on-call member yet: open {}/lark/{integration}/app once to link it, then try again.",
+            self.public_base
+        )
+    }
+
+    /// Applies `action` to the incident `reference` as `member`; idempotent: an action that
+    /// already happened changes nothing and says so.
+    pub async fn perform(&self, member: &Member, reference: &str, action: Action, via: Via) -> Outcome {
+        let current = match self.incidents.get(reference) {
+            Ok(incident) => incident,
+            Err(e) => return refused(e),
+        };
+        if let Some(what) = already_done(&current, &action) {
+            return Outcome::AlreadyDone(Box::new(current), what);
+        }
+        let actor = Actor {
+            via,
+            who: Some(member.id.clone()),
+            name: Some(member.name.clone()),
+        };
+        match self.incidents.act(&current.id, action.clone(), actor).await {
+            Ok(incident) => {
+                let what = done_message(&incident, &action);
+                Outcome::Done(Box::new(incident), what)
+            }
+            Err(e) => refused(e),
+        }
+    }
+
+    /// The incident's card as it stands, to answer a button press with.
+    fn card(&self, incident: &Incident) -> Option<Value> {
+        serde_json::from_str(&self.incidents.card_content(incident)).ok()
+    }
+
+    async fn answer(&self, integration: &str, action: &CardAction) -> CardActionReply {
+        let member = match self.member_for(integration, &action.operator) {
+            Ok(Some(member)) => member,
+            Ok(None) => return toast_only("warning", self.link_hint(integration)),
+            Err(e) => return toast_only("error", refused_message(e)),
+        };
+        let Some((reference, requested)) = button_action(&action.value) else {
+            return toast_only("warning", "This button does nothing any more.".into());
+        };
+        match self.perform(&member, &reference, requested, Via::Card).await {
+            Outcome::Done(incident, what) => CardActionReply {
+                toast: Some(toast("success", what)),
+                card: self.card(&incident),
+            },
+            Outcome::AlreadyDone(incident, what) => CardActionReply {
+                toast: Some(toast("info", what)),
+                card: self.card(&incident),
+            },
+            Outcome::Refused(why) => toast_only("warning", why),
+        }
+    }
+}
+
+impl LarkActions {
+    /// The answer to one message sent to the bot.
+    pub async fn command_reply(&self, integration: &str, message: &MessageReceived) -> String {
+        let text = message.plain_text().unwrap_or_default();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let Some(command) = words.first().map(|w| w.to_lowercase()) else {
+            return HELP.into();
+        };
+        if command == "help" {
+            return HELP.into();
+        }
+        let member = match self.member_for(integration, &message.sender) {
+            Ok(Some(member)) => member,
+            Ok(None) => return self.link_hint(integration),
+            Err(e) => return refused_message(e),
+        };
+        let action = match (command.as_str(), &words[1..]) {
+            ("list", []) => return self.assigned_to(&member),
+            ("ack", [_]) => Action::Acknowledge,
+            ("resolve", [_]) => Action::Resolve,
+            ("snooze", [_, duration]) => match parse_duration(duration) {
+                Some(minutes) => Action::Snooze { minutes },
+                None => {
+                    return format!("Cannot read the duration {duration:?}: write it like 30m, 2h or 1d.");
+                }
+            },
+            _ => return HELP.into(),
+        };
+        match self.perform(&member, words[1], action, Via::Bot).await {
+            Outcome::Done(incident, what) => format!("{what} ({})", incident.title),
+            Outcome::AlreadyDone(_, what) | Outcome::Refused(what) => what,
+        }
+    }
+
+    /// `list`: the open incidents assigned to `member`, newest first.
+    fn assigned_to(&self, member: &Member) -> String {
+        let mut open = Vec::new();
+        for status in ["triggered", "acknowledged"] {
+            let query = IncidentQuery {
+                status: Some(status.into()),
+                ..Default::default()
+            };
+            match self.incidents.list(&query) {
+                Ok(found) => open.extend(found.into_iter().filter(|i| i.assignees.contains(&member.id))),
+                Err(e) => return refused_message(e),
+            }
+        }
+        if open.is_empty() {
+            return "No open incidents are assigned to you.".into();
+        }
+        open.sort_by_key(|i| std::cmp::Reverse(i.number));
+        let lines: Vec<String> = open
+            .iter()
+            .map(|i| format!("#{} [{}] {}", i.number, i.status.as_str(), i.title))
+            .collect();
+        format!("Open incidents assigned to you:\n{}", lines.join("\n"))
+    }
+
+    async fn on_message(&self, integration: &str, message: &MessageReceived) {
+        // In a group the bot only answers when mentioned; in p2p every message is for it.
+        if message.chat_type != "p2p" && message.mentions.is_empty() {
+            return;
+        }
+        let reply = self.command_reply(integration, message).await;
+        let job = NewJob {
+            integration_id: integration.to_string(),
+            incident_id: None,
+            // Someone is waiting for this answer.
+            priority: Priority::Critical,
+            cosmetic: false,
+            kind: JobKind::Reply {
+                message_id: message.message_id.clone(),
+                msg_type: "text".into(),
+                content: serde_json::json!({ "text": reply }).to_string(),
+            },
+        };
+        if let Err(e) = self.delivery.enqueue(job).await {
+            tracing::error!(integration, error = %e, "cannot queue the bot's reply");
+        }
+    }
+}
+
+impl EventHandler for LarkActions {
+    fn handle<'a>(&'a self, integration: &'a Arc<Live>, event: &'a EventDelivery) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Event::MessageReceived(message) = &event.event {
+                self.on_message(integration.id(), message).await;
+            }
+        })
+    }
+}
+
+/// `30m`, `2h`, `1d` (or a bare number of minutes) in minutes.
+fn parse_duration(text: &str) -> Option<u32> {
+    let text = text.trim().to_lowercase();
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text.as_str(), "m"),
+    };
+    let n: u32 = number.parse().ok()?;
+    let per = match unit {
+        "m" | "min" | "mins" | "minutes" => 1,
+        "h" | "hr" | "hours" => 60,
+        "d" | "day" | "days" => 1440,
+        _ => return None,
+    };
+    n.checked_mul(per).filter(|m| *m > 0)
+}
+
+impl CardActionHandler for LarkActions {
+    fn handle<'a>(
+        &'a self,
+        integration: &'a Arc<Live>,
+        action: &'a CardAction,
+    ) -> BoxFuture<'a, CardActionReply> {
+        Box::pin(self.answer(integration.id(), action))
+    }
+}
+
+fn refused_message(e: IncidentError) -> String {
+    match e {
+        IncidentError::Invalid { .. } | IncidentError::NotFound(_) | IncidentError::Conflict(_) => {
+            e.to_string()
+        }
+        other => {
+            tracing::error!(error = %other, "acting on an incident from Lark failed");
+            "Something went wrong on the on-call server; try again.".into()
+        }
+    }
+}
+
+fn refused(e: IncidentError) -> Outcome {
+    Outcome::Refused(refused_message(e))
+}
+
+fn toast(kind: &str, content: String) -> Toast {
+    Toast {
+        kind: kind.into(),
+        content,
+        i18n: None,
+    }
+}
+
+fn toast_only(kind: &str, content: String) -> CardActionReply {
+    CardActionReply {
+        toast: Some(toast(kind, content)),
+        card: None,
+    }
+}
+
+/// The incident and action a card button carries (`{"action", "incident", "minutes"}`).
+fn button_action(value: &Value) -> Option<(String, Action)> {
+    let incident = value.get("incident")?.as_str()?.to_string();
+    let action = match value.get("action")?.as_str()? {
+        "ack" => Action::Acknowledge,
+        "resolve" => Action::Resolve,
+        "reopen" => Action::Reopen,
+        "snooze" => Action::Snooze {
+            minutes: u32::try_from(value.get("minutes")?.as_u64()?).ok()?,
+        },
+        _ => return None,
+    };
+    Some((incident, action))
+}
+
+/// Who last did `kind` to the incident, by name.
+fn last_by(incident: &Incident, kind: &str) -> String {
+    incident
+        .timeline
+        .iter()
+        .rev()
+        .find(|e| e.kind == kind)
+        .and_then(|e| e.actor.name.clone().or_else(|| e.actor.who.clone()))
+        .unwrap_or_else(|| "the system".into())
+}
+
+/// What already happened that makes `action` a no-op, if anything did.
+fn already_done(incident: &Incident, action: &Action) -> Option<String> {
+    let n = incident.number;
+    match (action, incident.status) {
+        (Action::Acknowledge, Status::Acknowledged) => Some(format!(
+            "#{n} was already acknowledged by {}.",
+            incident.acknowledged_by.join(", ")
+        )),
+        (Action::Acknowledge | Action::Resolve | Action::Snooze { .. }, Status::Resolved) => Some(format!(
+            "#{n} was already resolved by {}.",
+            last_by(incident, "resolved")
+        )),
+        (Action::Reopen, Status::Triggered | Status::Acknowledged) => Some(format!("#{n} is already open.")),
+        _ => None,
+    }
+}
+
+fn done_message(incident: &Incident, action: &Action) -> String {
+    let n = incident.number;
+    match action {
+        Action::Acknowledge => format!("#{n} acknowledged: escalation stops while you work on it."),
+        Action::Unacknowledge => format!("#{n} is no longer acknowledged."),
+        Action::Resolve => format!("#{n} resolved."),
+        Action::Snooze { minutes } => format!("#{n} snoozed for {}.", human_minutes(*minutes)),
+        Action::Reopen => format!("#{n} reopened."),
+        Action::Reassign { .. } => format!("#{n} reassigned."),
+        Action::Note { .. } => format!("Note added to #{n}."),
+    }
+}
+
+/// `90` → `1h 30m`, `1440` → `1d`.
+pub fn human_minutes(minutes: u32) -> String {
+    let (d, h, m) = (minutes / 1440, minutes % 1440 / 60, minutes % 60);
+    let parts: Vec<String> = [(d, "d"), (h, "h"), (m, "m")]
+        .into_iter()
+        .filter(|(v, _)| *v > 0)
+        .map(|(v, unit)| format!("{v}{unit}"))
+        .collect();
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn buttons_map_to_actions_and_anything_else_to_none() {
+        assert_eq!(
+            button_action(&json!({"action": "snooze", "incident": "inc_1", "minutes": 240})),
+            Some(("inc_1".into(), Action::Snooze { minutes: 240 }))
+        );
+        assert_eq!(
+            button_action(&json!({"action": "ack", "incident": "inc_1"})),
+            Some(("inc_1".into(), Action::Acknowledge))
+        );
+        assert_eq!(
+            button_action(&json!({"action": "snooze", "incident": "inc_1"})),
+            None
+        );
+        assert_eq!(
+            button_action(&json!({"action": "delete", "incident": "inc_1"})),
+            None
+        );
+        assert_eq!(button_action(&json!("ack")), None);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30m"), Some(30));
+        assert_eq!(parse_duration("2h"), Some(120));
+        assert_eq!(parse_duration("1d"), Some(1440));
+        assert_eq!(parse_duration("45"), Some(45));
+        assert_eq!(parse_duration("0m"), None);
+        assert_eq!(parse_duration("2w"), None);
+        assert_eq!(parse_duration("h"), None);
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_minutes(30), "30m");
+        assert_eq!(human_minutes(90), "1h 30m");
+        assert_eq!(human_minutes(1440), "1d");
+    }
+}
