@@ -167,6 +167,35 @@ async fn demo_prints_a_working_login_and_cleans_up() {
         "the incident's card reached neither a chat and a person: {cards:?}"
     );
 
+    // Pressing Acknowledge on the person's card in the simulated Lark acknowledges the incident.
+    let card = cards.iter().find(|c| c["chat_type"] == "p2p").unwrap();
+    let incident_id = opened["data"]["incident_id"].as_str().unwrap();
+    let pressed: Value = http
+        .post(format!("{sim_base}/sim/api/press"))
+        .json(
+            &json!({"user_open_id": card["user_open_id"], "message_id": card["message_id"],
+                      "value": {"action": "ack", "incident": incident_id}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pressed["status"], 200, "{pressed}");
+    assert_eq!(pressed["card_replaced"], true, "{pressed}");
+    assert_eq!(pressed["toast"]["type"], "success", "{pressed}");
+    let incident: Value = http
+        .get(format!("{admin_url}api/v1/incidents/{incident_id}"))
+        .bearer_auth(&api_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(incident["status"], "acknowledged", "{incident}");
+
     let page = http.get(&virtual_lark).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("<html"));
