@@ -123,6 +123,27 @@ fn job_uuid(id: u64) -> String {
     format!("lko-{id}-{}", crate::auth::random_hex(8))
 }
 
+/// Gives a new job its id and uuid and writes it to the outbox, pending.
+fn write_new_job(w: &crate::store::WriteTx<'_>, new: NewJob, now: DateTime<Utc>) -> Result<Job, StoreError> {
+    let id = w.next_sequence("outbox")?;
+    let job = Job {
+        id,
+        integration_id: new.integration_id,
+        incident_id: new.incident_id,
+        priority: new.priority,
+        cosmetic: new.cosmetic,
+        kind: new.kind,
+        uuid: job_uuid(id),
+        created_at: now,
+        first_attempt_at: None,
+        attempts: 0,
+        next_attempt_at: None,
+        state: JobState::Pending,
+    };
+    w.put(&tables::OUTBOX, &id, &job)?;
+    Ok(job)
+}
+
 fn receiver_key(job: &Job) -> String {
     job.kind.receiver().unwrap_or_default()
 }
@@ -274,28 +295,7 @@ impl Delivery {
             }
         }
         let now = self.clock.now();
-        let job = self
-            .store
-            .write(move |w| {
-                let id = w.next_sequence("outbox")?;
-                let job = Job {
-                    id,
-                    integration_id: new.integration_id,
-                    incident_id: new.incident_id,
-                    priority: new.priority,
-                    cosmetic: new.cosmetic,
-                    kind: new.kind,
-                    uuid: job_uuid(id),
-                    created_at: now,
-                    first_attempt_at: None,
-                    attempts: 0,
-                    next_attempt_at: None,
-                    state: JobState::Pending,
-                };
-                w.put(&tables::OUTBOX, &id, &job)?;
-                Ok(job)
-            })
-            .await?;
+        let job = self.store.write(move |w| write_new_job(w, new, now)).await?;
         let id = job.id;
         self.admit(&mut self.inner.lock().expect("delivery lock"), job);
         self.wake.notify_one();
@@ -324,23 +324,7 @@ impl Delivery {
             .write(move |w| {
                 let mut written = Vec::with_capacity(fresh.len());
                 for (i, new) in fresh {
-                    let id = w.next_sequence("outbox")?;
-                    let job = Job {
-                        id,
-                        integration_id: new.integration_id,
-                        incident_id: new.incident_id,
-                        priority: new.priority,
-                        cosmetic: new.cosmetic,
-                        kind: new.kind,
-                        uuid: job_uuid(id),
-                        created_at: now,
-                        first_attempt_at: None,
-                        attempts: 0,
-                        next_attempt_at: None,
-                        state: JobState::Pending,
-                    };
-                    w.put(&tables::OUTBOX, &id, &job)?;
-                    written.push((i, job));
+                    written.push((i, write_new_job(w, new, now)?));
                 }
                 Ok(written)
             })
