@@ -151,10 +151,13 @@ impl Event {
     }
 }
 
-/// Which card callback Lark sent: `card.action.trigger` (schema 2.0) or the old card request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which card callback Lark sent (or an app subscribes to): `card.action.trigger` (schema 2.0,
+/// SHA-256 signature with the Encrypt Key, the default) or the old card request (SHA-1 with the
+/// Verification Token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CardCallbackVersion {
+    #[default]
     V2,
     V1,
 }

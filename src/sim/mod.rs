@@ -109,16 +109,9 @@ impl std::fmt::Debug for SimConfig {
     }
 }
 
-/// Which card callback an app subscribes to (reference §3.1, §3.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CardCallbackVersion {
-    /// `card.action.trigger`, schema 2.0, SHA-256 signature with the Encrypt Key.
-    #[default]
-    V2,
-    /// The old message-card request, SHA-1 signature with the Verification Token.
-    V1,
-}
+/// Which card callback an app subscribes to (reference §3.1, §3.3): the same type the
+/// appliance parses into.
+pub use crate::lark::event::CardCallbackVersion;
 
 /// A custom app registered in the simulated tenant.
 #[derive(Clone)]
