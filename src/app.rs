@@ -75,6 +75,17 @@ impl App {
         ));
         let scheduler = Scheduler::new().await?;
         let metrics = Arc::new(Metrics::new());
+        let commits = store.commit_metrics();
+        metrics.register(
+            "store_commit_seconds",
+            "Time to commit one group of writes to the state file",
+            commits.seconds.clone(),
+        );
+        metrics.register(
+            "store_commit_writes",
+            "Writes carried by one commit",
+            commits.batch_size.clone(),
+        );
         let delivery = Delivery::open(
             store.clone(),
             clock.clone(),

@@ -80,6 +80,17 @@ async fn authentication_tokens_sessions_and_csrf() {
             .any(|l| l == "lark_oncall_admin_login_failures_total 1"),
         "metrics:\n{metrics}"
     );
+    // The start-up writes (schema, admin account, token) went through the group-commit writer.
+    let count = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_count ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in metrics:\n{metrics}"))
+    };
+    let commits = count("lark_oncall_store_commit_seconds");
+    assert!(commits >= 1, "metrics:\n{metrics}");
+    assert_eq!(count("lark_oncall_store_commit_writes"), commits);
 
     // The right password opens a session.
     let password = server.initial_password();

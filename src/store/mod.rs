@@ -12,6 +12,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition, TableHandle};
 
 pub use table::{KeyBytes, ReadTx, StoreKey, Table, WriteTx};
+pub use writer::CommitMetrics;
 
 /// The schema this build writes. Older files are migrated at open; newer ones are refused.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -71,6 +72,7 @@ struct Inner {
     path: PathBuf,
     /// `None` once closed: later writes fail with [`StoreError::Closed`].
     writer: std::sync::Mutex<Option<writer::Writer>>,
+    commit_metrics: CommitMetrics,
 }
 
 impl Store {
@@ -94,12 +96,13 @@ impl Store {
             },
         })?;
         let db = Arc::new(db);
-        let writer = writer::Writer::start(db.clone());
+        let (writer, commit_metrics) = writer::Writer::start(db.clone());
         let store = Store {
             inner: Arc::new(Inner {
                 db,
                 path: path.to_path_buf(),
                 writer: std::sync::Mutex::new(Some(writer)),
+                commit_metrics,
             }),
         };
         store.check_schema()?;
@@ -108,6 +111,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Commit durations and batch sizes since open.
+    pub fn commit_metrics(&self) -> &CommitMetrics {
+        &self.inner.commit_metrics
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
+use prometheus_client::metrics::histogram::Histogram;
 use redb::Database;
 
 use super::{StoreError, WriteTx};
@@ -20,14 +22,35 @@ pub(super) struct Writer {
     thread: JoinHandle<()>,
 }
 
+/// How long commits take and how many writes each carries, for the metrics endpoint: a slow
+/// commit delays every request waiting on it.
+#[derive(Clone)]
+pub struct CommitMetrics {
+    pub seconds: Histogram,
+    pub batch_size: Histogram,
+}
+
+impl CommitMetrics {
+    fn new() -> CommitMetrics {
+        CommitMetrics {
+            seconds: Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+            ]),
+            batch_size: Histogram::new([1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 500.0, 4096.0]),
+        }
+    }
+}
+
 impl Writer {
-    pub(super) fn start(db: Arc<Database>) -> Writer {
+    pub(super) fn start(db: Arc<Database>) -> (Writer, CommitMetrics) {
         let (jobs, rx) = mpsc::channel::<Job>();
+        let metrics = CommitMetrics::new();
+        let recorded = metrics.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(&db, &rx))
+            .spawn(move || run(&db, &rx, &recorded))
             .expect("spawn store writer thread");
-        Writer { jobs, thread }
+        (Writer { jobs, thread }, metrics)
     }
 
     /// Queues `f` for the next commit; `deliver` gets its result once the commit is durable
@@ -60,7 +83,7 @@ impl Writer {
     }
 }
 
-fn run(db: &Database, rx: &mpsc::Receiver<Job>) {
+fn run(db: &Database, rx: &mpsc::Receiver<Job>, metrics: &CommitMetrics) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -69,7 +92,10 @@ fn run(db: &Database, rx: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        metrics.batch_size.observe(batch.len() as f64);
+        let started = Instant::now();
         commit_batch(db, batch);
+        metrics.seconds.observe(started.elapsed().as_secs_f64());
     }
 }
 
