@@ -7,8 +7,8 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Instance, Server, client};
-use lark_oncall::sim::{Faults, Outage, SimApp, SimChat, SimConfig, Simulator, World};
+use common::{Instance, Server, client, worlds};
+use lark_oncall::sim::{Faults, Outage, SimApp, SimConfig, Simulator};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -18,17 +18,7 @@ const APP_SECRET: &str = "delivery-secret";
 /// A simulator with `users` people and 10 chats around the app, plus one chat without the bot.
 async fn simulator(users: usize, enforce_limits: bool) -> Simulator {
     let mut config = SimConfig::new(vec![SimApp::new(APP_ID, APP_SECRET, "verification")]);
-    config.world = World::generated_for(users, 10, APP_ID);
-    let owner = config.world.users[0].open_id.clone();
-    config.world.chats.push(SimChat {
-        chat_id: "oc_without_bot".into(),
-        name: "No bot here".into(),
-        description: String::new(),
-        owner_open_id: owner.clone(),
-        members: vec![owner],
-        apps: vec![],
-        disbanded: false,
-    });
+    config.world = worlds::with_a_chat_without_the_bot(users, APP_ID);
     config.enforce_limits = enforce_limits;
     if !enforce_limits {
         config.monthly_quota = None;
