@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Instance, Server, client, worlds};
+use common::{Instance, Server, client, oplog, worlds};
 use lark_oncall::sim::{Faults, Outage, SimApp, SimConfig, Simulator};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -80,35 +80,19 @@ impl Api {
 
     /// Every operation-log entry matching `filter` (a query string), walking the pages back.
     async fn oplog_all(&self, filter: &str) -> Vec<Value> {
-        let mut all = Vec::new();
-        let mut before = String::new();
-        loop {
-            let (status, page) = self
-                .get(&format!("/api/v1/oplog?limit=500&{filter}{before}"))
-                .await;
-            assert_eq!(status, StatusCode::OK, "{page}");
-            all.extend(page["items"].as_array().unwrap().iter().cloned());
-            match page["next_before"].as_u64() {
-                Some(seq) => before = format!("&before={seq}"),
-                None => return all,
-            }
-        }
+        oplog::all(&self.http, &self.base, &self.token, filter).await
     }
 
     async fn wait_oplog(&self, filter: &str, count: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let entries = self.oplog_all(filter).await;
-            if entries.len() >= count {
-                return entries;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {count} oplog entries for {filter}",
-                entries.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        oplog::wait(
+            &self.http,
+            &self.base,
+            &self.token,
+            filter,
+            count,
+            Duration::from_secs(30),
+        )
+        .await
     }
 }
 

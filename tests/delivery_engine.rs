@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::inprocess::Harness;
-use common::worlds;
+use common::{oplog, worlds};
 use lark_oncall::config::Settings;
 use lark_oncall::delivery::{JobKind, NewJob, Priority};
 use lark_oncall::sim::{CallRecord, FaultKind, Faults, Simulator};
@@ -111,34 +111,13 @@ impl Harness {
 
     /// Every operation-log entry with this outcome.
     async fn oplog(&self, outcome: &str) -> Vec<Value> {
-        let mut all = Vec::new();
-        let mut before = String::new();
-        loop {
-            let page = self
-                .get(&format!("/api/v1/oplog?outcome={outcome}&limit=500{before}"))
-                .await;
-            all.extend(page["items"].as_array().unwrap().iter().cloned());
-            match page["next_before"].as_u64() {
-                Some(seq) => before = format!("&before={seq}"),
-                None => return all,
-            }
-        }
+        let filter = format!("outcome={outcome}");
+        oplog::all(&self.http, &self.admin, &self.token, &filter).await
     }
 
     async fn wait_oplog(&self, outcome: &str, count: usize, within: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + within;
-        loop {
-            let entries = self.oplog(outcome).await;
-            if entries.len() >= count {
-                return entries;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {count} {outcome} entries",
-                entries.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let filter = format!("outcome={outcome}");
+        oplog::wait(&self.http, &self.admin, &self.token, &filter, count, within).await
     }
 }
 
