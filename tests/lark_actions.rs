@@ -160,6 +160,20 @@ async fn buttons_act_for_linked_people_only(version: CardCallbackVersion) {
         e.cards_to(&chat).iter().all(|m| m.content.contains("[Resolved]"))
     })
     .await;
+    // Every press reached the appliance in the callback version under test.
+    let expected = match version {
+        CardCallbackVersion::V1 => "card.action.trigger_v1",
+        CardCallbackVersion::V2 => "card.action.trigger",
+    };
+    let callbacks: Vec<String> = env
+        .sim
+        .pushes()
+        .into_iter()
+        .filter(|p| p.kind == "card_callback")
+        .map(|p| p.event_type)
+        .collect();
+    assert_eq!(callbacks.len(), 5, "{callbacks:?}");
+    assert!(callbacks.iter().all(|t| t == expected), "{callbacks:?}");
     env.stop().await;
 }
 
