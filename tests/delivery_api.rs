@@ -7,8 +7,8 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Instance, Server, client};
-use lark_oncall::sim::{Faults, Outage, SimApp, SimChat, SimConfig, Simulator, World};
+use common::{Instance, Server, client, oplog, worlds};
+use lark_oncall::sim::{Faults, Outage, SimApp, SimConfig, Simulator};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -18,17 +18,7 @@ const APP_SECRET: &str = "delivery-secret";
 /// A simulator with `users` people and 10 chats around the app, plus one chat without the bot.
 async fn simulator(users: usize, enforce_limits: bool) -> Simulator {
     let mut config = SimConfig::new(vec![SimApp::new(APP_ID, APP_SECRET, "verification")]);
-    config.world = World::generated_for(users, 10, APP_ID);
-    let owner = config.world.users[0].open_id.clone();
-    config.world.chats.push(SimChat {
-        chat_id: "oc_without_bot".into(),
-        name: "No bot here".into(),
-        description: String::new(),
-        owner_open_id: owner.clone(),
-        members: vec![owner],
-        apps: vec![],
-        disbanded: false,
-    });
+    config.world = worlds::with_a_chat_without_the_bot(users, APP_ID);
     config.enforce_limits = enforce_limits;
     if !enforce_limits {
         config.monthly_quota = None;
@@ -90,35 +80,19 @@ impl Api {
 
     /// Every operation-log entry matching `filter` (a query string), walking the pages back.
     async fn oplog_all(&self, filter: &str) -> Vec<Value> {
-        let mut all = Vec::new();
-        let mut before = String::new();
-        loop {
-            let (status, page) = self
-                .get(&format!("/api/v1/oplog?limit=500&{filter}{before}"))
-                .await;
-            assert_eq!(status, StatusCode::OK, "{page}");
-            all.extend(page["items"].as_array().unwrap().iter().cloned());
-            match page["next_before"].as_u64() {
-                Some(seq) => before = format!("&before={seq}"),
-                None => return all,
-            }
-        }
+        oplog::all(&self.http, &self.base, &self.token, filter).await
     }
 
     async fn wait_oplog(&self, filter: &str, count: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let entries = self.oplog_all(filter).await;
-            if entries.len() >= count {
-                return entries;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {count} oplog entries for {filter}",
-                entries.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        oplog::wait(
+            &self.http,
+            &self.base,
+            &self.token,
+            filter,
+            count,
+            Duration::from_secs(30),
+        )
+        .await
     }
 }
 

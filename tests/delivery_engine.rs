@@ -3,16 +3,17 @@
 //! limits, jobs past the quota are held and go out after the month resets, and faults and
 //! permanent errors end as they should.
 
+mod common;
+
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use lark_oncall::app::{self, App, Running};
-use lark_oncall::clock::ShiftedClock;
-use lark_oncall::config::{Config, Settings};
+use common::inprocess::Harness;
+use common::{oplog, worlds};
+use lark_oncall::config::Settings;
 use lark_oncall::delivery::{JobKind, NewJob, Priority};
-use lark_oncall::sim::{CallRecord, FaultKind, Faults, SimApp, SimChat, SimConfig, Simulator, World};
+use lark_oncall::sim::{CallRecord, FaultKind, Faults, Simulator};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -23,17 +24,6 @@ const APP_SECRET: &str = "engine-secret";
 /// machine would only add jitter.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    running: Option<Running>,
-    sim: Simulator,
-    clock: Arc<ShiftedClock>,
-    http: reqwest::Client,
-    base: String,
-    token: String,
-    integration: String,
-}
-
 struct Setup {
     users: usize,
     sim_quota: Option<u64>,
@@ -41,76 +31,28 @@ struct Setup {
     tune: fn(&mut Settings),
 }
 
-impl Rig {
-    async fn start(setup: Setup) -> Rig {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let clock = Arc::new(ShiftedClock::default());
-        let mut config = SimConfig::new(vec![SimApp::new(APP_ID, APP_SECRET, "verification")]);
-        config.world = World::generated_for(setup.users, 10, APP_ID);
-        let owner = config.world.users[0].open_id.clone();
-        config.world.chats.push(SimChat {
-            chat_id: "oc_without_bot".into(),
-            name: "No bot here".into(),
-            description: String::new(),
-            owner_open_id: owner.clone(),
-            members: vec![owner],
-            apps: vec![],
-            disbanded: false,
-        });
-        config.monthly_quota = setup.sim_quota;
-        config.clock = clock.clone();
-        let sim = Simulator::start(config).await.unwrap();
-
-        let dir = tempfile::tempdir().unwrap();
-        let toml = format!(
-            "[server]\npublic_url = \"https://oncall.example.com\"\nlisten = \"127.0.0.1:0\"\n\
-             [storage]\npath = \"{}\"\n",
-            dir.path().join("state.redb").display()
-        );
-        let mut settings = Config::from_sources(&toml, Vec::new())
-            .unwrap()
-            .validate()
-            .unwrap();
-        (setup.tune)(&mut settings);
-        let app = App::open_with_clock(settings, clock.clone()).await.unwrap();
-        let (_, token) = app.auth.create_token("tests").await.unwrap();
-        let running = app::start(app).await.unwrap();
-        let base = running.addresses.admin_url();
-        let http = reqwest::Client::new();
-        let mut body = json!({"name": "Ops", "app_id": APP_ID, "app_secret": APP_SECRET,
-                              "verification_token": "verification", "domain": "feishu",
-                              "api_base_url": sim.base_url()});
-        body.as_object_mut()
-            .unwrap()
-            .extend(setup.integration.as_object().unwrap().clone());
-        let res = http
-            .post(format!("{base}/api/v1/integrations"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED);
-        let integration = res.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        Rig {
-            _dir: dir,
-            running: Some(running),
-            sim,
-            clock,
-            http,
-            base,
-            token,
+impl Setup {
+    async fn start(self) -> Harness {
+        let Setup {
+            users,
+            sim_quota,
             integration,
-        }
+            tune,
+        } = self;
+        Harness::builder(APP_ID, APP_SECRET)
+            .sim_config(move |config| {
+                config.world = worlds::with_a_chat_without_the_bot(users, APP_ID);
+                config.monthly_quota = sim_quota;
+            })
+            .tune(tune)
+            .integration_fields(json!({"domain": "feishu"}))
+            .integration_fields(integration)
+            .start()
+            .await
     }
+}
 
-    fn app(&self) -> &Arc<App> {
-        &self.running.as_ref().unwrap().app
-    }
-
+impl Harness {
     fn users(&self) -> Vec<String> {
         self.sim.world().users.iter().map(|u| u.open_id.clone()).collect()
     }
@@ -118,7 +60,7 @@ impl Rig {
     async fn get(&self, path: &str) -> Value {
         let res = self
             .http
-            .get(format!("{}{path}", self.base))
+            .get(format!("{}{path}", self.admin))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -129,7 +71,7 @@ impl Rig {
 
     async fn metrics(&self) -> String {
         self.http
-            .get(format!("{}/metrics", self.base))
+            .get(format!("{}/metrics", self.admin))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -147,7 +89,7 @@ impl Rig {
                 .http
                 .post(format!(
                     "{}/api/v1/integrations/{}/messages/batch",
-                    self.base, self.integration
+                    self.admin, self.integration
                 ))
                 .bearer_auth(&self.token)
                 .json(&json!({ "messages": chunk }))
@@ -169,39 +111,13 @@ impl Rig {
 
     /// Every operation-log entry with this outcome.
     async fn oplog(&self, outcome: &str) -> Vec<Value> {
-        let mut all = Vec::new();
-        let mut before = String::new();
-        loop {
-            let page = self
-                .get(&format!("/api/v1/oplog?outcome={outcome}&limit=500{before}"))
-                .await;
-            all.extend(page["items"].as_array().unwrap().iter().cloned());
-            match page["next_before"].as_u64() {
-                Some(seq) => before = format!("&before={seq}"),
-                None => return all,
-            }
-        }
+        let filter = format!("outcome={outcome}");
+        oplog::all(&self.http, &self.admin, &self.token, &filter).await
     }
 
     async fn wait_oplog(&self, outcome: &str, count: usize, within: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + within;
-        loop {
-            let entries = self.oplog(outcome).await;
-            if entries.len() >= count {
-                return entries;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {count} {outcome} entries",
-                entries.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        self.running.take().unwrap().shutdown().await;
-        self.sim.shutdown().await;
+        let filter = format!("outcome={outcome}");
+        oplog::wait(&self.http, &self.admin, &self.token, &filter, count, within).await
     }
 }
 
@@ -246,12 +162,13 @@ fn busiest_second(calls: &[CallRecord], pred: impl Fn(&CallRecord) -> bool) -> u
 #[tokio::test]
 async fn a_storm_of_sends_and_card_updates_meets_no_rate_limit() {
     let _serial = SERIAL.lock().await;
-    let rig = Rig::start(Setup {
+    let rig = Setup {
         users: 100,
         sim_quota: None,
         integration: json!({"plan": "paid"}),
         tune: |_| {},
-    })
+    }
+    .start()
     .await;
     let users = rig.users();
     let chats: Vec<String> = rig.sim.world().chats[..10]
@@ -304,7 +221,7 @@ async fn a_storm_of_sends_and_card_updates_meets_no_rate_limit() {
         })
         .collect();
     rig.send_all(&more).await;
-    let updates_done = |rig: &Rig| {
+    let updates_done = |rig: &Harness| {
         rig.sim
             .calls()
             .iter()
@@ -349,12 +266,13 @@ async fn a_storm_of_sends_and_card_updates_meets_no_rate_limit() {
 async fn jobs_past_the_quota_are_held_and_go_out_after_the_month_resets() {
     let _serial = SERIAL.lock().await;
     const QUOTA: u64 = 30;
-    let rig = Rig::start(Setup {
+    let rig = Setup {
         users: 50,
         sim_quota: Some(QUOTA),
         integration: json!({"plan": "basic_free", "monthly_quota": QUOTA}),
         tune: |_| {},
-    })
+    }
+    .start()
     .await;
     // Mid-November in Shanghai, the quota's time zone.
     rig.clock
@@ -430,7 +348,7 @@ async fn jobs_past_the_quota_are_held_and_go_out_after_the_month_resets() {
 #[tokio::test]
 async fn faults_are_retried_until_delivered_and_permanent_errors_end_at_once() {
     let _serial = SERIAL.lock().await;
-    let rig = Rig::start(Setup {
+    let rig = Setup {
         users: 60,
         sim_quota: None,
         integration: json!({"plan": "paid"}),
@@ -438,7 +356,8 @@ async fn faults_are_retried_until_delivered_and_permanent_errors_end_at_once() {
             s.delivery.backoff_base = Duration::from_millis(20);
             s.delivery.backoff_max = Duration::from_millis(200);
         },
-    })
+    }
+    .start()
     .await;
     rig.sim.set_faults(Faults {
         error_rate: 0.2,

@@ -135,6 +135,7 @@ async fn demo_prints_a_working_login_and_cleans_up() {
     let opened: Value = res.json().await.unwrap();
     assert_eq!(opened["data"]["result"], "opened", "{opened}");
     let mut cards = Vec::new();
+    let reached = |cards: &[Value], chat_type: &str| cards.iter().any(|c| c["chat_type"] == chat_type);
     for _ in 0..200 {
         let messages: Value = http
             .get(format!("{sim_base}/sim/api/messages"))
@@ -157,13 +158,14 @@ async fn demo_prints_a_working_login_and_cleans_up() {
             })
             .cloned()
             .collect();
-        if cards.len() >= 2 {
+        // Two people's cards can arrive before the chat's: wait for both kinds.
+        if reached(&cards, "group") && reached(&cards, "p2p") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(
-        cards.iter().any(|c| c["chat_type"] == "group") && cards.iter().any(|c| c["chat_type"] == "p2p"),
+        reached(&cards, "group") && reached(&cards, "p2p"),
         "the incident's card reached neither a chat and a person: {cards:?}"
     );
 

@@ -3,92 +3,21 @@
 //! escalation (levels, repeats, delay windows, acknowledgement), card updates, card size, and
 //! members Lark does not know.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-use lark_oncall::app::{App, Running};
-use lark_oncall::clock::ShiftedClock;
-use lark_oncall::config::Config;
+use std::time::Duration;
+
+use common::inprocess::Harness;
 use lark_oncall::delivery::oplog::{self, OpQuery};
 use lark_oncall::incident::DemoPerson;
-use lark_oncall::sim::{Faults, SimApp, SimConfig, SimMessage, Simulator};
+use lark_oncall::sim::Faults;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const APP_ID: &str = "cli_incidenttest01";
 const APP_SECRET: &str = "incident-test-secret";
 
-struct Env {
-    sim: Simulator,
-    clock: Arc<ShiftedClock>,
-    running: Option<Running>,
-    http: reqwest::Client,
-    admin: String,
-    token: String,
-    integration: String,
-    config: Config,
-    _dir: tempfile::TempDir,
-}
-
-impl Env {
-    async fn start() -> Env {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let clock = Arc::new(ShiftedClock::default());
-        let mut sim_config = SimConfig::new(vec![SimApp::new(APP_ID, APP_SECRET, "verification")]);
-        sim_config.clock = clock.clone();
-        let sim = Simulator::start(sim_config).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::default();
-        cfg.server.listen = "127.0.0.1:0".into();
-        cfg.server.public_url = Some("https://oncall.example.com".into());
-        cfg.storage.path = dir.path().join("state.redb");
-        let settings = cfg.validate().unwrap();
-        let app = App::open_with_clock(settings, clock.clone()).await.unwrap();
-        let config = cfg;
-        let (_, token) = app.auth.create_token("tests").await.unwrap();
-        let running = lark_oncall::app::start(app).await.unwrap();
-        let admin = running.addresses.admin_url();
-        let mut env = Env {
-            sim,
-            clock,
-            running: Some(running),
-            http: reqwest::Client::new(),
-            admin,
-            token,
-            integration: String::new(),
-            config,
-            _dir: dir,
-        };
-        let (status, integration) = env
-            .api(
-                Method::POST,
-                "/api/v1/integrations",
-                json!({"name": "Ops", "app_id": APP_ID, "app_secret": APP_SECRET,
-                       "verification_token": "verification", "api_base_url": env.sim.base_url()}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{integration}");
-        env.integration = integration["id"].as_str().unwrap().to_string();
-        env
-    }
-
-    fn app(&self) -> &Arc<App> {
-        &self.running.as_ref().unwrap().app
-    }
-
-    async fn api(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.admin))
-            .bearer_auth(&self.token);
-        if !body.is_null() {
-            req = req.json(&body);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
+impl Harness {
     async fn post_alert(&self, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
         let res = self
             .http
@@ -101,103 +30,19 @@ impl Env {
         (status, res.json().await.unwrap())
     }
 
-    async fn member(&self, name: &str, email: &str) -> String {
-        let (status, m) = self
-            .api(
-                Method::POST,
-                "/api/v1/members",
-                json!({"name": name, "email": email}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{m}");
-        m["id"].as_str().unwrap().to_string()
-    }
-
-    fn open_id(&self, email: &str) -> String {
-        self.sim
-            .world()
-            .users
-            .into_iter()
-            .find(|u| u.email == email)
-            .unwrap()
-            .open_id
-    }
-
-    fn chat(&self) -> String {
-        self.sim.world().chats[0].chat_id.clone()
-    }
-
-    async fn rule(&self, levels: Value) -> String {
-        let (status, rule) = self
-            .api(
-                Method::POST,
-                "/api/v1/rules",
-                json!({"name": "critical", "integration_id": self.integration,
-                       "match": {"severities": ["critical"]}, "levels": levels}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{rule}");
-        rule["id"].as_str().unwrap().to_string()
-    }
-
     async fn incident(&self, title: &str, description: &str) -> Value {
-        let (status, inc) = self
-            .api(
-                Method::POST,
-                "/api/v1/incidents",
-                json!({"title": title, "description": description, "severity": "critical",
-                       "labels": {"service": "db"}}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{inc}");
-        inc
+        self.create(
+            "/api/v1/incidents",
+            json!({"title": title, "description": description, "severity": "critical",
+                   "labels": {"service": "db"}}),
+        )
+        .await
     }
 
     /// Moves the clock and runs the escalation tick at the new time.
     async fn advance_minutes(&self, minutes: i64) {
         self.clock.advance(chrono::Duration::minutes(minutes));
         self.app().incidents.tick().await.unwrap();
-    }
-
-    /// Cards the bot sent to `receiver` (an open_id or chat id).
-    fn cards_to(&self, receiver: &str) -> Vec<SimMessage> {
-        self.sim
-            .messages()
-            .into_iter()
-            .filter(|m| m.msg_type == "interactive")
-            .filter(|m| m.user_open_id.as_deref() == Some(receiver) || m.chat_id == receiver)
-            .collect()
-    }
-
-    async fn wait_for(&self, what: &str, mut done: impl FnMut(&Env) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !done(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Lets the outbox drain, so "nothing was sent" is not just "not sent yet".
-    async fn settle(&self) {
-        self.wait_for("the outbox to drain", |env| {
-            env.app().delivery.pending_count() == 0
-        })
-        .await;
-    }
-
-    /// Stops the appliance and starts it again on the same state file and clock.
-    async fn restart(&mut self) {
-        self.running.take().unwrap().shutdown().await;
-        let settings = self.config.validate().unwrap();
-        let app = App::open_with_clock(settings, self.clock.clone()).await.unwrap();
-        let running = lark_oncall::app::start(app).await.unwrap();
-        self.admin = running.addresses.admin_url();
-        self.running = Some(running);
-    }
-
-    async fn stop(mut self) {
-        self.running.take().unwrap().shutdown().await;
-        self.sim.clone().shutdown().await;
     }
 }
 
@@ -214,7 +59,7 @@ fn alertmanager(status: &str) -> Value {
     })
 }
 
-async fn incidents(env: &Env) -> Vec<Value> {
+async fn incidents(env: &Harness) -> Vec<Value> {
     let (status, list) = env.api(Method::GET, "/api/v1/incidents", Value::Null).await;
     assert_eq!(status, StatusCode::OK);
     list["items"].as_array().unwrap().clone()
@@ -222,7 +67,7 @@ async fn incidents(env: &Env) -> Vec<Value> {
 
 #[tokio::test]
 async fn alerts_open_merge_and_resolve_one_incident() {
-    let env = Env::start().await;
+    let env = Harness::builder(APP_ID, APP_SECRET).start().await;
     let (status, source) = env
         .api(Method::POST, "/api/v1/sources", json!({"name": "prometheus"}))
         .await;
@@ -348,7 +193,7 @@ async fn alerts_open_merge_and_resolve_one_incident() {
 
 #[tokio::test]
 async fn unacknowledged_incidents_repeat_then_escalate() {
-    let env = Env::start().await;
+    let env = Harness::builder(APP_ID, APP_SECRET).start().await;
     let alice = env.member("Alice", "alice@example.com").await;
     let carol = env.member("Carol", "carol@example.com").await;
     let ghost = env.member("Ghost", "nobody@example.com").await;
@@ -419,7 +264,7 @@ async fn unacknowledged_incidents_repeat_then_escalate() {
 
 #[tokio::test]
 async fn acknowledged_incidents_do_not_escalate_and_closed_ones_in_the_delay_window_notify_nobody() {
-    let env = Env::start().await;
+    let env = Harness::builder(APP_ID, APP_SECRET).start().await;
     let alice = env.member("Alice", "alice@example.com").await;
     let carol = env.member("Carol", "carol@example.com").await;
     env.rule(json!([
@@ -515,7 +360,7 @@ async fn acknowledged_incidents_do_not_escalate_and_closed_ones_in_the_delay_win
 
 #[tokio::test]
 async fn resolving_updates_every_card_and_old_cards_are_superseded() {
-    let env = Env::start().await;
+    let env = Harness::builder(APP_ID, APP_SECRET).start().await;
     let alice = env.member("Alice", "alice@example.com").await;
     env.rule(json!([{"members": [alice], "chats": [env.chat()]}]))
         .await;
@@ -609,7 +454,7 @@ async fn resolving_updates_every_card_and_old_cards_are_superseded() {
 
 #[tokio::test]
 async fn the_admin_api_checks_what_it_is_given() {
-    let env = Env::start().await;
+    let env = Harness::builder(APP_ID, APP_SECRET).start().await;
     let (status, body) = env
         .api(
             Method::POST,
@@ -685,7 +530,7 @@ async fn the_admin_api_checks_what_it_is_given() {
 
 #[tokio::test]
 async fn the_demo_seed_routes_an_alert_to_people_and_chats() {
-    let env = Env::start().await;
+    let env = Harness::builder(APP_ID, APP_SECRET).start().await;
     let world = env.sim.world();
     let people: Vec<DemoPerson> = world
         .users
@@ -741,7 +586,7 @@ async fn the_demo_seed_routes_an_alert_to_people_and_chats() {
 
 #[tokio::test]
 async fn escalation_resumes_after_a_restart() {
-    let mut env = Env::start().await;
+    let mut env = Harness::builder(APP_ID, APP_SECRET).start().await;
     let alice = env.member("Alice", "alice@example.com").await;
     let carol = env.member("Carol", "carol@example.com").await;
     env.rule(json!([
@@ -767,7 +612,7 @@ async fn escalation_resumes_after_a_restart() {
 
 #[tokio::test]
 async fn a_card_delivered_after_its_incident_changed_is_brought_up_to_date() {
-    let env = Env::start().await;
+    let env = Harness::builder(APP_ID, APP_SECRET).start().await;
     let alice = env.member("Alice", "alice@example.com").await;
     env.rule(json!([{"members": [alice]}])).await;
     let alice_id = env.open_id("alice@example.com");

@@ -2,168 +2,39 @@
 //! pushing to its Request URL — card buttons (both callback versions), linked and unlinked
 //! people, presses that already happened.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lark_oncall::app::{App, Running};
-use lark_oncall::clock::ShiftedClock;
-use lark_oncall::config::Config;
-use lark_oncall::sim::{CardCallbackVersion, SimApp, SimConfig, SimMessage, Simulator};
+use common::inprocess::Harness;
+use lark_oncall::sim::{CardCallbackVersion, SimMessage};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const APP_ID: &str = "cli_actiontest0001";
 const APP_SECRET: &str = "action-test-secret";
-const TOKEN: &str = "verification";
 
-struct Env {
-    sim: Simulator,
-    running: Option<Running>,
-    http: reqwest::Client,
-    admin: String,
-    token: String,
-    integration: String,
-    _dir: tempfile::TempDir,
+/// The appliance with the simulator pushing card callbacks of `version` to its Request URL.
+async fn start(version: CardCallbackVersion) -> Harness {
+    Harness::builder(APP_ID, APP_SECRET)
+        .callbacks(version)
+        .start()
+        .await
 }
 
-impl Env {
-    /// The appliance first (the simulator needs its Request URL), then the simulator, then the
-    /// integration pointed at the simulator's API.
-    async fn start(card_callback: CardCallbackVersion) -> Env {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let clock = Arc::new(ShiftedClock::default());
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::default();
-        cfg.server.listen = "127.0.0.1:0".into();
-        cfg.server.public_url = Some("https://oncall.example.com".into());
-        cfg.storage.path = dir.path().join("state.redb");
-        let app = App::open_with_clock(cfg.validate().unwrap(), clock.clone())
-            .await
-            .unwrap();
-        let (_, token) = app.auth.create_token("tests").await.unwrap();
-        let running = lark_oncall::app::start(app).await.unwrap();
-        let admin = running.addresses.admin_url();
-        let public = running.addresses.public;
-        let http = reqwest::Client::new();
-        let res = http
-            .post(format!("{admin}/api/v1/integrations"))
-            .bearer_auth(&token)
-            .json(&json!({"name": "Ops", "app_id": APP_ID, "app_secret": APP_SECRET,
-                          "verification_token": TOKEN}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED);
-        let integration = res.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let mut sim_app = SimApp::new(APP_ID, APP_SECRET, TOKEN);
-        sim_app.request_url = Some(format!("http://{public}/lark/{integration}/callback"));
-        sim_app.card_callback = card_callback;
-        let mut sim_config = SimConfig::new(vec![sim_app]);
-        sim_config.clock = clock.clone();
-        let sim = Simulator::start(sim_config).await.unwrap();
-        let env = Env {
-            sim,
-            running: Some(running),
-            http,
-            admin,
-            token,
-            integration,
-            _dir: dir,
-        };
-        let path = format!("/api/v1/integrations/{}", env.integration);
-        let (status, body) = env
-            .api(Method::PATCH, &path, json!({"api_base_url": env.sim.base_url()}))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        env
-    }
-
-    fn app(&self) -> &Arc<App> {
-        &self.running.as_ref().unwrap().app
-    }
-
-    async fn api(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.admin))
-            .bearer_auth(&self.token);
-        if !body.is_null() {
-            req = req.json(&body);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    fn open_id(&self, email: &str) -> String {
-        self.sim
-            .world()
-            .users
-            .into_iter()
-            .find(|u| u.email == email)
-            .unwrap()
-            .open_id
-    }
-
-    fn chat(&self) -> String {
-        self.sim.world().chats[0].chat_id.clone()
-    }
-
-    fn cards_to(&self, receiver: &str) -> Vec<SimMessage> {
-        self.sim
-            .messages()
-            .into_iter()
-            .filter(|m| m.msg_type == "interactive")
-            .filter(|m| m.user_open_id.as_deref() == Some(receiver) || m.chat_id == receiver)
-            .collect()
-    }
-
-    async fn wait_for(&self, what: &str, mut done: impl FnMut(&Env) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !done(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn settle(&self) {
-        self.wait_for("the outbox to drain", |env| {
-            env.app().delivery.pending_count() == 0
-        })
-        .await;
-    }
-
+impl Harness {
     /// A member Alice paged with a card to her and one to the group; returns the incident.
     async fn paged_incident(&self) -> Value {
-        let (status, alice) = self
-            .api(
-                Method::POST,
-                "/api/v1/members",
-                json!({"name": "Alice", "email": "alice@example.com"}),
-            )
+        let alice = self.member("Alice", "alice@example.com").await;
+        self.rule(json!([{"members": [alice], "chats": [self.chat()]}]))
             .await;
-        assert_eq!(status, StatusCode::CREATED, "{alice}");
-        let (status, rule) = self
-            .api(
-                Method::POST,
-                "/api/v1/rules",
-                json!({"name": "critical", "integration_id": self.integration,
-                       "match": {"severities": ["critical"]},
-                       "levels": [{"members": [alice["id"]], "chats": [self.chat()]}]}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{rule}");
-        let (status, inc) = self
-            .api(
-                Method::POST,
+        let inc = self
+            .create(
                 "/api/v1/incidents",
                 json!({"title": "DB down", "severity": "critical"}),
             )
             .await;
-        assert_eq!(status, StatusCode::CREATED, "{inc}");
         let id = inc["id"].as_str().unwrap().to_string();
         self.app().incidents.tick().await.unwrap();
         let (alice_id, chat) = (self.open_id("alice@example.com"), self.chat());
@@ -185,15 +56,10 @@ impl Env {
         assert_eq!(status, StatusCode::OK, "{inc}");
         inc
     }
-
-    async fn stop(mut self) {
-        self.running.take().unwrap().shutdown().await;
-        self.sim.clone().shutdown().await;
-    }
 }
 
 async fn buttons_act_for_linked_people_only(version: CardCallbackVersion) {
-    let env = Env::start(version).await;
+    let env = start(version).await;
     let inc = env.paged_incident().await;
     let id = inc["id"].as_str().unwrap();
     let (alice, bob, chat) = (
@@ -294,6 +160,20 @@ async fn buttons_act_for_linked_people_only(version: CardCallbackVersion) {
         e.cards_to(&chat).iter().all(|m| m.content.contains("[Resolved]"))
     })
     .await;
+    // Every press reached the appliance in the callback version under test.
+    let expected = match version {
+        CardCallbackVersion::V1 => "card.action.trigger_v1",
+        CardCallbackVersion::V2 => "card.action.trigger",
+    };
+    let callbacks: Vec<String> = env
+        .sim
+        .pushes()
+        .into_iter()
+        .filter(|p| p.kind == "card_callback")
+        .map(|p| p.event_type)
+        .collect();
+    assert_eq!(callbacks.len(), 5, "{callbacks:?}");
+    assert!(callbacks.iter().all(|t| t == expected), "{callbacks:?}");
     env.stop().await;
 }
 
@@ -331,7 +211,7 @@ async fn webhook_receiver() -> (String, Received) {
 
 #[tokio::test]
 async fn incident_events_reach_webhooks_signed_and_in_order() {
-    let env = Env::start(CardCallbackVersion::V2).await;
+    let env = start(CardCallbackVersion::V2).await;
     let (url, seen) = webhook_receiver().await;
     let (status, sub) = env
         .api(
@@ -378,7 +258,7 @@ async fn incident_events_reach_webhooks_signed_and_in_order() {
 
 #[tokio::test]
 async fn a_disbanded_chat_flags_its_rules_and_gets_no_more_cards() {
-    let env = Env::start(CardCallbackVersion::V2).await;
+    let env = start(CardCallbackVersion::V2).await;
     env.paged_incident().await;
     let chat = env.chat();
     let (_, rules) = env.api(Method::GET, "/api/v1/rules", Value::Null).await;
@@ -435,7 +315,7 @@ async fn a_disbanded_chat_flags_its_rules_and_gets_no_more_cards() {
     env.stop().await;
 }
 
-impl Env {
+impl Harness {
     /// The bot's text replies so far, oldest first.
     fn replies(&self) -> Vec<SimMessage> {
         let mut replies: Vec<SimMessage> = self
@@ -469,7 +349,7 @@ impl Env {
 
 #[tokio::test]
 async fn bot_commands_act_and_answer_in_the_thread() {
-    let env = Env::start(CardCallbackVersion::V2).await;
+    let env = start(CardCallbackVersion::V2).await;
     let first = env.paged_incident().await;
     let (alice, bob, chat) = (
         env.open_id("alice@example.com"),

@@ -1,6 +1,11 @@
 //! Test harness: runs the real `lark-oncall` binary on loopback port 0 with a throwaway state
-//! directory, waits until it is ready, and kills it when dropped.
+//! directory, waits until it is ready, and kills it when dropped. [`inprocess`] runs the
+//! appliance inside the test instead, on a clock the test moves.
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+pub mod inprocess;
+pub mod oplog;
+pub mod worlds;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
