@@ -325,6 +325,27 @@ mod tests {
     }
 
     #[test]
+    fn a_write_reads_its_own_rows_through_the_tables_it_keeps_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let (count, first, gone) = store
+            .write_blocking(|w| {
+                for i in 0..10u64 {
+                    w.put(&ROWS, &i, &format!("row {i}"))?;
+                }
+                let first = w.get(&ROWS, &0)?;
+                let gone = w.remove(&ROWS, &3)? && !w.remove(&ROWS, &3)?;
+                let page = w.page(&ROWS, Some(&8), 5, false)?;
+                assert_eq!(page, vec![(9, "row 9".to_string())]);
+                Ok((w.count(&ROWS)?, first, gone))
+            })
+            .unwrap();
+        assert_eq!((count, first.as_deref(), gone), (9, Some("row 0"), true));
+        assert_eq!(store.read(|r| r.count(&ROWS)).unwrap(), 9);
+        assert_eq!(store.read(|r| r.get(&ROWS, &3)).unwrap(), None);
+    }
+
+    #[test]
     fn prefix_scans_stop_at_the_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.redb")).unwrap();

@@ -2,6 +2,9 @@
 //! naturally), values are JSON. Decoding errors surface as [`StoreError::Corrupt`], never panics.
 
 use std::borrow::{Borrow, Cow};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::marker::PhantomData;
 use std::ops::Bound;
 
@@ -133,12 +136,11 @@ macro_rules! read_methods {
             V: Serialize + DeserializeOwned,
             Q: KeyBytes + ?Sized,
         {
-            let t = match self.open(table)? {
-                Some(t) => t,
-                None => return Ok(None),
-            };
-            let found = t.get(key.key_bytes().as_ref())?;
-            found.map(|v| table.decode_value(v.value())).transpose()
+            self.with_table(table, |t| {
+                let Some(t) = t else { return Ok(None) };
+                let found = t.get(key.key_bytes().as_ref())?;
+                found.map(|v| table.decode_value(v.value())).transpose()
+            })
         }
 
         /// Rows whose key starts with `prefix`, in key order, at most `limit`.
@@ -152,19 +154,19 @@ macro_rules! read_methods {
             K: StoreKey,
             V: Serialize + DeserializeOwned,
         {
-            let Some(t) = self.open(table)? else {
-                return Ok(Vec::new());
-            };
-            let end = prefix_end(prefix.as_bytes());
-            let upper = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            collect(
-                table,
-                &t,
-                Bound::Included(prefix.as_bytes()),
-                upper,
-                limit,
-                false,
-            )
+            self.with_table(table, |t| {
+                let Some(t) = t else { return Ok(Vec::new()) };
+                let end = prefix_end(prefix.as_bytes());
+                let upper = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+                collect(
+                    table,
+                    t,
+                    Bound::Included(prefix.as_bytes()),
+                    upper,
+                    limit,
+                    false,
+                )
+            })
         }
 
         /// Rows with keys after `after` (exclusive; from the start when `None`), ascending or,
@@ -180,16 +182,16 @@ macro_rules! read_methods {
             K: StoreKey,
             V: Serialize + DeserializeOwned,
         {
-            let Some(t) = self.open(table)? else {
-                return Ok(Vec::new());
-            };
-            let cursor = after.map(|k| k.key_bytes().into_owned());
-            let (lower, upper) = match (&cursor, reverse) {
-                (None, _) => (Bound::Unbounded, Bound::Unbounded),
-                (Some(c), false) => (Bound::Excluded(c.as_slice()), Bound::Unbounded),
-                (Some(c), true) => (Bound::Unbounded, Bound::Excluded(c.as_slice())),
-            };
-            collect(table, &t, lower, upper, limit, reverse)
+            self.with_table(table, |t| {
+                let Some(t) = t else { return Ok(Vec::new()) };
+                let cursor = after.map(|k| k.key_bytes().into_owned());
+                let (lower, upper) = match (&cursor, reverse) {
+                    (None, _) => (Bound::Unbounded, Bound::Unbounded),
+                    (Some(c), false) => (Bound::Excluded(c.as_slice()), Bound::Unbounded),
+                    (Some(c), true) => (Bound::Unbounded, Bound::Excluded(c.as_slice())),
+                };
+                collect(table, t, lower, upper, limit, reverse)
+            })
         }
 
         pub fn count<K, V>(&self, table: &Table<K, V>) -> Result<u64, StoreError>
@@ -198,9 +200,11 @@ macro_rules! read_methods {
             V: Serialize + DeserializeOwned,
         {
             use redb::ReadableTableMetadata;
-            Ok(match self.open(table)? {
-                Some(t) => t.len()?,
-                None => 0,
+            self.with_table(table, |t| {
+                Ok(match t {
+                    Some(t) => t.len()?,
+                    None => 0,
+                })
             })
         }
     };
@@ -216,14 +220,15 @@ impl ReadTx {
         ReadTx { tx }
     }
 
-    fn open<K: StoreKey, V: Serialize + DeserializeOwned>(
+    fn with_table<K: StoreKey, V: Serialize + DeserializeOwned, R>(
         &self,
         table: &Table<K, V>,
-    ) -> Result<Option<RawReadTable>, StoreError> {
+        f: impl FnOnce(Option<&RawReadTable>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         match self.tx.open_table(table.def()) {
-            Ok(t) => Ok(Some(t)),
+            Ok(t) => f(Some(&t)),
             // A table nobody has written to yet reads as empty.
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(redb::TableError::TableDoesNotExist(_)) => f(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -231,21 +236,43 @@ impl ReadTx {
     read_methods!();
 }
 
-/// The shared write transaction of one group commit.
+/// The shared write transaction of one group commit. Each table is opened once per commit and
+/// kept open for every write of the batch: opening and closing a redb table per write was a
+/// third of the writer's work on the callback path.
 pub struct WriteTx<'a> {
     tx: &'a redb::WriteTransaction,
+    open: RefCell<HashMap<&'static str, RawWriteTable<'a>>>,
 }
 
 impl<'a> WriteTx<'a> {
     pub(super) fn new(tx: &'a redb::WriteTransaction) -> Self {
-        WriteTx { tx }
+        WriteTx {
+            tx,
+            open: RefCell::new(HashMap::new()),
+        }
     }
 
-    fn open<K: StoreKey, V: Serialize + DeserializeOwned>(
+    /// Runs `f` on the open handle of `table` (opening, and so creating, it on first use).
+    /// `f` never calls back into this transaction, so the borrow cannot be taken twice.
+    fn with_table_mut<K: StoreKey, V: Serialize + DeserializeOwned, R>(
         &self,
         table: &Table<K, V>,
-    ) -> Result<Option<RawWriteTable<'a>>, StoreError> {
-        Ok(Some(self.tx.open_table(table.def())?))
+        f: impl FnOnce(&mut RawWriteTable<'a>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut open = self.open.borrow_mut();
+        let handle = match open.entry(table.name) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(self.tx.open_table(table.def())?),
+        };
+        f(handle)
+    }
+
+    fn with_table<K: StoreKey, V: Serialize + DeserializeOwned, R>(
+        &self,
+        table: &Table<K, V>,
+        f: impl FnOnce(Option<&RawWriteTable<'a>>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.with_table_mut(table, |t| f(Some(t)))
     }
 
     read_methods!();
@@ -260,9 +287,10 @@ impl<'a> WriteTx<'a> {
             table: table.name,
             reason: e.to_string(),
         })?;
-        let mut t = self.tx.open_table(table.def())?;
-        t.insert(key.key_bytes().as_ref(), bytes.as_slice())?;
-        Ok(())
+        self.with_table_mut(table, |t| {
+            t.insert(key.key_bytes().as_ref(), bytes.as_slice())?;
+            Ok(())
+        })
     }
 
     /// Removes a row; says whether it was there.
@@ -272,8 +300,7 @@ impl<'a> WriteTx<'a> {
         V: Serialize + DeserializeOwned,
         Q: KeyBytes + ?Sized,
     {
-        let mut t = self.tx.open_table(table.def())?;
-        Ok(t.remove(key.key_bytes().as_ref())?.is_some())
+        self.with_table_mut(table, |t| Ok(t.remove(key.key_bytes().as_ref())?.is_some()))
     }
 
     /// The next value of a named monotonic counter (starting at 1), kept in the meta table.
