@@ -215,7 +215,7 @@ pub fn parse(
         check_token(header.get("token"), secrets.verification_token)?;
         let event_id = string_field(header.get("event_id"), "header.event_id")?;
         let event_type = string_field(header.get("event_type"), "header.event_type")?;
-        let event = map.get("event").cloned().unwrap_or(Value::Null);
+        let event = take_field(body, "event");
         if event_type == "card.action.trigger" {
             return card_v2(event_id, &event);
         }
@@ -228,7 +228,7 @@ pub fn parse(
     if is_v1_event {
         check_token(map.get("token"), secrets.verification_token)?;
         let event_id = string_field(map.get("uuid"), "uuid")?;
-        let event = map.get("event").cloned().unwrap_or(Value::Null);
+        let event = take_field(body, "event");
         let event_type = string_field(event.get("type"), "event.type")?;
         return Ok(Inbound::Event(EventDelivery {
             event: Event::Other,
@@ -239,6 +239,14 @@ pub fn parse(
     Err(CallbackError::UnknownShape(
         "neither a challenge, a schema 2.0 or 1.0 event, nor a card callback".into(),
     ))
+}
+
+/// Moves one field out of a JSON object (events can be large: no copy).
+fn take_field(object: Value, name: &str) -> Value {
+    match object {
+        Value::Object(mut map) => map.remove(name).unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
 }
 
 fn signature_headers(h: &SignatureHeaders) -> Result<(&str, &str, &str), CallbackError> {
