@@ -61,7 +61,7 @@ impl App {
     /// [`App::open`] on a given clock: tests move time (escalations, quota months, token
     /// expiry) instead of waiting for it.
     pub async fn open_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<App>> {
-        let store = Store::open(&settings.storage_path)?;
+        let store = Store::open_with_cache(&settings.storage_path, settings.storage_cache_bytes)?;
         let integrations = Arc::new(Integrations::open(
             store.clone(),
             settings.state_dir(),

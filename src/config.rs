@@ -98,6 +98,10 @@ pub struct ServerConfig {
 pub struct StorageConfig {
     /// The redb state file; its directory also holds the secret-encryption key file.
     pub path: PathBuf,
+    /// Memory for caching the state file's pages, in MiB. The cache fills up to this as the file
+    /// is used (the dedup set alone grows with the callback rate times `lark.dedup_ttl_hours`),
+    /// so it bounds the service's memory.
+    pub cache_mb: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +136,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             path: PathBuf::from("/var/lib/lark-oncall/state.redb"),
+            cache_mb: 64,
         }
     }
 }
@@ -176,6 +181,7 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     pub max_body_bytes: u64,
     pub storage_path: PathBuf,
+    pub storage_cache_bytes: usize,
     pub log: LogConfig,
     pub dedup_ttl: std::time::Duration,
     pub delivery: crate::delivery::DeliveryConfig,
@@ -275,6 +281,9 @@ impl Config {
             return Err(ConfigError::new("server.max_body_bytes", "must be at least 1024"));
         }
         check_storage_dir(&self.storage.path)?;
+        if !(4..=65_536).contains(&self.storage.cache_mb) {
+            return Err(ConfigError::new("storage.cache_mb", "must be 4 to 65536 (MiB)"));
+        }
         if !(8..=24 * 30).contains(&self.lark.dedup_ttl_hours) {
             return Err(ConfigError::new(
                 "lark.dedup_ttl_hours",
@@ -292,6 +301,7 @@ impl Config {
             tls,
             max_body_bytes: s.max_body_bytes,
             storage_path: self.storage.path.clone(),
+            storage_cache_bytes: (self.storage.cache_mb * 1024 * 1024) as usize,
             log: self.log.clone(),
             dedup_ttl: std::time::Duration::from_secs(self.lark.dedup_ttl_hours * 3600),
             delivery,
@@ -550,10 +560,55 @@ mod tests {
         cfg.storage.path = dir.path().join("no/such/dir/state.redb");
         assert_eq!(cfg.validate().unwrap_err().key, "storage.path");
         cfg.storage.path = dir.path().join("state.redb");
+        cfg.storage.cache_mb = 0;
+        assert_eq!(cfg.validate().unwrap_err().key, "storage.cache_mb");
+        cfg.storage.cache_mb = 128;
         cfg.log.level = "info,=[".into();
         assert_eq!(cfg.validate().unwrap_err().key, "log.level");
         cfg.log.level = "info".into();
         let settings = cfg.validate().unwrap();
         assert_eq!(settings.public_base(), "https://oncall.example.com");
+        assert_eq!(settings.storage_cache_bytes, 128 << 20);
+    }
+
+    /// Every key a user can set is in the shipped, commented config (with its default value) and
+    /// in the README's table.
+    #[test]
+    fn every_key_is_documented_in_the_shipped_config_and_the_readme() {
+        let shipped = include_str!("../packaging/config.toml");
+        let readme = include_str!("../README.md");
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        let mut missing = Vec::new();
+        for (section, keys) in defaults.as_table().unwrap() {
+            let header = format!("[{section}]");
+            let body = shipped
+                .split_once(&header)
+                .map(|(_, rest)| rest.split("\n[").next().unwrap_or(""))
+                .unwrap_or("");
+            for (key, default) in keys.as_table().unwrap() {
+                let shown = body.lines().find_map(|l| {
+                    let l = l.trim_start_matches('#').trim_start();
+                    l.strip_prefix(key.as_str())?.trim_start().strip_prefix('=')
+                });
+                match shown {
+                    None => missing.push(format!("packaging/config.toml: {section}.{key}")),
+                    Some(value) => {
+                        let parsed: toml::Table = toml::from_str(&format!("v = {value}")).unwrap();
+                        assert_eq!(
+                            &parsed["v"], default,
+                            "packaging/config.toml shows {section}.{key} = {value}"
+                        );
+                    }
+                }
+                if !readme.contains(&format!("`{section}.{key}`")) {
+                    missing.push(format!("README.md: {section}.{key}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "undocumented config keys:\n{}",
+            missing.join("\n")
+        );
     }
 }

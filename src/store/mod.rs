@@ -14,6 +14,9 @@ use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition, T
 pub use table::{KeyBytes, ReadTx, StoreKey, Table, WriteTx};
 pub use writer::CommitMetrics;
 
+/// The page cache of [`Store::open`]: the `storage.cache_mb` default.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The schema this build writes. Older files are migrated at open; newer ones are refused.
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -76,25 +79,35 @@ struct Inner {
 }
 
 impl Store {
-    /// Opens (creating if absent) the state file, checks and migrates its schema.
+    /// Opens (creating if absent) the state file, checks and migrates its schema; caches up to
+    /// [`DEFAULT_CACHE_BYTES`] of its pages.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
-                path: path.to_path_buf(),
-            },
-            redb::DatabaseError::Storage(redb::StorageError::Io(source))
-                if source.kind() != std::io::ErrorKind::InvalidData =>
-            {
-                StoreError::Io {
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with a page cache of `cache_bytes` (redb's own default is 1 GiB, which a
+    /// long-running service would fill as its file grows).
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
                     path: path.to_path_buf(),
-                    source,
+                },
+                redb::DatabaseError::Storage(redb::StorageError::Io(source))
+                    if source.kind() != std::io::ErrorKind::InvalidData =>
+                {
+                    StoreError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    }
                 }
-            }
-            other => StoreError::NotOurs {
-                path: path.to_path_buf(),
-                reason: other.to_string(),
-            },
-        })?;
+                other => StoreError::NotOurs {
+                    path: path.to_path_buf(),
+                    reason: other.to_string(),
+                },
+            })?;
         let db = Arc::new(db);
         let (writer, commit_metrics) = writer::Writer::start(db.clone());
         let store = Store {
