@@ -359,6 +359,76 @@ async fn acknowledged_incidents_do_not_escalate_and_closed_ones_in_the_delay_win
 }
 
 #[tokio::test]
+async fn a_repeated_alert_that_is_more_urgent_raises_the_incident_and_its_cards() {
+    let env = Harness::builder(APP_ID, APP_SECRET).start().await;
+    let chat = env.chat();
+    env.create(
+        "/api/v1/rules",
+        json!({"name": "all", "integration_id": env.integration,
+               "match": {"severities": ["warning", "critical"]}, "levels": [{"chats": [chat]}]}),
+    )
+    .await;
+    let source = env.create("/api/v1/sources", json!({"name": "grafana"})).await;
+    let key = source["integration_key"].as_str().unwrap().to_string();
+    let event = |status: &str| {
+        json!({"title_rule": "Checkout latency high", "event_status": status,
+               "alert_key": "checkout-p99", "labels": {"service": "checkout"}})
+    };
+    let (status, body) = env
+        .post_alert("/api/v1/alerts/standard", &key, &event("Warning"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    env.app().incidents.tick().await.unwrap();
+    env.wait_for("the warning card", |e| e.cards_to(&chat).len() == 1)
+        .await;
+    assert!(env.cards_to(&chat)[0].content.contains("Warning"));
+    let id = incidents(&env).await[0]["id"].as_str().unwrap().to_string();
+    env.wait_for("the card to be recorded", |e| {
+        e.app().incidents.cards(&id).unwrap().len() == 1
+    })
+    .await;
+
+    let (status, body) = env
+        .post_alert("/api/v1/alerts/standard", &key, &event("Critical"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, incident) = env
+        .api(Method::GET, &format!("/api/v1/incidents/{id}"), Value::Null)
+        .await;
+    assert_eq!(incident["severity"], "critical");
+    assert_eq!(incident["alert_count"], 2);
+    let raised: Vec<&Value> = incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "severity_raised")
+        .collect();
+    assert_eq!(raised.len(), 1, "{incident}");
+    assert_eq!(
+        raised[0]["detail"],
+        "severity raised from warning to critical by a repeated alert"
+    );
+    env.wait_for("the card updated to critical", |e| {
+        let card = &e.cards_to(&chat)[0];
+        card.updates >= 1 && card.content.contains("Critical") && card.content.contains("red")
+    })
+    .await;
+    assert_eq!(env.cards_to(&chat).len(), 1, "updated in place, not sent again");
+
+    // A less urgent repeat counts but never lowers the incident.
+    env.post_alert("/api/v1/alerts/standard", &key, &event("Warning"))
+        .await;
+    let (_, incident) = env
+        .api(Method::GET, &format!("/api/v1/incidents/{id}"), Value::Null)
+        .await;
+    assert_eq!(
+        (incident["severity"].as_str(), incident["alert_count"].as_u64()),
+        (Some("critical"), Some(3))
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn resolving_updates_every_card_and_old_cards_are_superseded() {
     let env = Harness::builder(APP_ID, APP_SECRET).start().await;
     let alice = env.member("Alice", "alice@example.com").await;

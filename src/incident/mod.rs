@@ -468,7 +468,7 @@ impl Incidents {
         let rules = self.rules_in_order()?;
         let rule = rules::first_match(&rules, new.severity, &new.labels, now).cloned();
         let id = format!("inc_{}", crate::auth::random_hex(8));
-        let outcome = self
+        let (outcome, raised) = self
             .store
             .write(move |w| {
                 if let Some(key) = &dedup
@@ -477,11 +477,25 @@ impl Incidents {
                 {
                     open.alert_count += 1;
                     open.updated_at = now;
+                    // A repeat that is more urgent raises the incident (and its cards); a less
+                    // urgent one never lowers it: the worst the alert has been is what counts.
+                    let raised = new.severity.urgency() > open.severity.urgency();
+                    if raised {
+                        let detail = format!(
+                            "severity raised from {} to {} by a repeated alert",
+                            open.severity.as_str(),
+                            new.severity.as_str()
+                        );
+                        open.severity = new.severity;
+                        open.version += 1;
+                        push_event(&mut open, now, "severity_raised", &actor, Some(detail));
+                    }
                     w.put(&tables::INCIDENTS, open.id.as_str(), &open)?;
-                    return Ok(AlertOutcome::Merged {
-                        incident_id: open.id,
+                    let outcome = AlertOutcome::Merged {
+                        incident_id: open.id.clone(),
                         number: open.number,
-                    });
+                    };
+                    return Ok((outcome, raised.then_some(open)));
                 }
                 let number = w.next_sequence("incident")?;
                 let mut incident = Incident {
@@ -520,12 +534,19 @@ impl Incidents {
                 if let Some(key) = &dedup {
                     w.put(&tables::INCIDENT_DEDUP, key.as_str(), &id)?;
                 }
-                Ok(AlertOutcome::Opened {
-                    incident_id: id,
-                    number,
-                })
+                Ok((
+                    AlertOutcome::Opened {
+                        incident_id: id,
+                        number,
+                    },
+                    None,
+                ))
             })
             .await?;
+        if let Some(incident) = raised {
+            tracing::info!(incident = %incident.id, severity = incident.severity.as_str(), "incident severity raised by a repeated alert");
+            self.refresh_cards(&incident, false).await?;
+        }
         if let AlertOutcome::Opened { incident_id, number } = &outcome {
             tracing::info!(incident = %incident_id, number, "incident opened");
             if let Ok(incident) = self.get(incident_id) {

@@ -25,6 +25,15 @@ impl Severity {
         }
     }
 
+    /// How urgent: critical 3, warning 2, info 1.
+    pub fn urgency(self) -> u8 {
+        match self {
+            Severity::Critical => 3,
+            Severity::Warning => 2,
+            Severity::Info => 1,
+        }
+    }
+
     pub fn priority(self) -> Priority {
         match self {
             Severity::Critical => Priority::Critical,
