@@ -22,13 +22,15 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn demo_prints_a_working_login_and_cleans_up() {
     let port = free_port();
-    let mut child = Command::new(common::BIN)
-        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut demo = common::ChildGuard(
+        Command::new(common::BIN)
+            .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = demo.0.stdout.take().unwrap();
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -203,8 +205,8 @@ async fn demo_prints_a_working_login_and_cleans_up() {
     assert!(page.text().await.unwrap().contains("<html"));
 
     assert!(std::path::Path::new(&state_dir).exists());
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
-    let status = common::wait_exit(&mut child, Duration::from_secs(30));
+    kill(Pid::from_raw(demo.0.id() as i32), Signal::SIGINT).unwrap();
+    let status = common::wait_exit(&mut demo.0, Duration::from_secs(30));
     assert!(status.success(), "demo exited with {status}");
     assert!(
         !std::path::Path::new(&state_dir).exists(),

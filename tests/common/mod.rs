@@ -185,6 +185,17 @@ impl Drop for Server {
     }
 }
 
+/// A child process killed when the test ends, also when it ends by a failed assertion (a leaked
+/// `demo` keeps its ports and its throwaway state).
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn client() -> reqwest::Client {
     install_crypto_provider();
     reqwest::Client::builder()
