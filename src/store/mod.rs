@@ -337,6 +337,45 @@ mod tests {
         assert_eq!(store.read(|r| r.count(&ROWS)).unwrap(), 500);
     }
 
+    #[tokio::test]
+    async fn a_panicking_write_fails_with_its_transaction_and_the_store_keeps_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let writes: Vec<_> = (0..64u64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let written = store
+                        .write(move |w| {
+                            w.put(&ROWS, &i, &format!("row {i}"))?;
+                            assert!(i != 31, "a bug in write {i}");
+                            Ok(())
+                        })
+                        .await;
+                    (i, written.is_ok())
+                })
+            })
+            .collect();
+        let mut failed = 0;
+        for w in writes {
+            let (i, ok) = w.await.unwrap();
+            let stored = store.read(|r| r.get(&ROWS, &i)).unwrap();
+            // Acknowledged means stored; failed means not stored, never half.
+            assert_eq!(stored.is_some(), ok, "write {i}");
+            failed += usize::from(!ok);
+        }
+        assert!(failed >= 1, "the panicking write must fail");
+        assert!(store.read(|r| r.get(&ROWS, &31)).unwrap().is_none());
+        store
+            .write(|w| w.put(&ROWS, &100, &"after".to_string()))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.read(|r| r.get(&ROWS, &100)).unwrap().as_deref(),
+            Some("after")
+        );
+    }
+
     #[test]
     fn a_write_reads_its_own_rows_through_the_tables_it_keeps_open() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! Group commit: one thread owns redb's single writer and commits every write submitted meanwhile
 //! in one transaction, so a burst of small writes costs one fsync instead of one each.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -100,23 +101,58 @@ fn run(db: &Database, rx: &mpsc::Receiver<Job>, metrics: &CommitMetrics) {
 }
 
 fn commit_batch(db: &Database, batch: Vec<Job>) {
+    let mut pending = batch;
+    while !pending.is_empty() {
+        pending = commit_some(db, pending);
+    }
+}
+
+/// Runs `batch` in one transaction and commits it. A write that panics rolls its transaction
+/// back: it and the writes run before it in that transaction fail, and the writer goes on with
+/// the rest (returned, for the next transaction) instead of dying and closing the store.
+fn commit_some(db: &Database, batch: Vec<Job>) -> Vec<Job> {
     let tx = match db.begin_write() {
         Ok(tx) => tx,
         Err(e) => {
             // Dropping the batch drops each caller's sender, so every waiter sees the failure.
             tracing::error!(error = %StoreError::from(e), jobs = batch.len(), "store: cannot begin write transaction");
-            return;
+            return Vec::new();
         }
     };
-    let completions: Vec<Completion> = {
+    let mut jobs = batch.into_iter();
+    let mut completions: Vec<Completion> = Vec::new();
+    let mut panicked = false;
+    {
         let w = WriteTx::new(&tx);
-        batch.into_iter().map(|job| job(&w)).collect()
+        for job in jobs.by_ref() {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| job(&w))) {
+                Ok(done) => completions.push(done),
+                Err(_) => {
+                    panicked = true;
+                    break;
+                }
+            }
+        }
+    }
+    let committed = if panicked {
+        tracing::error!(
+            failed = completions.len() + 1,
+            "store: a write panicked; its transaction is rolled back and the writes in it fail"
+        );
+        if let Err(e) = tx.abort() {
+            tracing::error!(error = %StoreError::from(e), "store: cannot roll back");
+        }
+        Err(StoreError::CommitFailed(
+            "a write in the same transaction failed unexpectedly; nothing of it was stored".into(),
+        ))
+    } else {
+        tx.commit().map_err(StoreError::from)
     };
-    let committed = tx.commit().map_err(StoreError::from);
-    if let Err(e) = &committed {
+    if let (false, Err(e)) = (panicked, &committed) {
         tracing::error!(error = %e, "store: commit failed");
     }
     for done in completions {
         done(committed.as_ref().map(|_| ()));
     }
+    jobs.collect()
 }
