@@ -19,6 +19,15 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// GETs `url` (with the API token when given) and reads the JSON answer.
+async fn get_json(http: &reqwest::Client, url: String, token: Option<&str>) -> Value {
+    let mut req = http.get(url);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn demo_prints_a_working_login_and_cleans_up() {
     let port = free_port();
@@ -86,14 +95,7 @@ async fn demo_prints_a_working_login_and_cleans_up() {
     // The integration reached the simulated Lark: a tenant token was fetched and the bot's chats
     // listed, as the simulator's record of calls shows and the stored chat list reflects.
     let sim_base = virtual_lark.trim_end_matches('/').trim_end_matches("/sim");
-    let calls: Value = http
-        .get(format!("{sim_base}/sim/api/calls"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let calls = get_json(&http, format!("{sim_base}/sim/api/calls"), None).await;
     let paths: Vec<&str> = calls
         .as_array()
         .unwrap()
@@ -106,15 +108,12 @@ async fn demo_prints_a_working_login_and_cleans_up() {
         "{paths:?}"
     );
     assert!(paths.contains(&"/open-apis/im/v1/chats"), "{paths:?}");
-    let chats: Value = http
-        .get(format!("{admin_url}api/v1/integrations/{integration_id}/chats"))
-        .bearer_auth(&api_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let chats = get_json(
+        &http,
+        format!("{admin_url}api/v1/integrations/{integration_id}/chats"),
+        Some(&api_token),
+    )
+    .await;
     let listed = chats["items"].as_array().unwrap();
     assert!(!listed.is_empty(), "{chats}");
     assert!(listed.iter().all(|c| c["status"] == "active"), "{chats}");
@@ -139,14 +138,7 @@ async fn demo_prints_a_working_login_and_cleans_up() {
     let mut cards = Vec::new();
     let reached = |cards: &[Value], chat_type: &str| cards.iter().any(|c| c["chat_type"] == chat_type);
     for _ in 0..200 {
-        let messages: Value = http
-            .get(format!("{sim_base}/sim/api/messages"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let messages = get_json(&http, format!("{sim_base}/sim/api/messages"), None).await;
         cards = messages
             .as_array()
             .unwrap()
@@ -189,15 +181,12 @@ async fn demo_prints_a_working_login_and_cleans_up() {
     assert_eq!(pressed["status"], 200, "{pressed}");
     assert_eq!(pressed["card_replaced"], true, "{pressed}");
     assert_eq!(pressed["toast"]["type"], "success", "{pressed}");
-    let incident: Value = http
-        .get(format!("{admin_url}api/v1/incidents/{incident_id}"))
-        .bearer_auth(&api_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let incident = get_json(
+        &http,
+        format!("{admin_url}api/v1/incidents/{incident_id}"),
+        Some(&api_token),
+    )
+    .await;
     assert_eq!(incident["status"], "acknowledged", "{incident}");
 
     let page = http.get(&virtual_lark).send().await.unwrap();
