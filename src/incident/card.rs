@@ -251,30 +251,14 @@ mod tests {
     use crate::incident::model::Status;
 
     fn incident(description: String, labels: usize) -> Incident {
-        let now = Utc::now();
         Incident {
-            id: "inc_1".into(),
             number: 42,
             title: "数据库主库不可用 DB primary down".into(),
             description,
-            severity: Severity::Critical,
             labels: (0..labels)
                 .map(|i| (format!("label{i}"), "值".repeat(50)))
                 .collect::<BTreeMap<_, _>>(),
-            status: Status::Triggered,
-            snoozed_until: None,
-            assignees: vec![],
-            acknowledged_by: vec![],
-            dedup_key: None,
-            source_id: None,
-            rule_id: None,
-            integration_id: None,
-            alert_count: 1,
-            created_at: now,
-            updated_at: now,
-            resolved_at: None,
-            version: 1,
-            timeline: vec![],
+            ..Incident::sample(Utc::now())
         }
     }
 

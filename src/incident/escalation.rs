@@ -113,7 +113,7 @@ pub fn advance(mut esc: Escalation, incident: &Incident, rule: &Rule, now: DateT
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::incident::model::{RuleMatch, Severity};
+    use crate::incident::model::RuleMatch;
 
     fn level(delay: u32, every: Option<u32>, count: u32, after: Option<u32>) -> Level {
         Level {
@@ -142,28 +142,10 @@ mod tests {
     }
 
     fn incident(status: Status) -> Incident {
-        let now = Utc::now();
         Incident {
             id: "inc".into(),
-            number: 1,
-            title: "t".into(),
-            description: String::new(),
-            severity: Severity::Critical,
-            labels: Default::default(),
             status,
-            snoozed_until: None,
-            assignees: vec![],
-            acknowledged_by: vec![],
-            dedup_key: None,
-            source_id: None,
-            rule_id: None,
-            integration_id: None,
-            alert_count: 1,
-            created_at: now,
-            updated_at: now,
-            resolved_at: None,
-            version: 1,
-            timeline: vec![],
+            ..Incident::sample(Utc::now())
         }
     }
 

@@ -278,3 +278,32 @@ pub struct SentCard {
     pub receiver: String,
     pub sent_at: DateTime<Utc>,
 }
+
+#[cfg(test)]
+impl Incident {
+    /// A triggered critical incident with nothing else set, for unit tests to adjust.
+    pub(crate) fn sample(now: DateTime<Utc>) -> Incident {
+        Incident {
+            id: "inc_1".into(),
+            number: 1,
+            title: "t".into(),
+            description: String::new(),
+            severity: Severity::Critical,
+            labels: Default::default(),
+            status: Status::Triggered,
+            snoozed_until: None,
+            assignees: vec![],
+            acknowledged_by: vec![],
+            dedup_key: None,
+            source_id: None,
+            rule_id: None,
+            integration_id: None,
+            alert_count: 1,
+            created_at: now,
+            updated_at: now,
+            resolved_at: None,
+            version: 1,
+            timeline: vec![],
+        }
+    }
+}
