@@ -106,6 +106,16 @@ async fn stats(server: &Server, api: &str, id: &str) -> Value {
     res.json::<Value>().await.unwrap()["callback_stats"].clone()
 }
 
+/// Every refusal gets this one answer; why is for the admin (`callback_stats.last_error`).
+const REFUSED: (StatusCode, Option<&str>) = (StatusCode::UNAUTHORIZED, Some("callback_refused"));
+
+async fn last_reason(server: &Server, api: &str, id: &str) -> String {
+    stats(server, api, id).await["last_error"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 async fn create(server: &Server, api: &str, body: Value) -> (StatusCode, Value) {
     let res = client()
         .post(format!("{}/api/v1/integrations", server.admin))
@@ -262,11 +272,10 @@ async fn integrations_are_validated_and_never_show_their_secrets() {
         http: client(),
         base: server.base.clone(),
     };
+    // A removed (or never existing) integration answers like any other refusal, so the
+    // endpoint does not tell strangers which ids exist.
     let (status, err) = lark.post(&id, b"{}".to_vec(), &[]).await;
-    assert_eq!(
-        (status, err["error"]["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("unknown_integration"))
-    );
+    assert_eq!((status, err["error"]["code"].as_str()), REFUSED);
 }
 
 #[tokio::test]
@@ -302,10 +311,8 @@ async fn challenges_events_and_card_callbacks_with_right_and_wrong_credentials()
     assert_eq!((status, body), (StatusCode::OK, json!({"challenge": "ch-1"})));
     let wrong = json!({"challenge": "ch-1", "token": "nope", "type": "url_verification"});
     let (status, body) = lark.post(&plain, wrong.to_string().into_bytes(), &[]).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("bad_token"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), REFUSED);
+    assert_eq!(last_reason(&server, &api, &plain).await, "bad_token");
 
     // Every event type, encrypted and signed: accepted; with a wrong signature or key: refused.
     let disbanded = envelope(
@@ -328,16 +335,15 @@ async fn challenges_events_and_card_callbacks_with_right_and_wrong_credentials()
             "{payload}"
         );
     }
+    // Encrypted and signed with another key: refused by the signature, never decrypted.
     let (status, body) = lark.encrypted(&enc, "wrong key", &message("ev-x", "om_x")).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["error"]["code"], "bad_padding");
+    assert_eq!((status, body["error"]["code"].as_str()), REFUSED);
+    assert_eq!(last_reason(&server, &api, &enc).await, "bad_signature");
     let mut tampered = message("ev-y", "om_y");
     tampered["header"]["token"] = json!("wrong token");
     let (status, body) = lark.encrypted(&enc, KEY, &tampered).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("bad_token"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), REFUSED);
+    assert_eq!(last_reason(&server, &api, &enc).await, "bad_token");
     let body = serde_json::to_vec(
         &json!({"encrypt": Cipher::new(KEY).encrypt(message("ev-z", "om_z").to_string().as_bytes())}),
     )
@@ -354,24 +360,18 @@ async fn challenges_events_and_card_callbacks_with_right_and_wrong_credentials()
             ],
         )
         .await;
-    assert_eq!(
-        (status, err["error"]["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("bad_signature"))
-    );
+    assert_eq!((status, err["error"]["code"].as_str()), REFUSED);
+    assert_eq!(last_reason(&server, &api, &enc).await, "bad_signature");
     let (status, err) = lark.post(&enc, body, &[]).await;
-    assert_eq!(
-        (status, err["error"]["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("missing_signature"))
-    );
+    assert_eq!((status, err["error"]["code"].as_str()), REFUSED);
+    assert_eq!(last_reason(&server, &api, &enc).await, "missing_signature");
     // A captured request replayed after the dedup window is refused.
     let old = (chrono::Utc::now().timestamp() - 25 * 3600).to_string();
     let (status, err) = lark
         .encrypted_at(&enc, KEY, &message("ev-old", "om_old"), &old)
         .await;
-    assert_eq!(
-        (status, err["error"]["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("stale_timestamp"))
-    );
+    assert_eq!((status, err["error"]["code"].as_str()), REFUSED);
+    assert_eq!(last_reason(&server, &api, &enc).await, "stale_timestamp");
 
     // Token-only integration: schema 2.0 and 1.0 events, checked by their token.
     let (status, _) = lark
@@ -384,15 +384,15 @@ async fn challenges_events_and_card_callbacks_with_right_and_wrong_credentials()
     let mut v1_wrong = v1_event.clone();
     v1_wrong["token"] = json!("nope");
     v1_wrong["uuid"] = json!("uuid-2");
-    let (status, _) = lark.post(&plain, v1_wrong.to_string().into_bytes(), &[]).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = lark.post(&plain, v1_wrong.to_string().into_bytes(), &[]).await;
+    assert_eq!((status, body["error"]["code"].as_str()), REFUSED);
 
     // card.action.trigger, encrypted and signed: 200 with a JSON body.
     let (status, body) = lark.encrypted(&enc, KEY, &card_v2("card-ev-1")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.is_object(), "{body}");
-    let (status, _) = lark.encrypted(&enc, "wrong key", &card_v2("card-ev-2")).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = lark.encrypted(&enc, "wrong key", &card_v2("card-ev-2")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), REFUSED);
 
     // card.action.trigger_v1: SHA-1 over the Verification Token.
     let v1 = json!({"open_id": "ou_alice", "tenant_key": "tenant-1", "open_message_id": "om_card", "open_chat_id": "oc_ops",
@@ -423,23 +423,19 @@ async fn challenges_events_and_card_callbacks_with_right_and_wrong_credentials()
             ],
         )
         .await;
-    assert_eq!(
-        (status, err["error"]["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("bad_signature"))
-    );
+    assert_eq!((status, err["error"]["code"].as_str()), REFUSED);
+    assert_eq!(last_reason(&server, &api, &plain).await, "bad_signature");
 
-    // Malformed input: 400 with a JSON error naming the reason; oversized: 413.
-    for (body, code) in [
+    // Malformed input: the same refusal, the reason in the stats; oversized: 413.
+    for (body, reason) in [
         (b"{not json".to_vec(), "malformed_json"),
         (br#"{"encrypt": "%%%not base64"}"#.to_vec(), "bad_base64"),
         (br#"{"encrypt": "AAAA"}"#.to_vec(), "bad_ciphertext_length"),
         (br#"[1, 2, 3]"#.to_vec(), "unknown_shape"),
     ] {
         let (status, err) = lark.post(&enc, body, &[]).await;
-        assert_eq!(
-            (status, err["error"]["code"].as_str()),
-            (StatusCode::BAD_REQUEST, Some(code))
-        );
+        assert_eq!((status, err["error"]["code"].as_str()), REFUSED);
+        assert_eq!(last_reason(&server, &api, &enc).await, reason);
     }
     let (status, err) = lark.post(&plain, vec![b' '; 5000], &[]).await;
     assert_eq!(

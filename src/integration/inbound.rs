@@ -126,6 +126,7 @@ impl InboundPipeline {
         let secrets = CallbackSecrets {
             verification_token: &live.verification_token,
             encrypt: live.encrypt_key.as_deref().zip(live.cipher.as_ref()),
+            allow_card_v1_token_signature: live.record.allow_card_v1_token_signature,
         };
         let now = self.clock.now();
         let inbound = callback::parse(
@@ -136,8 +137,10 @@ impl InboundPipeline {
             self.ttl.as_secs() as i64,
         )
         .inspect_err(|e| {
-            live.note_error(e.reason(), &e.to_string());
-            tracing::warn!(integration = %live.id(), reason = e.reason(), error = %e, "Lark callback refused");
+            if let Some(not_logged) = live.note_error(e.reason(), &e.to_string()) {
+                tracing::warn!(integration = %live.id(), reason = e.reason(), error = %e, not_logged,
+                    "Lark callback refused (refusals are logged at most once a second)");
+            }
         })?;
         let keys = inbound.dedup_keys();
         match inbound {

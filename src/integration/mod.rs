@@ -35,6 +35,10 @@ pub struct IntegrationRecord {
     pub app_secret: Sealed,
     pub verification_token: Sealed,
     pub encrypt_key: Option<Sealed>,
+    /// Accept plain old-format card requests signed only with the Verification Token even though
+    /// an Encrypt Key is set (issue 12.5); off unless an admin opts in.
+    #[serde(default)]
+    pub allow_card_v1_token_signature: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -56,6 +60,7 @@ pub struct IntegrationInput {
     /// The Basic Free plan's monthly call quota (default 10,000).
     pub monthly_quota: Option<u64>,
     pub war_room: Option<bool>,
+    pub allow_card_v1_token_signature: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -100,6 +105,12 @@ pub struct CallbackStats {
     pub unhandled_events: u64,
     pub last_accepted_at: Option<DateTime<Utc>>,
     pub last_error: Option<CallbackErrorNote>,
+    /// The second of the last refusal written to the log: strangers can send refusals as fast as
+    /// they like, the log gets at most one line a second per integration.
+    #[serde(skip)]
+    refusal_logged_at_secs: i64,
+    #[serde(skip)]
+    refusals_not_logged: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -133,15 +144,37 @@ impl Live {
         &self.record.id
     }
 
-    pub fn note_error(&self, reason: &str, message: &str) {
+    /// Counts a refused callback and keeps its reason for the admin. Returns how many refusals
+    /// went unlogged before this one when this one should be logged, `None` when it should not.
+    pub fn note_error(&self, reason: &str, message: &str) -> Option<u64> {
+        let now = Utc::now();
         let mut stats = self.stats.lock().expect("stats lock");
         stats.rejected += 1;
         stats.last_error = Some(CallbackErrorNote {
-            at: Utc::now(),
+            at: now,
             reason: reason.into(),
             message: message.into(),
         });
+        if stats.refusal_logged_at_secs == now.timestamp() {
+            stats.refusals_not_logged += 1;
+            return None;
+        }
+        stats.refusal_logged_at_secs = now.timestamp();
+        Some(std::mem::take(&mut stats.refusals_not_logged))
     }
+}
+
+fn security_warnings(live: &Live) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if live.record.allow_card_v1_token_signature && live.encrypt_key.is_some() {
+        warnings.push(
+            "allow_card_v1_token_signature is on: anyone who learns the Verification Token can press \
+             card buttons (acknowledge, resolve) as any linked member. Subscribe to card.action.trigger \
+             instead and turn this off."
+                .to_string(),
+        );
+    }
+    warnings
 }
 
 /// The three URLs an admin pastes into the Lark developer console.
@@ -167,6 +200,9 @@ pub struct IntegrationView {
     pub monthly_quota: Option<u64>,
     pub war_room: bool,
     pub secrets: SecretsSet,
+    pub allow_card_v1_token_signature: bool,
+    /// Settings that weaken what the callback endpoint checks, in words, for the admin to see.
+    pub warnings: Vec<String>,
     pub urls: ConsoleUrls,
     pub callback_stats: CallbackStats,
     pub created_at: DateTime<Utc>,
@@ -266,6 +302,8 @@ impl Integrations {
                 verification_token: !live.verification_token.is_empty(),
                 encrypt_key: live.encrypt_key.is_some(),
             },
+            allow_card_v1_token_signature: r.allow_card_v1_token_signature,
+            warnings: security_warnings(live),
             urls: self.urls(&r.id),
             callback_stats: live.stats.lock().expect("stats lock").clone(),
             created_at: r.created_at,
@@ -292,6 +330,7 @@ impl Integrations {
             app_secret: self.secrets.seal(""),
             verification_token: self.secrets.seal(""),
             encrypt_key: None,
+            allow_card_v1_token_signature: false,
             created_at: now,
             updated_at: now,
         };
@@ -306,6 +345,7 @@ impl Integrations {
             plan: input.plan,
             monthly_quota: input.monthly_quota,
             war_room: None,
+            allow_card_v1_token_signature: input.allow_card_v1_token_signature,
         };
         self.apply(&mut record, changes)?;
         self.save(record, true).await
@@ -401,6 +441,9 @@ impl Integrations {
         };
         if let Some(war_room) = input.war_room {
             record.war_room = war_room;
+        }
+        if let Some(allow) = input.allow_card_v1_token_signature {
+            record.allow_card_v1_token_signature = allow;
         }
         Ok(())
     }

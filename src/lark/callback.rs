@@ -2,10 +2,12 @@
 //! challenge, schema 2.0 and 1.0 events, the `card.action.trigger` callback and the old
 //! `card.action.trigger_v1` card request. Reference: shared/lark-protocol.md §2.2–§2.9, §3.
 //!
-//! Order of checks (§2.9): parse, decrypt when the body is `{"encrypt": …}`, answer a challenge
-//! after its token check (never signed), then the signature over the raw body, then the
-//! Verification Token, then classification. Signed requests older than the replay window are
-//! refused so a captured request cannot be replayed once its dedup entry has expired.
+//! Order of checks: the signature over the raw body first, before anything is decrypted or
+//! parsed, so a stranger cannot use decryption as a padding oracle (issue 12.1); then the
+//! timestamp; then decryption and parsing; then the Verification Token and classification.
+//! With an Encrypt Key set, an unsigned body is decrypted only to answer a `url_verification`
+//! (Lark does not sign the challenge); everything else must be signed. Signed requests older than
+//! the replay window, or from more than [`MAX_FUTURE_SKEW_SECS`] ahead, are refused.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -13,11 +15,29 @@ use serde_json::Value;
 use super::crypto::{self, Cipher, CryptoError};
 use super::event::{CardAction, CardCallbackVersion, Event, Operator};
 
-/// An app's callback secrets.
+/// How far ahead of our clock a signed request's timestamp may be.
+pub const MAX_FUTURE_SKEW_SECS: i64 = 300;
+
+/// An app's callback secrets and policy.
 pub struct CallbackSecrets<'a> {
     pub verification_token: &'a str,
     /// The Encrypt Key and its derived cipher, when the app has one.
     pub encrypt: Option<(&'a str, &'a Cipher)>,
+    /// With an Encrypt Key set, still accept a plain old-format card request signed only with
+    /// the Verification Token (§3.4). Off unless an admin opts in: the token alone would then be
+    /// enough to act on incidents.
+    pub allow_card_v1_token_signature: bool,
+}
+
+/// Which secret signed a request's raw body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signer {
+    /// SHA-256 with the Encrypt Key (§2.6).
+    EncryptKey,
+    /// SHA-1 with the Verification Token (the old card request, §3.4).
+    VerificationToken,
+    /// No signature, or none that this integration's secrets define.
+    Nobody,
 }
 
 /// The three signature headers, as received.
@@ -65,7 +85,8 @@ impl Inbound {
     }
 }
 
-/// Why a request was refused; each maps to one HTTP status at the edge.
+/// Why a request was refused. The edge answers every one the same way; the reason is for the
+/// admin (`callback_stats`) and the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallbackError {
     #[error("the body is not JSON: {0}")]
@@ -86,23 +107,16 @@ pub enum CallbackError {
     BadToken,
     #[error("the request timestamp is not a number of seconds")]
     BadTimestamp,
-    #[error("the request is older than the replay window ({age_secs} s old)")]
+    #[error("the request timestamp is {age_secs} s away from now, outside the accepted window")]
     Stale { age_secs: i64 },
+    #[error(
+        "an old-format card request signed only with the Verification Token, while an Encrypt Key is set \
+         (allow_card_v1_token_signature is off)"
+    )]
+    CardV1TokenSignatureRefused,
 }
 
 impl CallbackError {
-    /// Authentication failures (401) as opposed to malformed input (400).
-    pub fn is_auth(&self) -> bool {
-        matches!(
-            self,
-            CallbackError::MissingSignatureHeader(_)
-                | CallbackError::BadSignature
-                | CallbackError::BadToken
-                | CallbackError::BadTimestamp
-                | CallbackError::Stale { .. }
-        )
-    }
-
     /// A stable word for logs, metrics and the admin API.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -118,6 +132,7 @@ impl CallbackError {
             CallbackError::BadToken => "bad_token",
             CallbackError::BadTimestamp => "bad_timestamp",
             CallbackError::Stale { .. } => "stale_timestamp",
+            CallbackError::CardV1TokenSignatureRefused => "card_v1_token_signature_refused",
         }
     }
 }
@@ -127,8 +142,8 @@ struct EncryptedBody {
     encrypt: String,
 }
 
-/// Verifies and types one request. `now_secs` is the current Unix time; signed requests whose
-/// timestamp is more than `replay_window_secs` away from it are refused.
+/// Verifies and types one request. `now_secs` is the current Unix time; signed requests older
+/// than `replay_window_secs` or more than [`MAX_FUTURE_SKEW_SECS`] ahead are refused.
 pub fn parse(
     secrets: &CallbackSecrets<'_>,
     headers: &SignatureHeaders,
@@ -136,25 +151,28 @@ pub fn parse(
     now_secs: i64,
     replay_window_secs: i64,
 ) -> Result<Inbound, CallbackError> {
-    let outer: Value =
-        serde_json::from_slice(raw_body).map_err(|e| CallbackError::MalformedJson(e.to_string()))?;
-    let encrypted = match outer.get("encrypt") {
-        Some(Value::String(_)) => true,
-        Some(_) => return Err(CallbackError::UnknownShape("`encrypt` must be a string".into())),
-        None => false,
+    let signature = signature_headers(headers);
+    let signer = match (&signature, secrets.encrypt) {
+        (Ok((ts, nonce, sig)), Some((key, _))) => {
+            if crypto::signature_matches(sig, &crypto::event_signature(ts, nonce, key, raw_body)) {
+                Signer::EncryptKey
+            } else if signed_with_token(secrets, ts, nonce, sig, raw_body) {
+                Signer::VerificationToken
+            } else {
+                return Err(CallbackError::BadSignature);
+            }
+        }
+        // Without an Encrypt Key Lark signs only the old card request; events carry no signature
+        // this integration could check, and there is nothing to decrypt.
+        (Ok((ts, nonce, sig)), None) if signed_with_token(secrets, ts, nonce, sig, raw_body) => {
+            Signer::VerificationToken
+        }
+        _ => Signer::Nobody,
     };
-    let body = if encrypted {
-        let Some((_, cipher)) = secrets.encrypt else {
-            return Err(CallbackError::EncryptedWithoutKey);
-        };
-        let EncryptedBody { encrypt } =
-            serde_json::from_value(outer).map_err(|e| CallbackError::UnknownShape(e.to_string()))?;
-        let plain = cipher.decrypt(&encrypt)?;
-        serde_json::from_slice::<Value>(&plain)
-            .map_err(|e| CallbackError::MalformedDecrypted(e.to_string()))?
-    } else {
-        outer
-    };
+    if let (Ok((ts, _, _)), Signer::EncryptKey | Signer::VerificationToken) = (&signature, signer) {
+        check_fresh(ts, now_secs, replay_window_secs)?;
+    }
+    let (body, encrypted) = open(secrets, raw_body)?;
     let Value::Object(map) = &body else {
         return Err(CallbackError::UnknownShape(
             "the body is not a JSON object".into(),
@@ -172,6 +190,11 @@ pub fn parse(
             challenge: challenge.to_string(),
         });
     }
+    // Anything but the challenge must be signed when the integration has an Encrypt Key.
+    let unsigned = || match &signature {
+        Err(missing) => missing.clone(),
+        Ok(_) => CallbackError::BadSignature,
+    };
 
     let is_v2 = map.contains_key("schema");
     let is_v1_event = !is_v2
@@ -181,30 +204,25 @@ pub fn parse(
         !is_v2 && !is_v1_event && map.contains_key("action") && map.contains_key("open_message_id");
 
     if is_v1_card {
-        // The old card request is signed with SHA-1 over the Verification Token (§3.4). Whether an
-        // encrypted one is signed that way or with the Encrypt Key is unsettled (§9.3): accept
-        // either, both prove knowledge of a secret.
-        let (ts, nonce, sig) = signature_headers(headers)?;
-        let v1 = crypto::card_v1_signature(ts, nonce, secrets.verification_token, raw_body);
-        let v2_ok = encrypted
-            && secrets.encrypt.is_some_and(|(key, _)| {
-                crypto::signature_matches(sig, &crypto::event_signature(ts, nonce, key, raw_body))
-            });
-        if !crypto::signature_matches(sig, &v1) && !v2_ok {
-            return Err(CallbackError::BadSignature);
+        // Whether Lark signs an encrypted old-format request with SHA-1/token or SHA-256/key is
+        // unsettled (§9.3): accept either for an encrypted body, whose decryption already proves
+        // the Encrypt Key. A plain one signed with the token alone is the downgrade of issue 12.5.
+        let accepted = match signer {
+            Signer::EncryptKey => true,
+            Signer::VerificationToken => {
+                secrets.encrypt.is_none() || encrypted || secrets.allow_card_v1_token_signature
+            }
+            Signer::Nobody => return Err(unsigned()),
+        };
+        if !accepted {
+            return Err(CallbackError::CardV1TokenSignatureRefused);
         }
-        check_fresh(ts, now_secs, replay_window_secs)?;
+        let (ts, nonce, _) = signature?;
         return card_v1(&body, ts, nonce);
     }
 
-    if let Some((key, _)) = secrets.encrypt {
-        // With an Encrypt Key configured Lark signs every request (§2.6), encrypted or not.
-        let (ts, nonce, sig) = signature_headers(headers)?;
-        let expected = crypto::event_signature(ts, nonce, key, raw_body);
-        if !crypto::signature_matches(sig, &expected) {
-            return Err(CallbackError::BadSignature);
-        }
-        check_fresh(ts, now_secs, replay_window_secs)?;
+    if secrets.encrypt.is_some() && signer != Signer::EncryptKey {
+        return Err(unsigned());
     }
 
     if is_v2 {
@@ -241,6 +259,37 @@ pub fn parse(
     ))
 }
 
+fn signed_with_token(
+    secrets: &CallbackSecrets<'_>,
+    ts: &str,
+    nonce: &str,
+    sig: &str,
+    raw_body: &[u8],
+) -> bool {
+    let expected = crypto::card_v1_signature(ts, nonce, secrets.verification_token, raw_body);
+    crypto::signature_matches(sig, &expected)
+}
+
+/// Parses the body and decrypts it when it is `{"encrypt": …}`; says whether it was encrypted.
+fn open(secrets: &CallbackSecrets<'_>, raw_body: &[u8]) -> Result<(Value, bool), CallbackError> {
+    let outer: Value =
+        serde_json::from_slice(raw_body).map_err(|e| CallbackError::MalformedJson(e.to_string()))?;
+    match outer.get("encrypt") {
+        Some(Value::String(_)) => {}
+        Some(_) => return Err(CallbackError::UnknownShape("`encrypt` must be a string".into())),
+        None => return Ok((outer, false)),
+    }
+    let Some((_, cipher)) = secrets.encrypt else {
+        return Err(CallbackError::EncryptedWithoutKey);
+    };
+    let EncryptedBody { encrypt } =
+        serde_json::from_value(outer).map_err(|e| CallbackError::UnknownShape(e.to_string()))?;
+    let plain = cipher.decrypt(&encrypt)?;
+    let body = serde_json::from_slice::<Value>(&plain)
+        .map_err(|e| CallbackError::MalformedDecrypted(e.to_string()))?;
+    Ok((body, true))
+}
+
 /// Moves one field out of a JSON object (events can be large: no copy).
 fn take_field(object: Value, name: &str) -> Value {
     match object {
@@ -249,6 +298,7 @@ fn take_field(object: Value, name: &str) -> Value {
     }
 }
 
+/// The three signature headers, or the first one missing.
 fn signature_headers(h: &SignatureHeaders) -> Result<(&str, &str, &str), CallbackError> {
     Ok((
         h.timestamp
@@ -268,8 +318,9 @@ fn check_fresh(timestamp: &str, now_secs: i64, window_secs: i64) -> Result<(), C
         .trim()
         .parse()
         .map_err(|_| CallbackError::BadTimestamp)?;
-    let age = now_secs - ts;
-    if age.abs() > window_secs {
+    // A crafted timestamp must not overflow the subtraction (issue 12.4).
+    let age = now_secs.checked_sub(ts).ok_or(CallbackError::BadTimestamp)?;
+    if age > window_secs || age < -MAX_FUTURE_SKEW_SECS {
         return Err(CallbackError::Stale { age_secs: age });
     }
     Ok(())
@@ -393,6 +444,7 @@ mod tests {
         CallbackSecrets {
             verification_token: TOKEN,
             encrypt: None,
+            allow_card_v1_token_signature: false,
         }
     }
 
@@ -415,6 +467,7 @@ mod tests {
         let secrets = CallbackSecrets {
             verification_token: TOKEN,
             encrypt: Some((KEY, &cipher)),
+            allow_card_v1_token_signature: false,
         };
         let body = br#"{"encrypt":"AAECAwQFBgcICQoLDA0ODw9mLTIAZS9jAmGTQ1wAhHr2K2c4pSoIiYBFkqtMS3Sqnlmc4hUCPezYa4EJ2Oui0dGeyz2Fdc2fWjIHm30FqlWadyarSXVs9SYCpA01zevdrG79+JJR2rB3TcCAXPy/gQ=="}"#;
         let got = parse(&secrets, &SignatureHeaders::default(), body, NOW, WINDOW).unwrap();
@@ -427,6 +480,7 @@ mod tests {
         let wrong = CallbackSecrets {
             verification_token: "other",
             encrypt: Some((KEY, &cipher)),
+            allow_card_v1_token_signature: false,
         };
         assert_eq!(
             parse(&wrong, &SignatureHeaders::default(), body, NOW, WINDOW),
@@ -442,6 +496,7 @@ mod tests {
         let secrets = CallbackSecrets {
             verification_token: "v",
             encrypt: Some(("encrypt_key_demo", &cipher)),
+            allow_card_v1_token_signature: false,
         };
         let headers = SignatureHeaders {
             timestamp: Some("1609459200".into()),
@@ -464,6 +519,7 @@ mod tests {
         let secrets = CallbackSecrets {
             verification_token: TOKEN,
             encrypt: Some((KEY, &cipher)),
+            allow_card_v1_token_signature: false,
         };
         let event = json!({"schema":"2.0","header":{"event_id":"ev-1","event_type":"im.chat.disbanded_v1","token":TOKEN,"create_time":"1","app_id":"cli_x","tenant_key":"t"},
             "event":{"chat_id":"oc_1","operator_id":{"open_id":"ou_1"},"external":false,"name":"ops"}});
@@ -625,6 +681,7 @@ mod tests {
         let secrets = CallbackSecrets {
             verification_token: TOKEN,
             encrypt: Some((KEY, &cipher)),
+            allow_card_v1_token_signature: false,
         };
         let h = SignatureHeaders::default();
         assert!(matches!(
@@ -650,6 +707,148 @@ mod tests {
         ));
     }
 
+    fn keyed(cipher: &Cipher, allow_v1: bool) -> CallbackSecrets<'_> {
+        CallbackSecrets {
+            verification_token: TOKEN,
+            encrypt: Some((KEY, cipher)),
+            allow_card_v1_token_signature: allow_v1,
+        }
+    }
+
+    #[test]
+    fn with_an_encrypt_key_nothing_is_decrypted_before_the_signature_is_checked() {
+        let cipher = Cipher::new(KEY);
+        let secrets = keyed(&cipher, false);
+        let event =
+            json!({"schema":"2.0","header":{"event_id":"e","event_type":"x","token":TOKEN},"event":{}});
+        let good = encrypt(&cipher, &event);
+        let garbage_json = serde_json::to_vec(&json!({"encrypt": cipher.encrypt(b"not json")})).unwrap();
+        let bad_padding = encrypt(&Cipher::new("other key"), &event);
+        let random = br#"{"encrypt":"q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="}"#.to_vec();
+        let mut wrong = signed(&good, KEY);
+        wrong.signature = Some("ab".repeat(32));
+        for body in [&good, &garbage_json, &bad_padding, &random] {
+            // A wrong signature is refused as such: the body is never opened.
+            assert_eq!(
+                parse(&secrets, &wrong, body, NOW, WINDOW),
+                Err(CallbackError::BadSignature)
+            );
+            // Unsigned, the body is opened only to look for a challenge, which none of these is.
+            assert!(parse(&secrets, &SignatureHeaders::default(), body, NOW, WINDOW).is_err());
+        }
+        assert_eq!(
+            parse(&secrets, &SignatureHeaders::default(), &good, NOW, WINDOW),
+            Err(CallbackError::MissingSignatureHeader("X-Lark-Request-Timestamp"))
+        );
+        // A signature made with the Verification Token does not stand in for the Encrypt Key's.
+        let ts = NOW.to_string();
+        let by_token = SignatureHeaders {
+            signature: Some(crypto::card_v1_signature(&ts, "n", TOKEN, &good)),
+            timestamp: Some(ts),
+            nonce: Some("n".into()),
+        };
+        assert_eq!(
+            parse(&secrets, &by_token, &good, NOW, WINDOW),
+            Err(CallbackError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn the_old_card_request_signed_by_the_token_alone_needs_an_opt_in_when_a_key_is_set() {
+        let cipher = Cipher::new(KEY);
+        let v1 = json!({"open_id":"ou_9","open_message_id":"om_7","open_chat_id":"oc_7","token":"c-tok","action":{"tag":"button","value":{"k":"ack"}}});
+        let plain_body = v1.to_string().into_bytes();
+        let ts = NOW.to_string();
+        let token_signed = |body: &[u8]| SignatureHeaders {
+            signature: Some(crypto::card_v1_signature(&ts, "n1", TOKEN, body)),
+            timestamp: Some(ts.clone()),
+            nonce: Some("n1".into()),
+        };
+        assert_eq!(
+            parse(
+                &keyed(&cipher, false),
+                &token_signed(&plain_body),
+                &plain_body,
+                NOW,
+                WINDOW
+            ),
+            Err(CallbackError::CardV1TokenSignatureRefused)
+        );
+        assert!(
+            parse(
+                &keyed(&cipher, true),
+                &token_signed(&plain_body),
+                &plain_body,
+                NOW,
+                WINDOW
+            )
+            .is_ok()
+        );
+        // Signed with the Encrypt Key, or encrypted (which needs the key), it is accepted.
+        assert!(
+            parse(
+                &keyed(&cipher, false),
+                &signed(&plain_body, KEY),
+                &plain_body,
+                NOW,
+                WINDOW
+            )
+            .is_ok()
+        );
+        let encrypted = encrypt(&cipher, &v1);
+        assert!(
+            parse(
+                &keyed(&cipher, false),
+                &token_signed(&encrypted),
+                &encrypted,
+                NOW,
+                WINDOW
+            )
+            .is_ok()
+        );
+        // Unsigned, never.
+        assert_eq!(
+            parse(
+                &keyed(&cipher, true),
+                &SignatureHeaders::default(),
+                &plain_body,
+                NOW,
+                WINDOW
+            ),
+            Err(CallbackError::MissingSignatureHeader("X-Lark-Request-Timestamp"))
+        );
+    }
+
+    #[test]
+    fn crafted_timestamps_neither_overflow_nor_reach_into_the_future() {
+        let cipher = Cipher::new(KEY);
+        let secrets = keyed(&cipher, false);
+        let body = encrypt(
+            &cipher,
+            &json!({"schema":"2.0","header":{"event_id":"e","event_type":"x","token":TOKEN},"event":{}}),
+        );
+        let at = |ts: String| SignatureHeaders {
+            signature: Some(crypto::event_signature(&ts, "n", KEY, &body)),
+            timestamp: Some(ts),
+            nonce: Some("n".into()),
+        };
+        for extreme in [i64::MIN.to_string(), i64::MAX.to_string()] {
+            assert!(parse(&secrets, &at(extreme), &body, NOW, WINDOW).is_err());
+        }
+        assert_eq!(
+            parse(&secrets, &at(i64::MIN.to_string()), &body, 1, WINDOW),
+            Err(CallbackError::BadTimestamp)
+        );
+        let ahead = NOW + MAX_FUTURE_SKEW_SECS;
+        assert!(parse(&secrets, &at(ahead.to_string()), &body, NOW, WINDOW).is_ok());
+        assert_eq!(
+            parse(&secrets, &at((ahead + 1).to_string()), &body, NOW, WINDOW),
+            Err(CallbackError::Stale {
+                age_secs: -MAX_FUTURE_SKEW_SECS - 1
+            })
+        );
+    }
+
     proptest! {
         #[test]
         fn random_bodies_and_headers_never_panic(
@@ -660,7 +859,7 @@ mod tests {
         ) {
             let cipher = Cipher::new(KEY);
             let headers = SignatureHeaders { timestamp: ts, nonce, signature: sig };
-            for secrets in [plain(), CallbackSecrets { verification_token: TOKEN, encrypt: Some((KEY, &cipher)) }] {
+            for secrets in [plain(), CallbackSecrets { verification_token: TOKEN, encrypt: Some((KEY, &cipher)), allow_card_v1_token_signature: false }] {
                 let _ = parse(&secrets, &headers, &body, NOW, WINDOW);
             }
         }
@@ -677,7 +876,7 @@ mod tests {
             let _ = parse(&plain(), &SignatureHeaders::default(), body.to_string().as_bytes(), NOW, WINDOW);
             let cipher = Cipher::new(KEY);
             let enc = encrypt(&cipher, &body);
-            let secrets = CallbackSecrets { verification_token: TOKEN, encrypt: Some((KEY, &cipher)) };
+            let secrets = CallbackSecrets { verification_token: TOKEN, encrypt: Some((KEY, &cipher)), allow_card_v1_token_signature: false };
             let _ = parse(&secrets, &signed(&enc, KEY), &enc, NOW, WINDOW);
         }
     }

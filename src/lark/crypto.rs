@@ -3,13 +3,13 @@
 //! `card.action.trigger`; SHA-1 with the Verification Token for the old card callback).
 //! Reference: shared/lark-protocol.md §2.5, §2.6, §3.4.
 
-use aes::cipher::block_padding::Pkcs7;
+use aes::cipher::block_padding::{NoPadding, Pkcs7};
 use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use subtle::{ConditionallySelectable, ConstantTimeEq, ConstantTimeLess};
 
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
@@ -43,7 +43,8 @@ impl Cipher {
         }
     }
 
-    /// Decrypts the `encrypt` field of a Lark body.
+    /// Decrypts the `encrypt` field of a Lark body. The PKCS#7 check takes the same time whatever
+    /// the padding bytes are, so a refusal cannot be told apart by timing either (issue 12.1).
     pub fn decrypt(&self, encrypted: &str) -> Result<Vec<u8>, CryptoError> {
         let blob = STANDARD
             .decode(encrypted.trim())
@@ -52,10 +53,17 @@ impl Cipher {
             return Err(CryptoError::BadLength(blob.len()));
         }
         let (iv, ciphertext) = blob.split_at(16);
+        let mut plain = ciphertext.to_vec();
         Aes256CbcDec::new_from_slices(&self.key, iv)
             .expect("key and IV lengths are fixed")
-            .decrypt_padded_vec::<Pkcs7>(ciphertext)
-            .map_err(|_| CryptoError::BadPadding)
+            .decrypt_padded::<NoPadding>(&mut plain)
+            .expect("the length is a multiple of the block size");
+        let pad_len = pkcs7_len(&plain);
+        if pad_len == 0 {
+            return Err(CryptoError::BadPadding);
+        }
+        plain.truncate(plain.len() - pad_len);
+        Ok(plain)
     }
 
     /// Encrypts as Lark does, with the given IV (tests use fixed ones).
@@ -75,6 +83,19 @@ impl Cipher {
         getrandom::fill(&mut iv).expect("OS random source");
         self.encrypt_with_iv(plaintext, iv)
     }
+}
+
+/// The PKCS#7 padding length (1–16) of a decrypted buffer of whole blocks, or 0 when the padding
+/// is malformed; branch-free over the last block.
+fn pkcs7_len(plain: &[u8]) -> usize {
+    let last_block = &plain[plain.len() - 16..];
+    let pad = last_block[15];
+    let mut valid = !pad.ct_eq(&0) & pad.ct_lt(&17);
+    for (i, byte) in last_block.iter().rev().enumerate() {
+        let covered = (i as u8).ct_lt(&pad);
+        valid &= !covered | byte.ct_eq(&pad);
+    }
+    usize::from(u8::conditional_select(&0, &pad, valid))
 }
 
 /// `X-Lark-Signature` of events and `card.action.trigger`:
@@ -114,6 +135,7 @@ pub fn signature_matches(received: &str, computed: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aes::cipher::block_padding::Padding;
     use proptest::prelude::*;
 
     #[test]
@@ -209,6 +231,21 @@ mod tests {
         #[test]
         fn decrypt_never_panics(key in ".{0,16}", blob in ".{0,300}") {
             let _ = Cipher::new(&key).decrypt(&blob);
+        }
+
+        #[test]
+        fn the_constant_time_padding_check_agrees_with_pkcs7(
+            block in proptest::collection::vec(any::<u8>(), 16),
+            pad in 0u8..20,
+            fill in 0usize..17,
+        ) {
+            // Mostly near-valid paddings, where a wrong check would show.
+            let mut plain = block;
+            for byte in plain.iter_mut().rev().take(fill) {
+                *byte = pad;
+            }
+            let expected = Pkcs7::raw_unpad(&plain).map(|rest| 16 - rest.len()).unwrap_or(0);
+            prop_assert_eq!(pkcs7_len(&plain), expected);
         }
 
         #[test]

@@ -15,16 +15,21 @@ use crate::app::App;
 use crate::integration::inbound::InboundError;
 use crate::lark::callback::SignatureHeaders;
 
+/// The one answer to every refused callback, whatever the reason: an unknown integration, a bad
+/// signature, a body that does not decrypt or parse. Telling them apart would make the endpoint a
+/// padding oracle (issue 12.1); the reason goes to the integration's `callback_stats` instead.
+fn refused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "callback_refused",
+        "the request is not a valid Lark request for this URL",
+    )
+}
+
 impl From<InboundError> for ApiError {
     fn from(e: InboundError) -> Self {
         match e {
-            InboundError::UnknownIntegration(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_integration", e.to_string())
-            }
-            InboundError::Rejected(r) if r.is_auth() => {
-                ApiError::new(StatusCode::UNAUTHORIZED, r.reason(), r.to_string())
-            }
-            InboundError::Rejected(r) => ApiError::new(StatusCode::BAD_REQUEST, r.reason(), r.to_string()),
+            InboundError::UnknownIntegration(_) | InboundError::Rejected(_) => refused(),
             InboundError::Store(s) => s.into(),
         }
     }
