@@ -390,18 +390,21 @@ pub async fn start(app: Arc<App>) -> anyhow::Result<Running> {
     };
     let (stop, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
+    let cap = crate::web::server::connection_cap(settings.max_connections, 1 + usize::from(admin.is_some()));
     match admin {
         Some(admin) => {
             servers.push(tokio::spawn(crate::web::server::run(
                 public,
                 tls_config.clone(),
                 crate::web::public_routes(app.clone(), "public"),
+                cap,
                 stop_rx.clone(),
             )));
             servers.push(tokio::spawn(crate::web::server::run(
                 admin,
                 tls_config.clone(),
                 crate::web::admin_routes(app.clone(), "admin"),
+                cap,
                 stop_rx.clone(),
             )));
         }
@@ -409,6 +412,7 @@ pub async fn start(app: Arc<App>) -> anyhow::Result<Running> {
             public,
             tls_config.clone(),
             crate::web::all_routes(app.clone()),
+            cap,
             stop_rx.clone(),
         ))),
     }

@@ -91,6 +91,9 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: u64,
+    /// Open connections each listener serves at once; new ones beyond are closed at once, so
+    /// the open ones (and `/healthz`) keep working. Lowered to fit the open-file limit.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,6 +131,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             max_body_bytes: 1024 * 1024,
+            max_connections: 4096,
         }
     }
 }
@@ -180,6 +184,7 @@ pub struct Settings {
     pub admin_listen: Option<SocketAddr>,
     pub tls: Option<TlsFiles>,
     pub max_body_bytes: u64,
+    pub max_connections: usize,
     pub storage_path: PathBuf,
     pub storage_cache_bytes: usize,
     pub log: LogConfig,
@@ -280,6 +285,9 @@ impl Config {
         if s.max_body_bytes < 1024 {
             return Err(ConfigError::new("server.max_body_bytes", "must be at least 1024"));
         }
+        if !(1..=1_000_000).contains(&s.max_connections) {
+            return Err(ConfigError::new("server.max_connections", "must be 1 to 1000000"));
+        }
         check_storage_dir(&self.storage.path)?;
         if !(4..=65_536).contains(&self.storage.cache_mb) {
             return Err(ConfigError::new("storage.cache_mb", "must be 4 to 65536 (MiB)"));
@@ -300,6 +308,7 @@ impl Config {
             admin_listen,
             tls,
             max_body_bytes: s.max_body_bytes,
+            max_connections: s.max_connections,
             storage_path: self.storage.path.clone(),
             storage_cache_bytes: (self.storage.cache_mb * 1024 * 1024) as usize,
             log: self.log.clone(),

@@ -33,7 +33,9 @@ pub fn init_logging(log: &LogConfig) {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub listener: &'static str,
-    pub method: String,
+    /// One of a fixed set of words (`web::method_label`): a label from a request must not grow
+    /// the series.
+    pub method: &'static str,
     pub status: u16,
 }
 

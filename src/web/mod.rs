@@ -42,12 +42,72 @@ fn health(app: Arc<App>) -> BoxedFilter<(Response,)> {
     healthz.or(readyz).unify().boxed()
 }
 
+/// The HTTP method as a metric label and log field: the standard methods by name, any extension
+/// method as `other` (issue 12.2).
+pub fn method_label(method: &warp::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
+/// Longest request path written to the access log; the rest is cut (paths come from strangers).
+const MAX_LOGGED_PATH_CHARS: usize = 200;
+
+fn logged_path(path: &str) -> &str {
+    match path.char_indices().nth(MAX_LOGGED_PATH_CHARS) {
+        Some((cut, _)) => &path[..cut],
+        None => path,
+    }
+}
+
+/// What a page may load: only our own files. The frame ancestors differ by who may embed it.
+const CSP_SELF: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'";
+/// The homepage is opened inside the Lark client, which frames it from these hosts.
+const LARK_FRAME_ANCESTORS: &str =
+    "frame-ancestors 'self' https://*.feishu.cn https://*.larksuite.com https://*.larkoffice.com";
+
+/// Response headers every answer carries (issue 12.13): no MIME sniffing, a content policy, no
+/// framing except the homepage by Lark, and HSTS when Lark and browsers reach us over HTTPS.
+fn security_headers(headers: &mut warp::http::HeaderMap, path: &str, https: bool) {
+    use warp::http::HeaderValue;
+    let homepage = path.starts_with("/lark/") && path.split('/').nth(3) == Some("app");
+    let csp = if homepage {
+        format!("{CSP_SELF}; {LARK_FRAME_ANCESTORS}")
+    } else {
+        headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+        format!("{CSP_SELF}; frame-ancestors 'none'")
+    };
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_str(&csp).expect("the policy is ASCII"),
+    );
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    if https {
+        headers.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+}
+
 /// Wraps routes with the JSON error mapping and one log line (and metric) per request.
 fn finish(
     routes: BoxedFilter<(Response,)>,
     app: Arc<App>,
     listener: &'static str,
 ) -> BoxedFilter<(Response,)> {
+    let https = app.settings.tls.is_some() || app.settings.public_url.scheme() == "https";
     let started = warp::any().map(Instant::now);
     started
         .and(warp::method())
@@ -59,8 +119,10 @@ fn finish(
                   path: warp::path::FullPath,
                   mut response: Response| {
                 let elapsed = t0.elapsed();
-                if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    // The rest of the body is left unread, so this connection cannot carry another
+                security_headers(response.headers_mut(), path.as_str(), https);
+                let status = response.status();
+                if status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::REQUEST_TIMEOUT {
+                    // The rest of the body may be unread, so this connection cannot carry another
                     // request; say so, or the client's next request on it fails mid-flight.
                     response.headers_mut().insert(
                         warp::http::header::CONNECTION,
@@ -68,11 +130,12 @@ fn finish(
                     );
                 }
                 let status = response.status().as_u16();
+                let method = method_label(&method);
                 app.metrics
                     .http_requests
                     .get_or_create(&HttpLabels {
                         listener,
-                        method: method.to_string(),
+                        method,
                         status,
                     })
                     .inc();
@@ -81,8 +144,8 @@ fn finish(
                 tracing::info!(
                     target: "lark_oncall::access",
                     listener,
-                    %method,
-                    path = path.as_str(),
+                    method,
+                    path = logged_path(path.as_str()),
                     status,
                     latency_ms = elapsed.as_secs_f64() * 1000.0,
                 );
