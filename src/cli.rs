@@ -341,6 +341,7 @@ fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
                     .to_string();
                 let bytes = res.bytes().await?;
                 let tmp = out.with_extension("partial");
+                crate::store::create_private(&tmp)?;
                 tokio::fs::write(&tmp, &bytes).await?;
                 tokio::fs::File::open(&tmp).await?.sync_all().await?;
                 tokio::fs::rename(&tmp, out).await?;

@@ -88,6 +88,10 @@ impl Store {
     /// [`Store::open`] with a page cache of `cache_bytes` (redb's own default is 1 GiB, which a
     /// long-running service would fill as its file grows).
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+        create_private(path).map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(path)
@@ -216,6 +220,22 @@ impl Store {
     }
 }
 
+/// Creates `path` empty and readable by its owner only, unless it exists: the state file and
+/// backups hold every secret, and outside systemd the umask would leave them world-readable.
+pub fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn raw_def(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
     TableDefinition::new(name)
 }
@@ -231,6 +251,7 @@ fn copy_tables(snapshot: &redb::ReadTransaction, out: &Path) -> Result<u64, Stor
             "refusing to overwrite an existing file",
         )));
     }
+    create_private(out).map_err(io)?;
     let target = Database::create(out)?;
     let tx = target.begin_write()?;
     let mut rows = 0u64;
