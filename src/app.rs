@@ -108,13 +108,6 @@ impl App {
             settings.public_base(),
         );
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());
-        if let Some(password) = auth.ensure_admin()? {
-            tracing::warn!(
-                user = crate::auth::ADMIN_USER,
-                password = %password,
-                "created the admin account; this password is shown once: change it with `lark-oncall admin set-password`"
-            );
-        }
         let app = Arc::new(App {
             settings,
             store,
@@ -148,6 +141,19 @@ impl App {
         app.inbound.on_card_action(actions.clone());
         app.inbound.on_event("im.message.receive_v1", actions);
         Ok(app)
+    }
+
+    /// Creates the admin account on the first start and logs its password, once. `serve` does;
+    /// `demo` sets its own password instead, so the one it prints is the only one there is.
+    pub fn create_first_admin(&self) -> anyhow::Result<()> {
+        if let Some(password) = self.auth.ensure_admin()? {
+            tracing::warn!(
+                user = crate::auth::ADMIN_USER,
+                password = %password,
+                "created the admin account; this password is shown once: change it with `lark-oncall admin set-password`"
+            );
+        }
+        Ok(())
     }
 
     /// Registers the housekeeping jobs and starts the scheduler.
@@ -472,6 +478,7 @@ async fn reload_on_sighup(cert: Arc<ReloadableCert>, mut stop: watch::Receiver<b
 /// `serve`: runs until SIGTERM or SIGINT.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = App::open(settings).await?;
+    app.create_first_admin()?;
     let running = start(app).await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     wait_for_termination().await;

@@ -358,12 +358,23 @@ fn free_loopback_port() -> anyhow::Result<SocketAddr> {
     Ok(probe.local_addr()?)
 }
 
+/// The demo's address with a concrete port, checked free before anything starts: a taken port is
+/// reported against `--listen` (not as the config key the demo sets for itself), and port 0
+/// becomes the real port, so `public_url` and the cards' links point where the demo listens.
+fn demo_listen_address(listen: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let probe = std::net::TcpListener::bind(listen).with_context(|| {
+        format!("--listen: cannot listen on {listen}; choose another address, e.g. --listen 127.0.0.1:0")
+    })?;
+    Ok(probe.local_addr()?)
+}
+
 /// `demo`: the appliance and the Lark simulator in one process, with an integration already
 /// pointed at the simulator (encrypted, signed callbacks both ways).
 async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     use crate::integration::IntegrationInput;
     use crate::sim::{DEFAULT_APP_ID, SimApp, SimConfig, Simulator};
 
+    let listen = demo_listen_address(listen)?;
     let dir = tempfile::Builder::new().prefix("lark-oncall-demo-").tempdir()?;
     let mut cfg = Config::default();
     cfg.server.listen = listen.to_string();

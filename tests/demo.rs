@@ -202,3 +202,69 @@ async fn demo_prints_a_working_login_and_cleans_up() {
         "demo left {state_dir} behind"
     );
 }
+
+#[tokio::test]
+async fn demo_on_port_zero_links_to_its_real_port_and_logs_no_other_password() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut demo = common::ChildGuard(
+        Command::new(common::BIN)
+            .args(["demo", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = BufReader::new(demo.0.stdout.take().unwrap());
+    let mut printed = Vec::new();
+    for line in stdout.lines().map_while(Result::ok) {
+        let done = line.starts_with("Press Ctrl-C");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let field = |label: &str| {
+        printed
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {label} in {printed:?}"))
+    };
+    let admin_url = field("admin UI:");
+    assert!(!admin_url.ends_with(":0/"), "{admin_url}");
+    let api_token = field("API token:");
+    let integration = field("integration:");
+    let integration_id = integration.split_whitespace().next().unwrap();
+    let http = common::client();
+    let view = get_json(
+        &http,
+        format!("{admin_url}api/v1/integrations/{integration_id}"),
+        Some(&api_token),
+    )
+    .await;
+    let request_url = view["urls"]["message_card_request"].as_str().unwrap();
+    assert!(
+        request_url.starts_with(&admin_url),
+        "{request_url} vs {admin_url}"
+    );
+    // The printed login is the only password: none is logged for the demo to replace.
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    assert!(!logged.contains("created the admin account"), "{logged}");
+}
+
+#[test]
+fn demo_on_a_taken_port_says_which_flag_to_change() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(common::BIN)
+        .args(["demo", "--listen", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("--listen: cannot listen on {addr}")),
+        "{stderr}"
+    );
+    // Nothing started before the refusal, so nothing else is said.
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

@@ -374,7 +374,7 @@ async fn an_oversized_body_sent_in_full_still_gets_its_413() {
     let server = inst.serve();
     let addr = host(&server.base);
     // Like Python's urllib: write the whole body, then read the answer.
-    let body = vec![b'x'; 2 * 1024 * 1024];
+    let body = vec![b'x'; 6 * 1024 * 1024];
     let mut stream = TcpStream::connect(&addr).await.unwrap();
     stream
         .write_all(&post("/lark/int_x/callback", &addr, &[], &body))
