@@ -639,7 +639,7 @@ async fn lark_refusals_arrive_as_typed_errors() {
     );
     let e = wrong.list_chats().await.unwrap_err();
     assert!(
-        matches!(e, LarkError::WrongCredentials(ref a) if a.code == Some(99991543)),
+        matches!(e, LarkError::WrongCredentials(ref a) if a.code == Some(10014)),
         "{e:?}"
     );
     assert!(!e.to_string().contains("not-the-secret"));

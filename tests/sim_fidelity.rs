@@ -196,7 +196,20 @@ async fn tokens_follow_the_30_minute_rule_and_expire_by_the_clock() {
             Some(json!({"app_id": APP, "app_secret": "nope"})),
         )
         .await;
-    assert_eq!((wrong.status, wrong.body["code"].as_i64()), (400, Some(99991543)));
+    assert_eq!((wrong.status, wrong.body["code"].as_i64()), (400, Some(10014)));
+    assert_eq!(wrong.body["msg"], "app secret invalid");
+    let unknown = api
+        .call(
+            "POST",
+            "/open-apis/auth/v3/tenant_access_token/internal",
+            None,
+            Some(json!({"app_id": "cli_unknown0000", "app_secret": "nope"})),
+        )
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.body["code"].as_i64()),
+        (400, Some(99991543))
+    );
 
     let app_token = api
         .call(

@@ -46,7 +46,7 @@ pub enum LarkError {
     /// retried once before this reaches the caller.
     #[error("Lark refused the access token ({0})")]
     InvalidToken(Answer),
-    /// Wrong App ID or App Secret (99991543).
+    /// Wrong App ID or App Secret (99991543; 10014 for a known App ID with the wrong secret).
     #[error("Lark refused the App ID / App Secret ({0})")]
     WrongCredentials(Answer),
     /// The app is disabled, not installed or unavailable in the tenant (99991662, 99991673).
@@ -243,7 +243,7 @@ fn classify(exchange: &Exchange<'_>, json: &Value, code: Option<i64>) -> LarkErr
         Some(99991661 | 99991663 | 99991664 | 99991668 | 99991671 | 99991677) => {
             LarkError::InvalidToken(answer)
         }
-        Some(99991543) => LarkError::WrongCredentials(answer),
+        Some(99991543 | 10014) => LarkError::WrongCredentials(answer),
         Some(99991662 | 99991673) => LarkError::AppUnavailable(answer),
         Some(230002) => LarkError::BotNotInChat(answer),
         Some(230013 | 20010) => LarkError::UserNotVisible(answer),
@@ -444,7 +444,8 @@ mod tests {
 
     #[test]
     fn codes_map_to_their_kinds() {
-        let cases: [(i64, &str); 16] = [
+        let cases: [(i64, &str); 17] = [
+            (10014, "wrong_credentials"),
             (99991661, "invalid_token"),
             (99991663, "invalid_token"),
             (99991664, "invalid_token"),

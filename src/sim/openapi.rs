@@ -416,11 +416,13 @@ fn token(
     let app_id = str_field(&body, "app_id").unwrap_or_default();
     record.summary = format!("app_id={app_id}");
     let app = shared.app(app_id).ok_or_else(bad)?;
+    // A known App ID with the wrong secret is refused as Lark does it, with its own code.
+    let wrong_secret = || Reject::lark(400, 10014, "app secret invalid");
     record.app_id = Some(app.app_id.clone());
     gate(shared, st, route, &app.app_id, now)?;
     let secret = str_field(&body, "app_secret").unwrap_or_default();
     if !crate::lark::crypto::constant_time_eq(secret, &app.app_secret) {
-        return Err(bad());
+        return Err(wrong_secret());
     }
     let (tenant, tenant_left) = st.issue_token(&app.app_id, TokenKind::Tenant, now, shared.token_lifetime);
     Ok(match route {
