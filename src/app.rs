@@ -219,6 +219,24 @@ impl App {
             })
         });
         self.scheduler.add("retry_sweep", "15 */5 * * * *", sweep).await?;
+        let auth = self.auth.clone();
+        let prune_sessions: Task = Arc::new(move || {
+            let auth = auth.clone();
+            Box::pin(async move {
+                auth.prune()
+                    .await
+                    .map(|n| {
+                        format!(
+                            "{n} expired sessions removed; {} login-limiter entries kept",
+                            auth.throttle_entries()
+                        )
+                    })
+                    .map_err(|e| e.to_string())
+            })
+        });
+        self.scheduler
+            .add("session_prune", "0 */10 * * * *", prune_sessions)
+            .await?;
         self.scheduler.start().await?;
         Ok(())
     }
