@@ -112,7 +112,8 @@ impl HarnessBuilder {
                     &token,
                     Method::PATCH,
                     format!("{}/api/v1/integrations/{id}", running.addresses.admin_url()),
-                    json!({"api_base_url": sim.base_url()}),
+                    // Moving the integration to another API host needs its App Secret again.
+                    json!({"api_base_url": sim.base_url(), "app_secret": self.app_secret}),
                 )
                 .await;
                 assert_eq!(status, StatusCode::OK, "{body}");
