@@ -169,7 +169,9 @@ impl AlertmanagerPayload {
 }
 
 pub const MAX_TITLE_CHARS: usize = 512;
-pub const MAX_DESCRIPTION_CHARS: usize = 2048;
+/// Long enough for a stack trace or a runbook excerpt; the card shows what fits in Lark's 30 KB
+/// and links to the rest.
+pub const MAX_DESCRIPTION_CHARS: usize = 65_536;
 pub const MAX_LABELS: usize = 50;
 pub const MAX_LABEL_KEY_CHARS: usize = 128;
 pub const MAX_LABEL_VALUE_CHARS: usize = 2048;
@@ -353,7 +355,7 @@ mod tests {
         );
         let p: AlertmanagerPayload = serde_json::from_value(serde_json::json!({
             "version": "4", "groupKey": "g".repeat(400), "status": "firing",
-            "alerts": (0..50).map(|_| serde_json::json!({"status": "firing", "annotations": {"description": "d".repeat(100)}})).collect::<Vec<_>>()
+            "alerts": (0..50).map(|_| serde_json::json!({"status": "firing", "annotations": {"description": "d".repeat(2000)}})).collect::<Vec<_>>()
         }))
         .unwrap();
         let ev = p.into_event().unwrap();
