@@ -43,7 +43,14 @@ impl From<crate::lark::LarkError> for ApiError {
                 a.code.map_or("none".into(), |c| c.to_string()),
                 a.log_id.as_deref().unwrap_or("none")
             ),
-            None => "no answer from Lark".into(),
+            None => match &e {
+                crate::lark::LarkError::MalformedResponse { http_status, .. }
+                | crate::lark::LarkError::Transient {
+                    http_status: Some(http_status),
+                    ..
+                } => format!("HTTP {http_status}"),
+                _ => "no HTTP answer".into(),
+            },
         };
         ApiError::new(
             StatusCode::BAD_GATEWAY,
