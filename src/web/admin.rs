@@ -1,7 +1,6 @@
 //! The admin API under `/api/v1`: authentication (session cookie + CSRF + same-origin check, or
-//! a bearer token within its scope),
-//! sessions, API tokens, the account password, online backup, scheduled jobs, metrics and the
-//! OpenAPI document.
+//! a bearer token within its scope), sessions, API tokens, the account password, online backup,
+//! scheduled jobs, metrics and the OpenAPI document.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -95,7 +94,6 @@ fn check_same_origin(app: &App, req: &RequestOrigin) -> Result<(), ApiError> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn authenticate(
     app: &App,
     method: &Method,
