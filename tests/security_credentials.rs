@@ -233,8 +233,8 @@ async fn point6_the_app_secret_goes_only_where_the_config_allows_and_nothing_com
 async fn point7_tokens_have_scopes_expiry_and_last_use_and_password_changes_end_sessions() {
     let inst = Instance::new("");
     let admin = inst.offline_token();
-    // A token from before scopes existed … is covered by the unit test of the stored form; here
-    // the new kinds, an expired token and an expired session, written while the service is down.
+    // A metrics token, a token as stored before scopes existed, an expired token and an expired
+    // session, written while the service is down.
     let out = inst.cli(&["admin", "create-token", "prometheus", "--scope", "metrics"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let metrics = String::from_utf8(out.stdout).unwrap().trim().to_string();
@@ -249,8 +249,17 @@ async fn point7_tokens_have_scopes_expiry_and_last_use_and_password_changes_end_
         created_at: chrono::Utc::now() - chrono::Duration::hours(13),
         expires_at: chrono::Utc::now() - chrono::Duration::hours(1),
     };
+    let legacy_secret = "0123456789abcdef0123456789abcdef0123456789abcdef";
+    let legacy = json!({"id": "01dfeeab3c2d", "name": "from-last-year", "created_at": "2026-01-01T00:00:00Z",
+                        "last_used_at": null,
+                        "secret_hash": lark_oncall::auth::sha256_hex(legacy_secret.as_bytes())});
+    let legacy_token = format!("lko_01dfeeab3c2d_{legacy_secret}");
+    // The same table, read as plain JSON rows: the stored form has no `scope`.
+    const RAW_TOKENS: lark_oncall::store::Table<String, Value> =
+        lark_oncall::store::Table::new("api_tokens_v1");
     store
         .write_blocking(move |w| {
+            w.put(&RAW_TOKENS, "01dfeeab3c2d", &legacy)?;
             w.put(&lark_oncall::store::tables::API_TOKENS, stale.id.as_str(), &stale)?;
             w.put(&lark_oncall::store::tables::SESSIONS, "expiredsession", &session)
         })
@@ -335,6 +344,24 @@ async fn point7_tokens_have_scopes_expiry_and_last_use_and_password_changes_end_
             assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
         }
     }
+    // A token from before scopes was a full admin and still is.
+    let (status, listed) = status_of(Method::GET, "/api/v1/tokens", &legacy_token, Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let old = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "from-last-year")
+        .cloned();
+    assert_eq!(old.unwrap()["scope"], "admin");
+    let (status, _) = status_of(
+        Method::POST,
+        "/api/v1/tokens",
+        &legacy_token,
+        json!({"name": "minted"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
     // An expired token is refused.
     assert_eq!(
         status_of(Method::GET, "/api/v1/version", &expired, Value::Null)
