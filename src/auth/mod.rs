@@ -287,6 +287,8 @@ impl Auth {
         password: &str,
     ) -> Result<(String, Session), AuthError> {
         let Some(account) = self.check_password(peer, username, password).await? else {
+            // The name is the client's; a capped copy keeps the log line bounded.
+            let username: String = username.chars().take(64).collect();
             tracing::warn!(%peer, username, "admin login failed");
             return Err(AuthError::BadCredentials);
         };
