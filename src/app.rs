@@ -66,6 +66,7 @@ impl App {
             store.clone(),
             settings.state_dir(),
             settings.public_base(),
+            settings.allow_api_base_url_override,
         )?);
         let inbound = Arc::new(InboundPipeline::new(
             integrations.clone(),
@@ -98,6 +99,7 @@ impl App {
             integrations.secret_box(),
             clock.clone(),
             crate::webhook::RetryPolicy::default(),
+            settings.allow_private_webhook_targets,
         );
         let incidents = Incidents::new(
             store.clone(),
@@ -225,6 +227,24 @@ impl App {
             })
         });
         self.scheduler.add("retry_sweep", "15 */5 * * * *", sweep).await?;
+        let auth = self.auth.clone();
+        let prune_sessions: Task = Arc::new(move || {
+            let auth = auth.clone();
+            Box::pin(async move {
+                auth.prune()
+                    .await
+                    .map(|n| {
+                        format!(
+                            "{n} expired sessions removed; {} login-limiter entries kept",
+                            auth.throttle_entries()
+                        )
+                    })
+                    .map_err(|e| e.to_string())
+            })
+        });
+        self.scheduler
+            .add("session_prune", "0 */10 * * * *", prune_sessions)
+            .await?;
         self.scheduler.start().await?;
         Ok(())
     }
@@ -233,11 +253,17 @@ impl App {
     /// outbox, a new Open API client for its (possibly new) credentials.
     pub fn integration_changed(&self, live: &Live) {
         self.delivery.set_plan(live.id(), live.record.plan);
-        let base = live
-            .record
-            .api_base_url
-            .as_deref()
-            .and_then(|u| url::Url::parse(u).ok());
+        let base = match live.record.api_base_url.as_deref() {
+            Some(_) if !self.settings.allow_api_base_url_override => {
+                // Set while the switch was on; with it off, the App Secret goes to Lark only.
+                tracing::warn!(
+                    integration = %live.id(),
+                    "ignoring the integration's api_base_url: lark.allow_api_base_url_override is off"
+                );
+                None
+            }
+            other => other.and_then(|u| url::Url::parse(u).ok()),
+        };
         let config = ClientConfig::for_domain(
             live.record.domain,
             base,

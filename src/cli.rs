@@ -77,12 +77,20 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum AdminCommand {
-    /// Set the admin password (read from standard input, at least 12 characters).
+    /// Set the admin password (read from standard input, at least 12 characters, not only
+    /// whitespace nor a common password); every open session ends.
     SetPassword,
     /// Create an API token; it is printed once.
     CreateToken {
-        /// What the token is for, e.g. "alertmanager".
+        /// What the token is for, e.g. "prometheus".
         name: String,
+        /// What it may do: `read` (GET requests on the admin API and /metrics), `metrics`
+        /// (/metrics only) or `admin` (everything).
+        #[arg(long, default_value = "read", value_parser = parse_scope)]
+        scope: crate::auth::Scope,
+        /// Make the token stop working this many days from now (1 to 3650).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
     },
 }
 
@@ -104,6 +112,10 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn parse_scope(word: &str) -> Result<crate::auth::Scope, String> {
+    word.parse().map_err(|e: crate::auth::AuthError| e.to_string())
 }
 
 fn settings(arg: &ConfigArg) -> anyhow::Result<Settings> {
@@ -140,7 +152,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             let settings = settings(&config)?;
             match command {
                 AdminCommand::SetPassword => set_password(&settings),
-                AdminCommand::CreateToken { name } => create_token(&settings, &name),
+                AdminCommand::CreateToken {
+                    name,
+                    scope,
+                    expires_in_days,
+                } => create_token(&settings, &name, scope, expires_in_days),
             }
         }
         Command::Backup { out, config } => backup(&settings(&config)?, &out),
@@ -265,8 +281,14 @@ fn set_password(settings: &Settings) -> anyhow::Result<()> {
                 password_hash: crate::auth::hash_password(&password),
                 updated_at: chrono::Utc::now(),
             };
-            store
-                .write_blocking(move |w| w.put(&store::tables::ADMINS, crate::auth::ADMIN_USER, &account))?;
+            // A reset: every open session ends, as it does when the service makes the change.
+            store.write_blocking(move |w| {
+                w.put(&store::tables::ADMINS, crate::auth::ADMIN_USER, &account)?;
+                for (id, _) in w.scan_prefix(&store::tables::SESSIONS, "", usize::MAX)? {
+                    w.remove(&store::tables::SESSIONS, id.as_str())?;
+                }
+                Ok(())
+            })?;
             store.close();
         }
         None => {
@@ -282,14 +304,16 @@ fn set_password(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn create_token(settings: &Settings, name: &str) -> anyhow::Result<()> {
+fn create_token(
+    settings: &Settings,
+    name: &str,
+    scope: crate::auth::Scope,
+    expires_in_days: Option<u32>,
+) -> anyhow::Result<()> {
     let plain = match open_offline(settings)? {
         Some(store) => {
-            let name = name.trim();
-            if name.is_empty() || name.len() > 64 {
-                bail!("NAME: must be 1 to 64 characters");
-            }
-            let (token, plain) = crate::auth::new_token(name);
+            let (token, plain) =
+                crate::auth::new_token(name, scope, expires_in_days).map_err(|e| anyhow::anyhow!("{e}"))?;
             store.write_blocking(move |w| w.put(&store::tables::API_TOKENS, token.id.as_str(), &token))?;
             store.close();
             plain
@@ -301,7 +325,11 @@ fn create_token(settings: &Settings, name: &str) -> anyhow::Result<()> {
                     .send(
                         reqwest::Method::POST,
                         "/api/v1/tokens",
-                        Some(serde_json::json!({ "name": name })),
+                        Some(serde_json::json!({
+                            "name": name,
+                            "scope": scope.as_str(),
+                            "expires_in_days": expires_in_days,
+                        })),
                     )
                     .await?
                     .json::<serde_json::Value>()
@@ -380,12 +408,19 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     cfg.server.listen = listen.to_string();
     cfg.server.public_url = Some(format!("http://{listen}"));
     cfg.storage.path = dir.path().join("state.redb");
+    // The demo's integration talks to the built-in simulator.
+    cfg.lark.allow_api_base_url_override = true;
     let settings = cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::telemetry::init_logging(&settings.log);
     let app = app::App::open(settings).await?;
     let password = crate::auth::random_hex(8);
-    app.auth.set_password(crate::auth::ADMIN_USER, &password).await?;
-    let (_, api_token) = app.auth.create_token("demo").await?;
+    app.auth
+        .set_password(crate::auth::ADMIN_USER, &password, None)
+        .await?;
+    let (_, api_token) = app
+        .auth
+        .create_token("demo", crate::auth::Scope::Admin, None)
+        .await?;
 
     let sim_addr = free_loopback_port()?;
     let (app_secret, verification_token, encrypt_key) = (

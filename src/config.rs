@@ -19,6 +19,24 @@ pub struct Config {
     pub log: LogConfig,
     pub lark: LarkConfig,
     pub delivery: DeliverySection,
+    pub webhooks: WebhooksSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebhooksSection {
+    /// Whether outbound webhooks may target loopback, private, link-local and other internal
+    /// addresses. On by default (on-prem receivers are usually internal); turn it off where an
+    /// admin-API user must not be able to reach the internal network through the service.
+    pub allow_private_targets: bool,
+}
+
+impl Default for WebhooksSection {
+    fn default() -> Self {
+        WebhooksSection {
+            allow_private_targets: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,11 +86,18 @@ pub struct LarkConfig {
     /// How long a Lark delivery is remembered for dedup, and the age past which a signed request
     /// is refused as a replay. Lark redelivers for about 7 hours, so at least 8.
     pub dedup_ttl_hours: u64,
+    /// Whether an integration may send its Open API calls (and its App Secret) to a base URL
+    /// other than Feishu's or Lark's: for the simulator in the demo and tests, or a vetted
+    /// egress proxy. Off by default.
+    pub allow_api_base_url_override: bool,
 }
 
 impl Default for LarkConfig {
     fn default() -> Self {
-        LarkConfig { dedup_ttl_hours: 24 }
+        LarkConfig {
+            dedup_ttl_hours: 24,
+            allow_api_base_url_override: false,
+        }
     }
 }
 
@@ -94,6 +119,8 @@ pub struct ServerConfig {
     /// Open connections each listener serves at once; new ones beyond are closed at once, so
     /// the open ones (and `/healthz`) keep working. Lowered to fit the open-file limit.
     pub max_connections: usize,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +159,7 @@ impl Default for ServerConfig {
             tls_key: None,
             max_body_bytes: 1024 * 1024,
             max_connections: 4096,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -191,6 +219,12 @@ pub struct Settings {
     pub dedup_ttl: std::time::Duration,
     pub delivery: crate::delivery::DeliveryConfig,
     pub oplog_retention: chrono::Duration,
+    /// Peers whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
+    pub trusted_proxies: Vec<crate::auth::client_ip::Cidr>,
+    /// `lark.allow_api_base_url_override`.
+    pub allow_api_base_url_override: bool,
+    /// `webhooks.allow_private_targets`.
+    pub allow_private_webhook_targets: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -299,6 +333,15 @@ impl Config {
             ));
         }
         let delivery = self.delivery_config()?;
+        let trusted_proxies = s
+            .trusted_proxies
+            .iter()
+            .map(|raw| {
+                raw.parse().map_err(|e: crate::auth::client_ip::CidrError| {
+                    ConfigError::new("server.trusted_proxies", e.to_string())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::new("log.level", format!("invalid filter {:?}: {e}", self.log.level))
         })?;
@@ -315,6 +358,9 @@ impl Config {
             dedup_ttl: std::time::Duration::from_secs(self.lark.dedup_ttl_hours * 3600),
             delivery,
             oplog_retention: chrono::Duration::days(self.delivery.oplog_retention_days as i64),
+            trusted_proxies,
+            allow_api_base_url_override: self.lark.allow_api_base_url_override,
+            allow_private_webhook_targets: self.webhooks.allow_private_targets,
         })
     }
 
@@ -480,6 +526,14 @@ fn apply_env(
                 .parse::<bool>()
                 .map(toml::Value::Boolean)
                 .map_err(|_| ConfigError::new(&path, format!("{name}={raw:?} is not true or false")))?,
+            // Lists (`server.trusted_proxies`) are comma-separated.
+            Some(toml::Value::Array(_)) => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| toml::Value::String(item.to_string()))
+                    .collect(),
+            ),
             _ => toml::Value::String(raw),
         };
         let entry = table

@@ -4,7 +4,14 @@
 //! (5xx, 408, 429, timeouts, connection errors) until it is delivered or given up, and every
 //! attempt's outcome lands in the operation log. Lark's limits and quota do not apply here, so
 //! webhooks keep their own queue instead of the Lark outbox.
+//!
+//! A URL's userinfo and query string often carry the receiver's credentials: every view and log
+//! line shows the URL [`redact_url`]ed. With `webhooks.allow_private_targets = false`, loopback,
+//! private and link-local targets are refused when a webhook is saved and, after DNS, at every
+//! send (the resolver drops internal addresses, so a name cannot be rebound to one); redirects
+//! are never followed.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,7 +64,7 @@ impl From<&Subscription> for SubscriptionView {
         SubscriptionView {
             id: s.id.clone(),
             name: s.name.clone(),
-            url: s.url.clone(),
+            url: redact_url(&s.url),
             event_types: s.event_types.clone(),
             enabled: s.enabled,
             created_at: s.created_at,
@@ -148,7 +155,91 @@ pub struct Webhooks {
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
     policy: RetryPolicy,
+    /// `webhooks.allow_private_targets`.
+    allow_private_targets: bool,
     wake: Notify,
+}
+
+/// `url` with its userinfo and query string replaced by `***`: what views and logs show.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(url) = url::Url::parse(raw) else {
+        return "(unparsable URL)".into();
+    };
+    let credentials = if url.username().is_empty() && url.password().is_none() {
+        ""
+    } else {
+        "***@"
+    };
+    let host = url.host_str().unwrap_or("");
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let query = if url.query().is_some() { "?***" } else { "" };
+    format!(
+        "{}://{credentials}{host}{port}{}{query}",
+        url.scheme(),
+        url.path()
+    )
+}
+
+/// Loopback, private, link-local, shared (CGNAT), unspecified, broadcast or multicast: an
+/// address inside the network rather than a receiver on the internet.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match crate::auth::client_ip::canonical(ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Why a send was not attempted: every address of the target is internal.
+#[derive(Debug, thiserror::Error)]
+#[error("the target resolves only to internal addresses (webhooks.allow_private_targets = false)")]
+struct InternalTarget;
+
+/// DNS that drops internal addresses, used when `webhooks.allow_private_targets` is off; the
+/// connection goes to an address this checked, so a rebinding name cannot slip one in.
+struct PublicOnlyResolver;
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let public: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| !is_internal(a.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(Box::new(InternalTarget) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+fn caused_by_internal_target(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<InternalTarget>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 enum Attempt {
@@ -163,21 +254,62 @@ impl Webhooks {
         secrets: SecretBox,
         clock: Arc<dyn Clock>,
         policy: RetryPolicy,
+        allow_private_targets: bool,
     ) -> Arc<Webhooks> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
+            // A redirect could lead anywhere, past the target checks.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(policy.timeout)
-            .user_agent(concat!("lark-oncall/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("HTTP client with the ring provider");
+            .user_agent(concat!("lark-oncall/", env!("CARGO_PKG_VERSION")));
+        if !allow_private_targets {
+            http = http.dns_resolver(PublicOnlyResolver);
+        }
         Arc::new(Webhooks {
             store,
             secrets,
             clock,
-            http,
+            http: http.build().expect("HTTP client with the ring provider"),
             policy,
+            allow_private_targets,
             wake: Notify::new(),
         })
+    }
+
+    /// Refuses an internal target when `webhooks.allow_private_targets` is off: an address
+    /// literal or `localhost` by itself, a name by what it resolves to now (checked again at
+    /// every send).
+    async fn check_target(&self, url: &str) -> Result<(), WebhookError> {
+        if self.allow_private_targets {
+            return Ok(());
+        }
+        let refused = || {
+            invalid(
+                "url",
+                "targets an internal address, which webhooks.allow_private_targets = false refuses",
+            )
+        };
+        let parsed = url::Url::parse(url).map_err(|_| invalid("url", "is not a URL"))?;
+        match parsed.host() {
+            Some(url::Host::Ipv4(v4)) if is_internal(v4.into()) => Err(refused()),
+            Some(url::Host::Ipv6(v6)) if is_internal(v6.into()) => Err(refused()),
+            Some(url::Host::Domain(name)) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                if name == "localhost" || name.ends_with(".localhost") {
+                    return Err(refused());
+                }
+                // A name that does not resolve yet is left to the send-time check.
+                let resolved: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                    .await
+                    .map(Iterator::collect)
+                    .unwrap_or_default();
+                if !resolved.is_empty() && resolved.iter().all(|a| is_internal(a.ip())) {
+                    return Err(refused());
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn list(&self) -> Result<Vec<Subscription>, StoreError> {
@@ -214,6 +346,7 @@ impl Webhooks {
             return Err(invalid("url", "is required"));
         }
         apply(&mut sub, input)?;
+        self.check_target(&sub.url).await?;
         let stored = sub.clone();
         self.store
             .write(move |w| w.put(&tables::WEBHOOKS, stored.id.as_str(), &stored))
@@ -224,6 +357,7 @@ impl Webhooks {
     pub async fn update(&self, id: &str, input: SubscriptionInput) -> Result<Subscription, WebhookError> {
         let mut sub = self.get(id)?;
         apply(&mut sub, input)?;
+        self.check_target(&sub.url).await?;
         let stored = sub.clone();
         self.store
             .write(move |w| w.put(&tables::WEBHOOKS, stored.id.as_str(), &stored))
@@ -391,7 +525,7 @@ impl Webhooks {
             integration_id: format!("webhook:{}", sub.id),
             incident_id: event.incident_id.clone(),
             job_id: None,
-            receiver: Some(sub.url.clone()),
+            receiver: Some(redact_url(&sub.url)),
             kind: format!("webhook:{}", event.event_type),
             outcome: outcome_word.into(),
             reason,
@@ -403,7 +537,7 @@ impl Webhooks {
             chat_id: None,
         };
         if outcome_word != "delivered" {
-            tracing::warn!(webhook = %sub.id, event = %event.event_type, outcome = outcome_word, "webhook attempt did not deliver");
+            tracing::warn!(webhook = %sub.id, url = %redact_url(&sub.url), event = %event.event_type, outcome = outcome_word, "webhook attempt did not deliver");
         }
         match retry_at {
             Some(at) => {
@@ -429,6 +563,20 @@ impl Webhooks {
     }
 
     async fn post(&self, url: &str, secret: &str, event: &QueuedEvent) -> Attempt {
+        // Address literals skip DNS, so the resolver cannot check them; names are checked there.
+        if !self.allow_private_targets
+            && let Ok(parsed) = url::Url::parse(url)
+            && let Some(ip) = match parsed.host() {
+                Some(url::Host::Ipv4(v4)) => Some(IpAddr::from(v4)),
+                Some(url::Host::Ipv6(v6)) => Some(IpAddr::from(v6)),
+                _ => None,
+            }
+            && is_internal(ip)
+        {
+            return Attempt::Permanent {
+                reason: InternalTarget.to_string(),
+            };
+        }
         let sent = self
             .http
             .post(url)
@@ -451,6 +599,9 @@ impl Webhooks {
                     Attempt::Permanent { reason }
                 }
             }
+            Err(e) if caused_by_internal_target(&e) => Attempt::Permanent {
+                reason: InternalTarget.to_string(),
+            },
             Err(e) => Attempt::Retry {
                 reason: if e.is_timeout() {
                     "timeout".into()
@@ -529,7 +680,7 @@ mod tests {
             base: Duration::from_secs(1),
             ..RetryPolicy::default()
         };
-        (Webhooks::new(store.clone(), secrets, clock, policy), store)
+        (Webhooks::new(store.clone(), secrets, clock, policy, true), store)
     }
 
     #[tokio::test]

@@ -107,8 +107,8 @@ async fn authentication_tokens_sessions_and_csrf() {
         "{set_cookie}"
     );
     assert!(
-        !set_cookie.contains("Secure"),
-        "no Secure flag without TLS: {set_cookie}"
+        set_cookie.contains("Secure"),
+        "Secure, since public_url is https even without in-process TLS: {set_cookie}"
     );
     let cookie = set_cookie.split(';').next().unwrap().to_string();
     let csrf = res.json::<Value>().await.unwrap()["csrf_token"]

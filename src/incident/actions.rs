@@ -2,10 +2,17 @@
 //! `resolve`, `snooze`, in a p2p chat or @-mentioning the bot in a group). A person is known by the Lark identity linked
 //! to their member on the integration the action came through; the answer says what was done,
 //! or what had already happened, and never changes anything for someone not linked.
+//!
+//! Anyone in the tenant can message the bot, so its replies go out at info priority (they wait
+//! when the monthly quota runs low; pages to on-call people never do) and each sender gets at
+//! most [`REPLY_BURST`] in a burst, then one every [`REPLY_INTERVAL_SECS`] seconds.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 
 use super::model::{Actor, Incident, Member, Status, Via};
@@ -24,6 +31,13 @@ ack <id>: acknowledge an incident (42, #42 or inc_…)\n\
 resolve <id>: resolve an incident\n\
 snooze <id> <duration>: snooze it for 30m, 2h, 1d …";
 
+/// Replies one sender gets in a burst.
+pub const REPLY_BURST: u32 = 10;
+/// After a burst, one more reply per this many seconds.
+pub const REPLY_INTERVAL_SECS: u64 = 6;
+/// Senders remembered by the reply limiter before its aged entries are dropped.
+const MAX_TRACKED_SENDERS: usize = 10_000;
+
 /// What acting on an incident from Lark came to.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -40,14 +54,20 @@ pub struct LarkActions {
     incidents: Arc<Incidents>,
     delivery: Arc<Delivery>,
     public_base: String,
+    /// Bot replies per (integration, sender open_id).
+    replies: DefaultKeyedRateLimiter<(String, String)>,
 }
 
 impl LarkActions {
     pub fn new(incidents: Arc<Incidents>, delivery: Arc<Delivery>, public_base: &str) -> LarkActions {
+        let quota = Quota::with_period(Duration::from_secs(REPLY_INTERVAL_SECS))
+            .expect("non-zero period")
+            .allow_burst(NonZeroU32::new(REPLY_BURST).expect("non-zero"));
         LarkActions {
             incidents,
             delivery,
             public_base: public_base.trim_end_matches('/').to_string(),
+            replies: RateLimiter::keyed(quota),
         }
     }
 
@@ -157,7 +177,9 @@ impl LarkActions {
             _ => return HELP.into(),
         };
         match self.perform(&member, words[1], action, Via::Bot).await {
-            Outcome::Done(incident, what) => format!("{what} ({})", incident.title),
+            Outcome::Done(incident, what) => {
+                format!("{what} ({})", super::card::neutralize_mentions(&incident.title))
+            }
             Outcome::AlreadyDone(_, what) | Outcome::Refused(what) => what,
         }
     }
@@ -181,7 +203,14 @@ impl LarkActions {
         open.sort_by_key(|i| std::cmp::Reverse(i.number));
         let lines: Vec<String> = open
             .iter()
-            .map(|i| format!("#{} [{}] {}", i.number, i.status.as_str(), i.title))
+            .map(|i| {
+                format!(
+                    "#{} [{}] {}",
+                    i.number,
+                    i.status.as_str(),
+                    super::card::neutralize_mentions(&i.title)
+                )
+            })
             .collect();
         format!("Open incidents assigned to you:\n{}", lines.join("\n"))
     }
@@ -191,12 +220,28 @@ impl LarkActions {
         if message.chat_type != "p2p" && message.mentions.is_empty() {
             return;
         }
+        let sender = message.sender.open_id.clone().unwrap_or_default();
+        if self.replies.len() > MAX_TRACKED_SENDERS {
+            self.replies.retain_recent();
+        }
+        if self
+            .replies
+            .check_key(&(integration.to_string(), sender.clone()))
+            .is_err()
+        {
+            tracing::info!(
+                integration,
+                sender,
+                "bot message ignored: this sender's reply budget is spent"
+            );
+            return;
+        }
         let reply = self.command_reply(integration, message).await;
         let job = NewJob {
             integration_id: integration.to_string(),
             incident_id: None,
-            // Someone is waiting for this answer.
-            priority: Priority::Critical,
+            // Anyone in the tenant can ask; the quota real pages need comes first.
+            priority: Priority::Info,
             cosmetic: false,
             kind: JobKind::Reply {
                 message_id: message.message_id.clone(),

@@ -2,6 +2,11 @@
 //! in zh_cn and en_us, with buttons whose `value` the card callback acts on. Rendering keeps the
 //! serialized content under Lark's 30 KB card limit (counted in bytes): a long description and
 //! many labels are cut, with a link to the full incident.
+//!
+//! Everything an alert provides (labels, description) is [`escape_markdown`]ed before it goes
+//! into `lark_md`/`markdown` elements, so an alert cannot mention everyone (`<at id=all>`), plant
+//! a link under our bot's name, or break out of formatting; the title is `plain_text`, which Lark
+//! does not parse.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -77,6 +82,29 @@ fn severity_text(severity: Severity, l: Locale) -> &'static str {
     }
 }
 
+/// `text` with every character Lark's card markdown gives a meaning written as an HTML entity
+/// (which Lark's markdown decodes for display): no `<at>` tags, links, emphasis, code spans,
+/// headings or autolinked URLs can come out of it.
+pub fn escape_markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' | '<' | '>' | '*' | '_' | '~' | '`' | '[' | ']' | '(' | ')' | '#' | '\\' | ':' | '!'
+            | '|' | '$' | '"' | '\'' => {
+                out.push_str(&format!("&#{};", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `text` for a plain text message, where Lark parses `<at user_id=…>` tags: `<` becomes the
+/// look-alike `＜`, so text from an alert cannot mention anyone.
+pub fn neutralize_mentions(text: &str) -> String {
+    text.replace('<', "\u{FF1C}")
+}
+
 fn cut_chars(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((end, _)) => format!("{}…", &text[..end]),
@@ -137,7 +165,7 @@ fn labels_text(incident: &Incident, ctx: &CardContext, l: Locale) -> Option<Stri
         .labels
         .iter()
         .take(MAX_LABELS_SHOWN)
-        .map(|(k, v)| cut_chars(&format!("`{k}={v}`"), MAX_LABEL_CHARS))
+        .map(|(k, v)| escape_markdown(&cut_chars(&format!("{k}={v}"), MAX_LABEL_CHARS)))
         .collect();
     let hidden = incident.labels.len().saturating_sub(MAX_LABELS_SHOWN);
     if hidden > 0 {
@@ -146,7 +174,7 @@ fn labels_text(incident: &Incident, ctx: &CardContext, l: Locale) -> Option<Stri
             Locale::En => format!("[{hidden} more]({})", ctx.incident_url),
         });
     }
-    Some(format!("**{}** {}", l.pick("标签", "Labels"), parts.join(" ")))
+    Some(format!("**{}** {}", l.pick("标签", "Labels"), parts.join(" · ")))
 }
 
 /// `description_chars`: how much of the description to show (`None` = all of it).
@@ -160,12 +188,12 @@ fn elements(
     let assignees = if ctx.assignee_names.is_empty() {
         dash.clone()
     } else {
-        ctx.assignee_names.join(", ")
+        escape_markdown(&ctx.assignee_names.join(", "))
     };
     let acked = if incident.acknowledged_by.is_empty() {
         dash
     } else {
-        incident.acknowledged_by.join(", ")
+        escape_markdown(&incident.acknowledged_by.join(", "))
     };
     let mut out = vec![json!({"tag": "div", "fields": [
         field(l.pick("状态", "Status"), &status_text(incident, ctx.now, l)),
@@ -181,11 +209,11 @@ fn elements(
         let content = match description_chars {
             Some(n) if n < incident.description.chars().count() => format!(
                 "{}\n[{}]({})",
-                cut_chars(&incident.description, n),
+                escape_markdown(&cut_chars(&incident.description, n)),
                 l.pick("在应用中查看全文", "View in app for the full text"),
                 ctx.incident_url
             ),
-            _ => incident.description.clone(),
+            _ => escape_markdown(&incident.description),
         };
         out.push(json!({"tag": "markdown", "content": content}));
     }
@@ -284,6 +312,19 @@ mod tests {
         assert_eq!(card["config"]["update_multi"], true);
         assert!(content.contains("View in app for the full text"));
         assert!(content.contains("180 more"));
+    }
+
+    #[test]
+    fn markdown_from_an_alert_is_inert() {
+        let escaped = escape_markdown("<at id=all></at> [x](http://evil) `code` **b**");
+        for raw in ["<at", "[x]", "(http", "`", "**", "http:"] {
+            assert!(!escaped.contains(raw), "{raw} survived: {escaped}");
+        }
+        assert_eq!(escape_markdown("&#60;at"), "&#38;&#35;60;at");
+        assert_eq!(
+            neutralize_mentions("<at user_id=\"all\">"),
+            "\u{FF1C}at user_id=\"all\">"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Alert formats turned into alert events: Prometheus Alertmanager's webhook (v4) and the
 //! standard alert event that on-call SaaS users already send (`title_rule`, `event_status`,
-//! `alert_key`, `description`, `labels`, with that format's field limits).
+//! `alert_key`, `description`, `labels`). One set of field limits ([`check_fields`]) holds for
+//! every way in: these two formats and `POST /api/v1/incidents`.
 
 use std::collections::BTreeMap;
 
@@ -102,7 +103,7 @@ impl AlertmanagerPayload {
             .get("summary")
             .cloned()
             .or(alertname)
-            .unwrap_or_else(|| format!("Alertmanager group {}", self.group_key));
+            .unwrap_or_else(|| cut_to(&format!("Alertmanager group {}", self.group_key), MAX_TITLE_CHARS));
         let severity = self
             .common_labels
             .get("severity")
@@ -137,8 +138,27 @@ impl AlertmanagerPayload {
         }
         let mut labels = self.group_labels;
         labels.extend(self.common_labels);
+        // The description is our own join of the group's alerts: cut, not refused.
+        let description = cut_to(&description, MAX_DESCRIPTION_CHARS);
+        check_fields(
+            FieldNames {
+                title: "commonAnnotations.summary",
+                description: "commonAnnotations.description",
+                labels: "commonLabels",
+            },
+            &title,
+            &description,
+            &labels,
+        )?;
+        // Alertmanager builds the group key from the group-by labels, so it can be long; a
+        // digest keeps it within the key limit and still unique per group.
+        let key = if self.group_key.chars().count() > MAX_ALERT_KEY_CHARS {
+            format!("sha256:{}", crate::auth::sha256_hex(self.group_key.as_bytes()))
+        } else {
+            self.group_key
+        };
         Ok(AlertEvent {
-            key: self.group_key,
+            key,
             title,
             description,
             severity,
@@ -149,11 +169,84 @@ impl AlertmanagerPayload {
 }
 
 pub const MAX_TITLE_CHARS: usize = 512;
-pub const MAX_DESCRIPTION_CHARS: usize = 2048;
+/// Long enough for a stack trace or a runbook excerpt; the card shows what fits in Lark's 30 KB
+/// and links to the rest.
+pub const MAX_DESCRIPTION_CHARS: usize = 65_536;
 pub const MAX_LABELS: usize = 50;
 pub const MAX_LABEL_KEY_CHARS: usize = 128;
 pub const MAX_LABEL_VALUE_CHARS: usize = 2048;
 pub const MAX_ALERT_KEY_CHARS: usize = 255;
+
+/// What each format calls the fields [`check_fields`] checks, for its error messages.
+pub struct FieldNames {
+    pub title: &'static str,
+    pub description: &'static str,
+    pub labels: &'static str,
+}
+
+/// The limits every ingest path enforces: title 1 to [`MAX_TITLE_CHARS`], description up to
+/// [`MAX_DESCRIPTION_CHARS`], at most [`MAX_LABELS`] labels with keys of 1 to
+/// [`MAX_LABEL_KEY_CHARS`] and values up to [`MAX_LABEL_VALUE_CHARS`] characters.
+pub fn check_fields(
+    names: FieldNames,
+    title: &str,
+    description: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), IncidentError> {
+    if title.trim().is_empty() {
+        return Err(invalid(names.title, "must not be empty"));
+    }
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return Err(invalid(
+            names.title,
+            format!("longer than {MAX_TITLE_CHARS} characters"),
+        ));
+    }
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(invalid(
+            names.description,
+            format!("longer than {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    if labels.len() > MAX_LABELS {
+        return Err(invalid(names.labels, format!("more than {MAX_LABELS} labels")));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.chars().count() > MAX_LABEL_KEY_CHARS {
+            let shown = cut_to(k, 40);
+            return Err(invalid(
+                names.labels,
+                format!("label key {shown:?} must be 1 to {MAX_LABEL_KEY_CHARS} characters"),
+            ));
+        }
+        if v.chars().count() > MAX_LABEL_VALUE_CHARS {
+            return Err(invalid(
+                &format!("{}.{k}", names.labels),
+                format!("longer than {MAX_LABEL_VALUE_CHARS} characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a dedup/alert key against [`MAX_ALERT_KEY_CHARS`].
+pub fn check_key(field: &str, key: &str) -> Result<(), IncidentError> {
+    if key.chars().count() > MAX_ALERT_KEY_CHARS {
+        return Err(invalid(
+            field,
+            format!("longer than {MAX_ALERT_KEY_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// At most `max` characters of `text`, the last one `…` when cut.
+fn cut_to(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((end, _)) if text.chars().count() > max => format!("{}…", &text[..end]),
+        _ => text.to_string(),
+    }
+}
 
 /// The standard alert event.
 #[derive(Debug, Deserialize)]
@@ -183,47 +276,22 @@ impl StandardEvent {
             }
         };
         let title = self.title_rule.trim().to_string();
-        if title.is_empty() {
-            return Err(invalid("title_rule", "must not be empty"));
-        }
-        if title.chars().count() > MAX_TITLE_CHARS {
-            return Err(invalid(
-                "title_rule",
-                format!("longer than {MAX_TITLE_CHARS} characters"),
-            ));
-        }
         let description = self.description.unwrap_or_default();
-        if description.chars().count() > MAX_DESCRIPTION_CHARS {
-            return Err(invalid(
-                "description",
-                format!("longer than {MAX_DESCRIPTION_CHARS} characters"),
-            ));
-        }
-        if self.labels.len() > MAX_LABELS {
-            return Err(invalid("labels", format!("more than {MAX_LABELS} labels")));
-        }
-        for (k, v) in &self.labels {
-            if k.is_empty() || k.chars().count() > MAX_LABEL_KEY_CHARS {
-                return Err(invalid(
-                    "labels",
-                    format!("label key {k:?} must be 1 to {MAX_LABEL_KEY_CHARS} characters"),
-                ));
-            }
-            if v.chars().count() > MAX_LABEL_VALUE_CHARS {
-                return Err(invalid(
-                    &format!("labels.{k}"),
-                    format!("longer than {MAX_LABEL_VALUE_CHARS} characters"),
-                ));
-            }
-        }
+        check_fields(
+            FieldNames {
+                title: "title_rule",
+                description: "description",
+                labels: "labels",
+            },
+            &title,
+            &description,
+            &self.labels,
+        )?;
         let key = match self.alert_key.filter(|k| !k.is_empty()) {
-            Some(k) if k.chars().count() > MAX_ALERT_KEY_CHARS => {
-                return Err(invalid(
-                    "alert_key",
-                    format!("longer than {MAX_ALERT_KEY_CHARS} characters"),
-                ));
+            Some(k) => {
+                check_key("alert_key", &k)?;
+                k
             }
-            Some(k) => k,
             // Without a key, the title and labels identify the alert, so a recovery with the
             // same title and labels finds it.
             None => {
@@ -269,6 +337,30 @@ mod tests {
                 .to_string()
                 .starts_with("event_status")
         );
+    }
+
+    #[test]
+    fn alertmanager_payloads_get_the_same_limits() {
+        let many: BTreeMap<String, String> = (0..60).map(|i| (format!("l{i}"), "v".into())).collect();
+        let p: AlertmanagerPayload = serde_json::from_value(serde_json::json!({
+            "version": "4", "groupKey": "g".repeat(400), "status": "firing",
+            "commonLabels": many, "alerts": []
+        }))
+        .unwrap();
+        assert!(
+            p.into_event()
+                .unwrap_err()
+                .to_string()
+                .starts_with("commonLabels")
+        );
+        let p: AlertmanagerPayload = serde_json::from_value(serde_json::json!({
+            "version": "4", "groupKey": "g".repeat(400), "status": "firing",
+            "alerts": (0..50).map(|_| serde_json::json!({"status": "firing", "annotations": {"description": "d".repeat(2000)}})).collect::<Vec<_>>()
+        }))
+        .unwrap();
+        let ev = p.into_event().unwrap();
+        assert_eq!(ev.description.chars().count(), MAX_DESCRIPTION_CHARS);
+        assert!(ev.key.len() <= MAX_ALERT_KEY_CHARS);
     }
 
     #[test]

@@ -445,8 +445,18 @@ impl Incidents {
 
     /// Opens an incident, or merges into the open one with the same dedup key.
     pub async fn open(&self, new: NewIncident, actor: Actor) -> Result<AlertOutcome, IncidentError> {
-        if new.title.trim().is_empty() {
-            return Err(invalid("title", "must not be empty"));
+        ingest::check_fields(
+            ingest::FieldNames {
+                title: "title",
+                description: "description",
+                labels: "labels",
+            },
+            &new.title,
+            &new.description,
+            &new.labels,
+        )?;
+        if let Some(key) = &new.dedup_key {
+            ingest::check_key("dedup_key", key)?;
         }
         self.check_members(&new.assignees, "assignees")?;
         let dedup = new

@@ -359,7 +359,8 @@ mod tests {
         clock: Arc<ShiftedClock>,
     ) -> (Arc<InboundPipeline>, String, Store) {
         let store = Store::open(&dir.join("state.redb")).unwrap();
-        let integrations = Arc::new(Integrations::open(store.clone(), dir, "https://x.example").unwrap());
+        let integrations =
+            Arc::new(Integrations::open(store.clone(), dir, "https://x.example", false).unwrap());
         let id = integrations
             .create(crate::integration::IntegrationInput {
                 name: Some("t".into()),

@@ -221,6 +221,8 @@ pub struct Integrations {
     store: Store,
     secrets: SecretBox,
     public_base: String,
+    /// `lark.allow_api_base_url_override`: whether `api_base_url` may be set at all.
+    allow_base_url_override: bool,
     live: RwLock<HashMap<String, Arc<Live>>>,
 }
 
@@ -230,6 +232,7 @@ impl Integrations {
         store: Store,
         state_dir: &std::path::Path,
         public_base: &str,
+        allow_base_url_override: bool,
     ) -> Result<Integrations, IntegrationError> {
         let records = store.read(|r| r.page(&tables::INTEGRATIONS, None, usize::MAX, false))?;
         // Webhook signing secrets are sealed with the same key.
@@ -244,6 +247,7 @@ impl Integrations {
             store,
             secrets,
             public_base: public_base.trim_end_matches('/').to_string(),
+            allow_base_url_override,
             live: RwLock::new(live),
         })
     }
@@ -380,6 +384,7 @@ impl Integrations {
 
     /// Validates `input` and applies it to `record`, sealing any secret it carries.
     fn apply(&self, record: &mut IntegrationRecord, input: IntegrationInput) -> Result<(), IntegrationError> {
+        self.check_destination_change(record, &input)?;
         if let Some(name) = input.name {
             let name = name.trim();
             if name.is_empty() || name.chars().count() > 100 {
@@ -444,6 +449,41 @@ impl Integrations {
         }
         if let Some(allow) = input.allow_card_v1_token_signature {
             record.allow_card_v1_token_signature = allow;
+        }
+        Ok(())
+    }
+
+    /// Where the App Secret is sent is guarded: the override needs the config switch, and moving
+    /// the integration to another base URL or domain needs the App Secret in the same request,
+    /// so holding an API token is not enough to have the secret posted to a host of one's own.
+    fn check_destination_change(
+        &self,
+        record: &IntegrationRecord,
+        input: &IntegrationInput,
+    ) -> Result<(), IntegrationError> {
+        let new_base = input
+            .api_base_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty());
+        if new_base.is_some() && !self.allow_base_url_override {
+            return Err(invalid(
+                "api_base_url",
+                "overriding Lark's API address is disabled; set lark.allow_api_base_url_override = true in the config file to allow it",
+            ));
+        }
+        let base_changes = input.api_base_url.as_deref().is_some_and(|u| {
+            let u = u.trim();
+            let current = record.api_base_url.as_deref().unwrap_or("");
+            u.trim_end_matches('/') != current
+        });
+        let domain_changes = input.domain.is_some_and(|d| d != record.domain);
+        if (base_changes || domain_changes) && input.app_secret.is_none() {
+            let changed = if base_changes { "api_base_url" } else { "domain" };
+            return Err(invalid(
+                "app_secret",
+                format!("is required in the same request when {changed} changes"),
+            ));
         }
         Ok(())
     }

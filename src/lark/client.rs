@@ -111,6 +111,8 @@ impl LarkClient {
         // reqwest is built without a default crypto provider; installing ring twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
+            // A redirect would carry the App Secret or a token to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .user_agent(concat!("lark-oncall/", env!("CARGO_PKG_VERSION")))
@@ -459,6 +461,11 @@ impl LarkClient {
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| LarkError::from_reqwest(&e))?;
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if !serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.is_object()) {
+            // The body is for whoever reads the server log, never for API answers (it may come
+            // from a host that is not Lark).
+            tracing::warn!(api = api.name, http_status = status, body = %error::snippet(&body), "Lark answered with something that is not its JSON");
+        }
         let exchange = Exchange {
             http_status: status,
             ratelimit_reset: header("x-ogw-ratelimit-reset"),

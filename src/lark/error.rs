@@ -200,7 +200,12 @@ pub(crate) fn check(exchange: &Exchange<'_>, body: &[u8]) -> Result<Value, LarkE
     let status = exchange.http_status;
     let parsed: Option<Value> = serde_json::from_slice(body).ok().filter(Value::is_object);
     let Some(json) = parsed else {
-        let cause = format!("not a JSON object: {}", snippet(body));
+        // The body itself goes to the log only (see the client): it may come from anywhere.
+        let cause = if body.iter().all(u8::is_ascii_whitespace) {
+            "empty body".to_string()
+        } else {
+            format!("not a JSON object ({} bytes)", body.len())
+        };
         return Err(if status >= 500 {
             LarkError::Transient {
                 cause: format!("HTTP {status}, {cause}"),
@@ -322,7 +327,8 @@ fn scope_in(text: &str) -> Option<&'static str> {
     None
 }
 
-fn snippet(body: &[u8]) -> String {
+/// The start of a body, for the log.
+pub(crate) fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(120)]);
     let text = text.trim();
     if text.is_empty() {

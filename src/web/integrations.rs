@@ -35,7 +35,31 @@ impl From<IntegrationError> for ApiError {
 impl From<crate::lark::LarkError> for ApiError {
     fn from(e: crate::lark::LarkError) -> Self {
         tracing::warn!(error = %e, "Lark refused or failed a call made for an admin");
-        ApiError::new(StatusCode::BAD_GATEWAY, e.reason(), format!("Lark: {e}"))
+        // What came back stays in the log: the answer names its class and Lark's ids only.
+        let detail = match e.answer() {
+            Some(a) => format!(
+                "HTTP {}, code {}, log_id {}",
+                a.http_status,
+                a.code.map_or("none".into(), |c| c.to_string()),
+                a.log_id.as_deref().unwrap_or("none")
+            ),
+            None => match &e {
+                crate::lark::LarkError::MalformedResponse { http_status, .. }
+                | crate::lark::LarkError::Transient {
+                    http_status: Some(http_status),
+                    ..
+                } => format!("HTTP {http_status}"),
+                _ => "no HTTP answer".into(),
+            },
+        };
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            e.reason(),
+            format!(
+                "Lark call failed: {} ({detail}); the server log has the details",
+                e.reason()
+            ),
+        )
     }
 }
 

@@ -79,6 +79,7 @@ impl HarnessBuilder {
         config.server.listen = "127.0.0.1:0".into();
         config.server.public_url = Some("https://oncall.example.com".into());
         config.storage.path = dir.path().join("state.redb");
+        config.lark.allow_api_base_url_override = true;
         let mut settings = config.validate().unwrap();
         (self.tune)(&mut settings);
         let sim_app = SimApp::new(&self.app_id, &self.app_secret, VERIFICATION_TOKEN);
@@ -111,7 +112,8 @@ impl HarnessBuilder {
                     &token,
                     Method::PATCH,
                     format!("{}/api/v1/integrations/{id}", running.addresses.admin_url()),
-                    json!({"api_base_url": sim.base_url()}),
+                    // Moving the integration to another API host needs its App Secret again.
+                    json!({"api_base_url": sim.base_url(), "app_secret": self.app_secret}),
                 )
                 .await;
                 assert_eq!(status, StatusCode::OK, "{body}");
@@ -154,7 +156,12 @@ async fn serve(settings: &Settings, clock: &Arc<ShiftedClock>) -> Running {
 /// The first start: serves and creates an API token.
 async fn launch(settings: &Settings, clock: &Arc<ShiftedClock>) -> (Running, String) {
     let running = serve(settings, clock).await;
-    let (_, token) = running.app.auth.create_token("tests").await.unwrap();
+    let (_, token) = running
+        .app
+        .auth
+        .create_token("tests", lark_oncall::auth::Scope::Admin, None)
+        .await
+        .unwrap();
     (running, token)
 }
 

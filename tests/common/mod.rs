@@ -24,7 +24,8 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// A config listening on 127.0.0.1:0 with JSON logs; `extra` is appended to `[server]`.
+    /// A config listening on 127.0.0.1:0 with JSON logs, integrations allowed to point at a
+    /// simulator (`lark.allow_api_base_url_override`); `extra` is appended to `[server]`.
     pub fn new(server_extra: &str) -> Instance {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("config.toml");
@@ -33,7 +34,8 @@ impl Instance {
             &config,
             format!(
                 "[server]\npublic_url = \"https://oncall.example.com\"\nlisten = \"127.0.0.1:0\"\n{server_extra}\n\
-                 [storage]\npath = \"{}\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n",
+                 [storage]\npath = \"{}\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n\
+                 [lark]\nallow_api_base_url_override = true\n",
                 state.display()
             ),
         )
@@ -67,7 +69,7 @@ impl Instance {
 
     /// Creates an API token offline (the service must not be running).
     pub fn offline_token(&self) -> String {
-        let out = self.cli(&["admin", "create-token", "tests"]);
+        let out = self.cli(&["admin", "create-token", "tests", "--scope", "admin"]);
         assert!(
             out.status.success(),
             "create-token: {}",
