@@ -91,6 +91,29 @@ impl RankQueue {
         }
         q.push_back(id);
     }
+
+    fn remove(&mut self, receiver: &str, id: u64) {
+        let Some(q) = self.by_receiver.get_mut(receiver) else {
+            return;
+        };
+        q.retain(|queued| *queued != id);
+        if q.is_empty() {
+            self.by_receiver.remove(receiver);
+            self.turn.retain(|r| r != receiver);
+        }
+    }
+}
+
+impl Lane {
+    /// Takes a job that is waiting (pending, not in flight) out of the schedule. Every rank is
+    /// looked at: a coalesced update may have been raised above the rank it was queued in.
+    fn unqueue(&mut self, job: &Job) {
+        let receiver = receiver_key(job);
+        for queue in self.ranks.values_mut() {
+            queue.remove(&receiver, job.id);
+        }
+        self.ranks.retain(|_, q| !q.turn.is_empty());
+    }
 }
 
 struct Inner {
@@ -300,6 +323,37 @@ impl Delivery {
         self.admit(&mut self.inner.lock().expect("delivery lock"), job);
         self.wake.notify_one();
         Ok(id)
+    }
+
+    /// The card of `message_id` was replaced another way (by the answer to a press on it): an
+    /// update still waiting for it would only repeat or undo that, so it is dropped, counted as
+    /// coalesced. One already in flight goes on. Returns whether one was dropped.
+    pub async fn drop_pending_update(&self, integration: &str, message_id: &str) -> Result<bool, StoreError> {
+        let dropped = {
+            let mut inner = self.inner.lock().expect("delivery lock");
+            let inner = &mut *inner;
+            let key = (integration.to_string(), message_id.to_string());
+            match inner.pending_updates.get(&key).copied() {
+                Some(id) if !inner.in_flight_ids.contains(&id) => {
+                    inner.pending_updates.remove(&key);
+                    let job = inner.jobs.remove(&id).expect("pending update");
+                    if let Some(lane) = inner.lanes.get_mut(integration) {
+                        lane.unqueue(&job);
+                    }
+                    self.metrics.queued(job.kind.name(), -1);
+                    Some(id)
+                }
+                _ => None,
+            }
+        };
+        let Some(id) = dropped else {
+            return Ok(false);
+        };
+        self.store
+            .write(move |w| w.remove(&tables::OUTBOX, &id).map(drop))
+            .await?;
+        self.metrics.coalesced.inc();
+        Ok(true)
     }
 
     /// Writes many jobs to the outbox in one durable commit and schedules them (for bulk
