@@ -75,7 +75,18 @@ struct Lane {
     in_flight: usize,
     month: String,
     usage: MonthUsage,
+    /// Lark answered 99991403 this month: every job waits for the month to end or the plan to
+    /// change, whatever our own count says.
+    quota_refused: bool,
+    /// When Lark last took a call of this integration (delivered, or refused for a business
+    /// reason, which it counts too).
+    last_accepted: Option<DateTime<Utc>>,
 }
+
+/// On a plan with a quota, after this long without a call Lark took (and after a start), one
+/// call goes out alone first: other tools of the tenant may have spent the quota meanwhile, and
+/// one 99991403 then holds every job instead of one refusal per job in flight.
+const QUOTA_PROBE_AFTER: chrono::Duration = chrono::Duration::minutes(1);
 
 #[derive(Default)]
 struct RankQueue {
@@ -105,6 +116,15 @@ impl RankQueue {
 }
 
 impl Lane {
+    /// Takes every waiting job out of the schedule; returns their ids.
+    fn unqueue_all(&mut self) -> Vec<u64> {
+        let ranks = std::mem::take(&mut self.ranks);
+        ranks
+            .into_values()
+            .flat_map(|q| q.by_receiver.into_values().flatten())
+            .collect()
+    }
+
     /// Takes a job that is waiting (pending, not in flight) out of the schedule. Every rank is
     /// looked at: a coalesced update may have been raised above the rank it was queued in.
     fn unqueue(&mut self, job: &Job) {
@@ -167,6 +187,16 @@ fn write_new_job(w: &crate::store::WriteTx<'_>, new: NewJob, now: DateTime<Utc>)
     Ok(job)
 }
 
+/// The operation-log outcome of a held job.
+fn hold_outcome(job: &Job) -> &'static str {
+    match job.state {
+        JobState::Held {
+            reason: HoldReason::QuotaReserved,
+        } => "quota_reserved",
+        _ => "held_quota",
+    }
+}
+
 fn receiver_key(job: &Job) -> String {
     job.kind.receiver().unwrap_or_default()
 }
@@ -218,6 +248,8 @@ impl Delivery {
                 in_flight: 0,
                 month,
                 usage,
+                quota_refused: false,
+                last_accepted: None,
             }
         })
     }
@@ -261,7 +293,9 @@ impl Delivery {
     /// Sets (or changes) an integration's plan; jobs held for quota are re-evaluated.
     pub fn set_plan(&self, integration: &str, plan: Plan) {
         let mut inner = self.inner.lock().expect("delivery lock");
-        self.lane(&mut inner.lanes, integration).plan = plan;
+        let lane = self.lane(&mut inner.lanes, integration);
+        lane.plan = plan;
+        lane.quota_refused = false;
         self.release_holds(&mut inner, integration);
         drop(inner);
         self.wake.notify_one();
@@ -436,14 +470,14 @@ impl Delivery {
                 crossed,
             )
         };
-        self.warn_quota(integration, crossed);
+        self.warn_quota(integration, &crossed);
         self.store
             .write(move |w| w.put(&tables::QUOTA, key.as_str(), &usage))
             .await
     }
 
-    fn warn_quota(&self, integration: &str, crossed: Option<u8>) {
-        if let Some(pct) = crossed {
+    fn warn_quota(&self, integration: &str, crossed: &[u8]) {
+        for pct in crossed {
             tracing::warn!(integration, percent = pct, "monthly Lark API quota {pct}% used");
             self.metrics.quota_warnings.inc();
         }
@@ -551,6 +585,7 @@ impl Delivery {
             let lane = inner.lanes.get_mut(&id).expect("lane");
             lane.month = month.clone();
             lane.usage = usage;
+            lane.quota_refused = false;
             tracing::info!(integration = %id, %month, "quota month rolled over; held jobs released");
             self.release_holds(&mut inner, &id);
         }
@@ -601,7 +636,15 @@ impl Delivery {
         let mut wake_at: Option<Instant> = None;
         let mut holds = Vec::new();
         for lane in inner.lanes.values_mut() {
-            'lane: while lane.in_flight < self.config.max_in_flight {
+            if lane.quota_refused {
+                let waiting = lane.unqueue_all();
+                holds.extend(waiting.into_iter().map(|id| (id, HoldReason::QuotaExhausted)));
+                continue;
+            }
+            let probing = lane.plan.limit().is_some()
+                && lane.last_accepted.is_none_or(|t| wall - t >= QUOTA_PROBE_AFTER);
+            let max_in_flight = if probing { 1 } else { self.config.max_in_flight };
+            'lane: while lane.in_flight < max_in_flight {
                 for queue in lane.ranks.values_mut() {
                     for _ in 0..queue.turn.len() {
                         let Some(receiver) = queue.turn.pop_front() else {
@@ -666,44 +709,88 @@ impl Delivery {
             lane.ranks.retain(|_, q| !q.turn.is_empty());
             lane.limits.forget_idle(now);
         }
-        for (id, reason) in holds {
-            self.hold(inner, id, reason);
-        }
+        self.hold(inner, holds);
         (ready, wake_at)
     }
 
-    fn hold(&self, inner: &mut Inner, id: u64, reason: HoldReason) {
-        let job = inner.jobs.get_mut(&id).expect("held job");
-        let first_time = job.state
-            != (JobState::Held {
-                reason: reason.clone(),
-            });
-        job.state = JobState::Held {
-            reason: reason.clone(),
-        };
-        if !first_time {
+    /// Holds jobs taken out of the schedule, recording the newly held ones in one commit.
+    fn hold(&self, inner: &mut Inner, holds: Vec<(u64, HoldReason)>) {
+        let mut records = Vec::new();
+        for (id, reason) in holds {
+            let job = inner.jobs.get_mut(&id).expect("held job");
+            let held = JobState::Held { reason };
+            if job.state == held {
+                continue;
+            }
+            job.state = held;
+            let outcome = hold_outcome(job);
+            tracing::warn!(job = id, integration = %job.integration_id, outcome, "job held: monthly quota");
+            self.metrics.outcome(job.kind.name(), outcome);
+            records.push((job.clone(), self.entry(job, outcome, None, None)));
+        }
+        if records.is_empty() {
             return;
         }
-        let outcome = match reason {
-            HoldReason::QuotaExhausted => "held_quota",
-            HoldReason::QuotaReserved => "quota_reserved",
-        };
-        tracing::warn!(job = id, integration = %job.integration_id, outcome, "job held: monthly quota");
-        self.metrics.outcome(job.kind.name(), outcome);
-        let entry = self.entry(job, outcome, None, None);
-        let stored = job.clone();
         let store = self.store.clone();
         tokio::spawn(async move {
             let written = store
                 .write(move |w| {
-                    w.put(&tables::OUTBOX, &stored.id, &stored)?;
-                    oplog::append(w, entry).map(drop)
+                    for (job, entry) in records {
+                        w.put(&tables::OUTBOX, &job.id, &job)?;
+                        oplog::append(w, entry)?;
+                    }
+                    Ok(())
                 })
                 .await;
             if let Err(e) = written {
-                tracing::error!(error = %e, "cannot record a held job");
+                tracing::error!(error = %e, "cannot record held jobs");
             }
         });
+    }
+
+    /// Lark refused `job` for quota. It is held, and so is every job of its integration waiting
+    /// to go (by the next pick, at once): none of them makes a call to learn the same.
+    async fn hold_refused(
+        &self,
+        mut job: Job,
+        failure: &CallFailure,
+        latency: Duration,
+    ) -> Result<(), StoreError> {
+        let (quota_key, usage, crossed) = {
+            let mut inner = self.inner.lock().expect("delivery lock");
+            let lane = self.lane(&mut inner.lanes, &job.integration_id);
+            lane.quota_refused = true;
+            let crossed = quota::learn_exhausted(&mut lane.usage, lane.plan);
+            (
+                format!("{}/{}", job.integration_id, lane.month),
+                lane.usage.clone(),
+                crossed,
+            )
+        };
+        self.warn_quota(&job.integration_id, &crossed);
+        job.state = JobState::Held {
+            reason: HoldReason::QuotaExhausted,
+        };
+        job.next_attempt_at = None;
+        let outcome = hold_outcome(&job);
+        let entry = self.entry(&job, outcome, Some(failure), Some(latency));
+        let stored = job.clone();
+        self.store
+            .write(move |w| {
+                w.put(&tables::OUTBOX, &stored.id, &stored)?;
+                w.put(&tables::QUOTA, quota_key.as_str(), &usage)?;
+                oplog::append(w, entry).map(drop)
+            })
+            .await?;
+        tracing::warn!(job = job.id, integration = %job.integration_id, outcome, "Lark says the monthly quota is spent; the integration's jobs are held");
+        self.metrics.outcome(job.kind.name(), outcome);
+        let mut inner = self.inner.lock().expect("delivery lock");
+        inner.in_flight_ids.remove(&job.id);
+        if let Some(lane) = inner.lanes.get_mut(&job.integration_id) {
+            lane.in_flight -= 1;
+        }
+        inner.jobs.insert(job.id, job);
+        Ok(())
     }
 
     fn entry(
@@ -761,6 +848,13 @@ impl Delivery {
             let mut inner = self.inner.lock().expect("delivery lock");
             let lane = self.lane(&mut inner.lanes, &job.integration_id);
             lane.limits.answered(&job.kind.shape(), Instant::now());
+            let taken = match &outcome {
+                CallOutcome::Delivered { .. } => true,
+                CallOutcome::Failed(f) => matches!(f.kind, FailureKind::Permanent { .. }),
+            };
+            if taken {
+                lane.last_accepted = Some(self.clock.now());
+            }
         }
         self.metrics.in_flight.dec();
         let latency = started.elapsed();
@@ -815,7 +909,7 @@ impl Delivery {
     fn count_in_lane(&self, inner: &mut Inner, job: &Job) -> (String, MonthUsage) {
         let lane = self.lane(&mut inner.lanes, &job.integration_id);
         let crossed = quota::count(&mut lane.usage, job.kind.class(), 1, lane.plan);
-        self.warn_quota(&job.integration_id, crossed);
+        self.warn_quota(&job.integration_id, &crossed);
         (
             format!("{}/{}", job.integration_id, lane.month),
             lane.usage.clone(),
@@ -883,6 +977,9 @@ impl Delivery {
         let gave_up = job
             .first_attempt_at
             .is_some_and(|first| (now - first).to_std().unwrap_or_default() >= self.config.give_up_after);
+        if failure.kind == FailureKind::QuotaExhausted && !gave_up {
+            return self.hold_refused(job, &failure, latency).await;
+        }
         let retry_at = match &failure.kind {
             FailureKind::Permanent { .. } => None,
             _ if gave_up => None,
@@ -893,15 +990,8 @@ impl Delivery {
                     .honour_reset(&job.kind.shape(), Instant::now() + *retry_after);
                 Some(now + chrono::Duration::from_std(*retry_after).unwrap_or_default())
             }
-            FailureKind::QuotaExhausted => {
-                let mut inner = self.inner.lock().expect("delivery lock");
-                let lane = self.lane(&mut inner.lanes, &job.integration_id);
-                // Lark knows best: treat this month as spent.
-                if let Some(limit) = lane.plan.limit() {
-                    lane.usage.total = lane.usage.total.max(limit);
-                }
-                Some(now)
-            }
+            // Held by `hold_refused` above unless it gave up.
+            FailureKind::QuotaExhausted => None,
             FailureKind::Transient => {
                 Some(now + chrono::Duration::from_std(self.backoff(job.attempts)).unwrap_or_default())
             }
