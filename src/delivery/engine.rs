@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::job::{
     CallClass, CallFailure, CallOutcome, FailureKind, HoldReason, Job, JobKind, JobState, NewJob,
 };
-use super::limits::{AppLimits, LimitConfig};
+use super::limits::{AppLimits, CallShape, LimitConfig, Resume};
 use super::metrics::DeliveryMetrics;
 use super::oplog::{self, OpEntry};
 use super::quota::{self, DegradationPolicy, MonthUsage, Plan, QuotaReport};
@@ -87,6 +87,9 @@ struct Lane {
 /// call goes out alone first: other tools of the tenant may have spent the quota meanwhile, and
 /// one 99991403 then holds every job instead of one refusal per job in flight.
 const QUOTA_PROBE_AFTER: chrono::Duration = chrono::Duration::minutes(1);
+
+/// How far back the operation log seeds the limits at start: the longest window, with room.
+const RESUME_LOOKBACK: chrono::Duration = chrono::Duration::seconds(61);
 
 #[derive(Default)]
 struct RankQueue {
@@ -224,6 +227,7 @@ impl Delivery {
             metrics,
             delivered_hook: std::sync::RwLock::new(None),
         });
+        let resumes = delivery.resumes(&stored)?;
         {
             let mut inner = delivery.inner.lock().expect("delivery lock");
             for (_, job) in stored {
@@ -231,8 +235,52 @@ impl Delivery {
                     delivery.admit(&mut inner, job);
                 }
             }
+            let now = Instant::now();
+            for (integration, resume) in resumes {
+                delivery
+                    .lane(&mut inner.lanes, &integration)
+                    .limits
+                    .resume(&resume, now);
+            }
         }
         Ok(delivery)
+    }
+
+    /// What the previous run left for each integration's limits: the calls of the last minute
+    /// from the operation log, and how many calls may have gone out unrecorded — a job in
+    /// flight is still pending in the outbox, and at most `max_in_flight` were.
+    fn resumes(&self, stored: &[(u64, Job)]) -> Result<HashMap<String, Resume>, StoreError> {
+        let wall = self.clock.now();
+        let now = Instant::now();
+        let mut resumes: HashMap<String, Resume> = HashMap::new();
+        for entry in oplog::calls_since(&self.store, wall - RESUME_LOOKBACK)? {
+            let Some(api) = JobKind::api_of(&entry.kind) else {
+                continue;
+            };
+            let ago = (wall - entry.at).to_std().unwrap_or_default();
+            let call = CallShape {
+                api,
+                is_send: JobKind::is_send(&entry.kind),
+                receiver: entry.receiver,
+                message: entry.message_id.filter(|_| entry.kind == "update_card"),
+            };
+            let answered = now.checked_sub(ago).unwrap_or(now);
+            resumes
+                .entry(entry.integration_id)
+                .or_default()
+                .calls
+                .push((call, answered));
+        }
+        for (_, job) in stored.iter().filter(|(_, j)| j.state == JobState::Pending) {
+            let resume = resumes.entry(job.integration_id.clone()).or_default();
+            resume.unrecorded += 1;
+            resume.unrecorded_sends += usize::from(JobKind::is_send(job.kind.name()));
+        }
+        for resume in resumes.values_mut() {
+            resume.unrecorded = resume.unrecorded.min(self.config.max_in_flight);
+            resume.unrecorded_sends = resume.unrecorded_sends.min(self.config.max_in_flight);
+        }
+        Ok(resumes)
     }
 
     fn lane<'a>(&self, lanes: &'a mut HashMap<String, Lane>, integration: &str) -> &'a mut Lane {
@@ -819,7 +867,10 @@ impl Delivery {
             lark_message: failure.map(|f| f.message.clone()),
             attempts: job.attempts,
             latency_ms: latency.map(|l| l.as_millis() as u64),
-            message_id: None,
+            message_id: match &job.kind {
+                JobKind::UpdateCard { message_id, .. } => Some(message_id.clone()),
+                _ => None,
+            },
             chat_id: None,
         }
     }
@@ -925,6 +976,7 @@ impl Delivery {
         let mut entry = self.entry(&job, "delivered", None, Some(latency));
         match job.kind {
             JobKind::CreateChat { .. } => entry.chat_id = returned_id.clone(),
+            JobKind::UpdateCard { .. } => {}
             _ => entry.message_id = returned_id.clone(),
         }
         let hook = self.delivered_hook.read().expect("hook lock").clone();
@@ -999,11 +1051,14 @@ impl Delivery {
         match retry_at {
             Some(at) => {
                 job.next_attempt_at = Some(at);
+                // Recorded like every call, so a restart counts it in Lark's windows.
+                let entry = self.entry(&job, "retry", Some(&failure), Some(latency));
                 let stored = job.clone();
                 self.store
                     .write(move |w| {
                         w.put(&tables::OUTBOX, &stored.id, &stored)?;
-                        w.put(&tables::QUOTA, quota_key.as_str(), &usage)
+                        w.put(&tables::QUOTA, quota_key.as_str(), &usage)?;
+                        oplog::append(w, entry).map(drop)
                     })
                     .await?;
                 self.metrics.retries.inc();
