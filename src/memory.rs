@@ -7,13 +7,14 @@
 
 use std::ffi::{c_int, c_long};
 
-// The mimalloc library linked through the `mimalloc` crate (v3; option numbers from its
-// `mimalloc.h`, `mi_option_e`).
+// Links the mimalloc library, also into binaries that use another global allocator.
+use mimalloc as _;
+
+// mimalloc v3's C API (option numbers from its `mimalloc.h`, `mi_option_e`).
 unsafe extern "C" {
     fn mi_option_set(option: c_int, value: c_long);
     fn mi_collect(force: bool);
 }
-use mimalloc as _;
 
 const MI_OPTION_ARENA_EAGER_COMMIT: c_int = 4;
 

@@ -409,20 +409,21 @@ mod tests {
             unrecorded_sends: 20,
         };
         limits.resume(&resume, restart);
-        // Nothing for a second (the unrecorded calls may be in any per-second window).
-        let pause = restart + Duration::from_secs(1) + LimitConfig::default().margin;
-        assert_eq!(limits.available_at(&send_to("ou_new"), restart), pause);
-        // Then the minute budget is full (990 + 20 > 1000) until the oldest sends leave it.
-        let at = limits.available_at(&send_to("ou_new"), pause);
-        assert!(at >= t0 + Duration::from_secs(60), "{:?}", at.duration_since(t0));
-        // A call that is no send only waits for the pause.
+        // A call that is no send waits a second (the unrecorded calls may be in any per-second
+        // window) and no longer.
         let patch = CallShape {
             api: "im.message.patch",
             is_send: false,
             receiver: None,
             message: Some("om_1".into()),
         };
-        assert_eq!(limits.available_at(&patch, pause), pause);
+        let pause = restart + Duration::from_secs(1) + LimitConfig::default().margin;
+        assert_eq!(limits.available_at(&patch, restart), pause);
+        // A send waits until the minute budget (990 + 20 > 1000) has room: the 11th oldest of
+        // the recorded sends (answered at 200 ms) leaves it.
+        let at = limits.available_at(&send_to("ou_new"), restart);
+        let margin = LimitConfig::default().margin;
+        assert_eq!(at, t0 + Duration::from_millis(60_200) + margin);
     }
 
     #[test]
