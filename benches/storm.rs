@@ -98,6 +98,10 @@ struct Service {
 }
 
 /// Starts `serve` on `config` and waits for its admin address.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is returned; Service kills and reaps it"
+)]
 fn serve(config: &Path, dir: &Path) -> (Child, String) {
     let addresses = dir.join("listen-addresses.json");
     let _ = std::fs::remove_file(&addresses);
