@@ -1,6 +1,9 @@
 //! Storm benchmark: 3,000 interactive cards to 300 users and 10 group chats through the outbox of
 //! the **release binary** (`serve`, a child process), against the Lark simulator (in this
-//! process) enforcing Lark's limits. Run with `cargo bench --bench storm`.
+//! process) enforcing Lark's limits. Run with `cargo bench --bench storm`; with
+//! `cargo bench --bench storm -- --kill-at-third` the service is killed with SIGKILL once a third
+//! of the storm has arrived and started again at once on the same state (the simulator's windows
+//! carry on, as Lark's do).
 //!
 //! Reports the makespan (first enqueue to the last card's arrival at the simulator), the lower
 //! bound Lark's limits allow for this workload, their ratio (target ≤ 1.05), the rate-limited
@@ -19,6 +22,7 @@
 //! single cards, one every 50 ms, each timed from just before its POST to its arrival.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -89,7 +93,35 @@ struct Service {
     base: String,
     token: String,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    config: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// Starts `serve` on `config` and waits for its admin address.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is returned; Service kills and reaps it"
+)]
+fn serve(config: &Path, dir: &Path) -> (Child, String) {
+    let addresses = dir.join("listen-addresses.json");
+    let _ = std::fs::remove_file(&addresses);
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&addresses)
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+        {
+            return (child, format!("http://{}", v["admin"].as_str().unwrap()));
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "serve did not start");
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 impl Drop for Service {
@@ -119,30 +151,25 @@ impl Service {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addresses = dir.path().join("listen-addresses.json");
-        let t0 = Instant::now();
-        let base = loop {
-            if let Ok(text) = std::fs::read_to_string(&addresses) {
-                let v: Value = serde_json::from_str(&text).unwrap();
-                break format!("http://{}", v["admin"].as_str().unwrap());
-            }
-            assert!(t0.elapsed() < Duration::from_secs(10), "serve did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let (child, base) = serve(&config, dir.path());
         Service {
             child,
             base,
             token,
             http: reqwest::Client::new(),
-            _dir: dir,
+            config,
+            dir,
         }
+    }
+
+    /// SIGKILL, then `serve` again on the same state; returns how long until it listened.
+    fn kill_and_restart(&mut self) -> Duration {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let killed = Instant::now();
+        let (child, base) = serve(&self.config, self.dir.path());
+        (self.child, self.base) = (child, base);
+        killed.elapsed()
     }
 
     async fn post(&self, path: &str, body: &Value) -> Value {
@@ -182,6 +209,7 @@ fn arrivals(sim: &Simulator, prefix: &str) -> HashMap<String, DateTime<Utc>> {
 
 #[tokio::main]
 async fn main() {
+    let kill_at_third = std::env::args().any(|a| a == "--kill-at-third");
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut config = SimConfig::new(vec![
         SimApp::new(STORM_APP, SECRET, "verification"),
@@ -190,7 +218,7 @@ async fn main() {
     config.world = World::generated_for(USERS, CHATS, STORM_APP);
     config.monthly_quota = None;
     let sim = Simulator::start(config).await.unwrap();
-    let service = Service::start();
+    let mut service = Service::start();
     let storm = service.integration(&sim, STORM_APP).await;
     let light = service.integration(&sim, LIGHT_APP).await;
     let world = sim.world();
@@ -252,6 +280,15 @@ async fn main() {
     }
     let enqueue_took = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(400);
+    let mut restart = None;
+    if kill_at_third {
+        while arrivals(&sim, "storm-").len() < CARDS / 3 {
+            assert!(Instant::now() < deadline, "storm: a third did not arrive");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let at = arrivals(&sim, "storm-").len();
+        restart = Some((at, service.kill_and_restart()));
+    }
     let storm_arrivals = loop {
         let got = arrivals(&sim, "storm-");
         if got.len() >= CARDS {
@@ -280,6 +317,12 @@ async fn main() {
         "  enqueue (3 batch requests of 1,000): {:.0} ms",
         enqueue_took.as_secs_f64() * 1000.0
     );
+    if let Some((at, took)) = restart {
+        println!(
+            "  kill -9 after {at} of {CARDS} cards had arrived; listening again {:.0} ms later",
+            took.as_secs_f64() * 1000.0
+        );
+    }
     println!("  makespan, first enqueue to last arrival: {makespan:.2} s");
     println!(
         "  lower bound: sends k and k+1000 ≥ 60 s apart → t2000 ≥ 120 s; sends k and k+50 ≥ 1 s apart → t2999 ≥ t2000 + 19 s; greedy schedule of this workload: {bound:.2} s"

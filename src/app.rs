@@ -154,6 +154,8 @@ impl App {
                 password = %password,
                 "created the admin account; this password is shown once: change it with `lark-oncall admin set-password`"
             );
+            // The hash's 19 MiB buffer is freed; an idle appliance would keep it for minutes.
+            crate::memory::release_freed();
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! pipeline), [`delivery`] (the outbox), [`incident`] (incidents, alerts, escalation, cards),
 //! [`scheduler`] (periodic jobs), [`sim`] (a fake Lark for tests and the demo), [`webhook`]
 //! (outbound incident webhooks), [`web`] (HTTP routes), with [`app`] wiring them into a running service and
-//! [`cli`] as the entry point.
+//! [`cli`] as the entry point; [`memory`] makes the allocator return what it no longer needs.
 
 pub mod app;
 pub mod auth;
@@ -16,6 +16,7 @@ pub mod delivery;
 pub mod incident;
 pub mod integration;
 pub mod lark;
+pub mod memory;
 pub mod scheduler;
 pub mod sim;
 pub mod store;

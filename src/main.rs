@@ -3,6 +3,16 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Runs from the ELF `.init_array`, before Rust's runtime makes the first allocation (and with it
+/// mimalloc's first arena), so the allocator's options apply from the start.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;
+
+extern "C" fn configure_allocator() {
+    lark_oncall::memory::configure_allocator();
+}
+
 fn main() -> std::process::ExitCode {
     lark_oncall::cli::main()
 }

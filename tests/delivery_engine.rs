@@ -428,3 +428,66 @@ async fn faults_are_retried_until_delivered_and_permanent_errors_end_at_once() {
     assert!(metrics.contains("delivery_job_outcomes_total{kind=\"send\",outcome=\"failed\"} 2"));
     rig.stop().await;
 }
+
+#[tokio::test]
+async fn one_quota_refusal_holds_every_job_and_raises_both_warnings() {
+    let _serial = SERIAL.lock().await;
+    const QUOTA: u64 = 100;
+    let rig = Setup {
+        users: 50,
+        sim_quota: Some(QUOTA),
+        integration: json!({"plan": "basic_free", "monthly_quota": QUOTA}),
+        tune: |_| {},
+    }
+    .start()
+    .await;
+    rig.clock
+        .set("2026-11-20T04:00:00Z".parse::<DateTime<Utc>>().unwrap());
+    let users = rig.users();
+    rig.send_all(&[text("open_id", &users[0], "before", "critical")])
+        .await;
+    rig.wait_oplog("delivered", 1, Duration::from_secs(10)).await;
+    // Other tools of the tenant spend the rest of the month's quota: Lark's count (100) is now
+    // far ahead of ours (a token fetch and one send), and a while passes.
+    rig.sim.spend_quota(QUOTA - rig.sim.quota_used());
+    rig.clock.advance(chrono::Duration::minutes(2));
+
+    let pages: Vec<Value> = (1..=15)
+        .map(|i| text("open_id", &users[i], &format!("page-{i}"), "critical"))
+        .collect();
+    rig.send_all(&pages).await;
+    let held = rig.wait_oplog("held_quota", 15, Duration::from_secs(10)).await;
+    assert_eq!(held.len(), 15);
+    // Give a call that should not happen the time to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = rig
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.code == Some(99991403))
+        .count();
+    assert_eq!(refused, 1, "one refusal teaches the whole integration");
+    assert_eq!(rig.oplog("held_quota").await.len(), 15);
+    let jobs = rig.get("/api/v1/jobs?state=held").await;
+    assert_eq!(jobs["items"].as_array().unwrap().len(), 15);
+    // Our count jumped from 2 % to 100 % at once: both warnings are raised.
+    let quota = rig
+        .get(&format!("/api/v1/integrations/{}/quota", rig.integration))
+        .await;
+    assert_eq!(quota["percent_used"], 100.0);
+    assert_eq!(quota["warnings"], json!([80, 95]));
+    let metrics = rig.metrics().await;
+    assert!(metrics.contains("delivery_quota_warnings_total 2"), "{metrics}");
+
+    // December: the held pages go out, each once.
+    rig.clock
+        .set("2026-11-30T16:01:00Z".parse::<DateTime<Utc>>().unwrap());
+    rig.wait_oplog("delivered", 16, Duration::from_secs(20)).await;
+    let texts = delivered_texts(&rig.sim);
+    assert!(
+        (1..=15).all(|i| texts.get(&format!("page-{i}")) == Some(&1)),
+        "{texts:?}"
+    );
+    assert_eq!(rig.get("/api/v1/jobs").await["items"], json!([]));
+    rig.stop().await;
+}

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::job::{
     CallClass, CallFailure, CallOutcome, FailureKind, HoldReason, Job, JobKind, JobState, NewJob,
 };
-use super::limits::{AppLimits, LimitConfig};
+use super::limits::{AppLimits, CallShape, LimitConfig, Resume};
 use super::metrics::DeliveryMetrics;
 use super::oplog::{self, OpEntry};
 use super::quota::{self, DegradationPolicy, MonthUsage, Plan, QuotaReport};
@@ -75,7 +75,21 @@ struct Lane {
     in_flight: usize,
     month: String,
     usage: MonthUsage,
+    /// Lark answered 99991403 this month: every job waits for the month to end or the plan to
+    /// change, whatever our own count says.
+    quota_refused: bool,
+    /// When Lark last took a call of this integration (delivered, or refused for a business
+    /// reason, which it counts too).
+    last_accepted: Option<DateTime<Utc>>,
 }
+
+/// On a plan with a quota, after this long without a call Lark took (and after a start), one
+/// call goes out alone first: other tools of the tenant may have spent the quota meanwhile, and
+/// one 99991403 then holds every job instead of one refusal per job in flight.
+const QUOTA_PROBE_AFTER: chrono::Duration = chrono::Duration::minutes(1);
+
+/// How far back the operation log seeds the limits at start: the longest window, with room.
+const RESUME_LOOKBACK: chrono::Duration = chrono::Duration::seconds(61);
 
 #[derive(Default)]
 struct RankQueue {
@@ -90,6 +104,38 @@ impl RankQueue {
             self.turn.push_back(receiver);
         }
         q.push_back(id);
+    }
+
+    fn remove(&mut self, receiver: &str, id: u64) {
+        let Some(q) = self.by_receiver.get_mut(receiver) else {
+            return;
+        };
+        q.retain(|queued| *queued != id);
+        if q.is_empty() {
+            self.by_receiver.remove(receiver);
+            self.turn.retain(|r| r != receiver);
+        }
+    }
+}
+
+impl Lane {
+    /// Takes every waiting job out of the schedule; returns their ids.
+    fn unqueue_all(&mut self) -> Vec<u64> {
+        let ranks = std::mem::take(&mut self.ranks);
+        ranks
+            .into_values()
+            .flat_map(|q| q.by_receiver.into_values().flatten())
+            .collect()
+    }
+
+    /// Takes a job that is waiting (pending, not in flight) out of the schedule. Every rank is
+    /// looked at: a coalesced update may have been raised above the rank it was queued in.
+    fn unqueue(&mut self, job: &Job) {
+        let receiver = receiver_key(job);
+        for queue in self.ranks.values_mut() {
+            queue.remove(&receiver, job.id);
+        }
+        self.ranks.retain(|_, q| !q.turn.is_empty());
     }
 }
 
@@ -144,6 +190,16 @@ fn write_new_job(w: &crate::store::WriteTx<'_>, new: NewJob, now: DateTime<Utc>)
     Ok(job)
 }
 
+/// The operation-log outcome of a held job.
+fn hold_outcome(job: &Job) -> &'static str {
+    match job.state {
+        JobState::Held {
+            reason: HoldReason::QuotaReserved,
+        } => "quota_reserved",
+        _ => "held_quota",
+    }
+}
+
 fn receiver_key(job: &Job) -> String {
     job.kind.receiver().unwrap_or_default()
 }
@@ -171,6 +227,7 @@ impl Delivery {
             metrics,
             delivered_hook: std::sync::RwLock::new(None),
         });
+        let resumes = delivery.resumes(&stored)?;
         {
             let mut inner = delivery.inner.lock().expect("delivery lock");
             for (_, job) in stored {
@@ -178,8 +235,52 @@ impl Delivery {
                     delivery.admit(&mut inner, job);
                 }
             }
+            let now = Instant::now();
+            for (integration, resume) in resumes {
+                delivery
+                    .lane(&mut inner.lanes, &integration)
+                    .limits
+                    .resume(&resume, now);
+            }
         }
         Ok(delivery)
+    }
+
+    /// What the previous run left for each integration's limits: the calls of the last minute
+    /// from the operation log, and how many calls may have gone out unrecorded — a job in
+    /// flight is still pending in the outbox, and at most `max_in_flight` were.
+    fn resumes(&self, stored: &[(u64, Job)]) -> Result<HashMap<String, Resume>, StoreError> {
+        let wall = self.clock.now();
+        let now = Instant::now();
+        let mut resumes: HashMap<String, Resume> = HashMap::new();
+        for entry in oplog::calls_since(&self.store, wall - RESUME_LOOKBACK)? {
+            let Some(api) = JobKind::api_of(&entry.kind) else {
+                continue;
+            };
+            let ago = (wall - entry.at).to_std().unwrap_or_default();
+            let call = CallShape {
+                api,
+                is_send: JobKind::is_send(&entry.kind),
+                receiver: entry.receiver,
+                message: entry.message_id.filter(|_| entry.kind == "update_card"),
+            };
+            let answered = now.checked_sub(ago).unwrap_or(now);
+            resumes
+                .entry(entry.integration_id)
+                .or_default()
+                .calls
+                .push((call, answered));
+        }
+        for (_, job) in stored.iter().filter(|(_, j)| j.state == JobState::Pending) {
+            let resume = resumes.entry(job.integration_id.clone()).or_default();
+            resume.unrecorded += 1;
+            resume.unrecorded_sends += usize::from(JobKind::is_send(job.kind.name()));
+        }
+        for resume in resumes.values_mut() {
+            resume.unrecorded = resume.unrecorded.min(self.config.max_in_flight);
+            resume.unrecorded_sends = resume.unrecorded_sends.min(self.config.max_in_flight);
+        }
+        Ok(resumes)
     }
 
     fn lane<'a>(&self, lanes: &'a mut HashMap<String, Lane>, integration: &str) -> &'a mut Lane {
@@ -195,6 +296,8 @@ impl Delivery {
                 in_flight: 0,
                 month,
                 usage,
+                quota_refused: false,
+                last_accepted: None,
             }
         })
     }
@@ -238,7 +341,9 @@ impl Delivery {
     /// Sets (or changes) an integration's plan; jobs held for quota are re-evaluated.
     pub fn set_plan(&self, integration: &str, plan: Plan) {
         let mut inner = self.inner.lock().expect("delivery lock");
-        self.lane(&mut inner.lanes, integration).plan = plan;
+        let lane = self.lane(&mut inner.lanes, integration);
+        lane.plan = plan;
+        lane.quota_refused = false;
         self.release_holds(&mut inner, integration);
         drop(inner);
         self.wake.notify_one();
@@ -300,6 +405,37 @@ impl Delivery {
         self.admit(&mut self.inner.lock().expect("delivery lock"), job);
         self.wake.notify_one();
         Ok(id)
+    }
+
+    /// The card of `message_id` was replaced another way (by the answer to a press on it): an
+    /// update still waiting for it would only repeat or undo that, so it is dropped, counted as
+    /// coalesced. One already in flight goes on. Returns whether one was dropped.
+    pub async fn drop_pending_update(&self, integration: &str, message_id: &str) -> Result<bool, StoreError> {
+        let dropped = {
+            let mut inner = self.inner.lock().expect("delivery lock");
+            let inner = &mut *inner;
+            let key = (integration.to_string(), message_id.to_string());
+            match inner.pending_updates.get(&key).copied() {
+                Some(id) if !inner.in_flight_ids.contains(&id) => {
+                    inner.pending_updates.remove(&key);
+                    let job = inner.jobs.remove(&id).expect("pending update");
+                    if let Some(lane) = inner.lanes.get_mut(integration) {
+                        lane.unqueue(&job);
+                    }
+                    self.metrics.queued(job.kind.name(), -1);
+                    Some(id)
+                }
+                _ => None,
+            }
+        };
+        let Some(id) = dropped else {
+            return Ok(false);
+        };
+        self.store
+            .write(move |w| w.remove(&tables::OUTBOX, &id).map(drop))
+            .await?;
+        self.metrics.coalesced.inc();
+        Ok(true)
     }
 
     /// Writes many jobs to the outbox in one durable commit and schedules them (for bulk
@@ -382,14 +518,14 @@ impl Delivery {
                 crossed,
             )
         };
-        self.warn_quota(integration, crossed);
+        self.warn_quota(integration, &crossed);
         self.store
             .write(move |w| w.put(&tables::QUOTA, key.as_str(), &usage))
             .await
     }
 
-    fn warn_quota(&self, integration: &str, crossed: Option<u8>) {
-        if let Some(pct) = crossed {
+    fn warn_quota(&self, integration: &str, crossed: &[u8]) {
+        for pct in crossed {
             tracing::warn!(integration, percent = pct, "monthly Lark API quota {pct}% used");
             self.metrics.quota_warnings.inc();
         }
@@ -497,6 +633,7 @@ impl Delivery {
             let lane = inner.lanes.get_mut(&id).expect("lane");
             lane.month = month.clone();
             lane.usage = usage;
+            lane.quota_refused = false;
             tracing::info!(integration = %id, %month, "quota month rolled over; held jobs released");
             self.release_holds(&mut inner, &id);
         }
@@ -547,7 +684,15 @@ impl Delivery {
         let mut wake_at: Option<Instant> = None;
         let mut holds = Vec::new();
         for lane in inner.lanes.values_mut() {
-            'lane: while lane.in_flight < self.config.max_in_flight {
+            if lane.quota_refused {
+                let waiting = lane.unqueue_all();
+                holds.extend(waiting.into_iter().map(|id| (id, HoldReason::QuotaExhausted)));
+                continue;
+            }
+            let probing = lane.plan.limit().is_some()
+                && lane.last_accepted.is_none_or(|t| wall - t >= QUOTA_PROBE_AFTER);
+            let max_in_flight = if probing { 1 } else { self.config.max_in_flight };
+            'lane: while lane.in_flight < max_in_flight {
                 for queue in lane.ranks.values_mut() {
                     for _ in 0..queue.turn.len() {
                         let Some(receiver) = queue.turn.pop_front() else {
@@ -612,44 +757,88 @@ impl Delivery {
             lane.ranks.retain(|_, q| !q.turn.is_empty());
             lane.limits.forget_idle(now);
         }
-        for (id, reason) in holds {
-            self.hold(inner, id, reason);
-        }
+        self.hold(inner, holds);
         (ready, wake_at)
     }
 
-    fn hold(&self, inner: &mut Inner, id: u64, reason: HoldReason) {
-        let job = inner.jobs.get_mut(&id).expect("held job");
-        let first_time = job.state
-            != (JobState::Held {
-                reason: reason.clone(),
-            });
-        job.state = JobState::Held {
-            reason: reason.clone(),
-        };
-        if !first_time {
+    /// Holds jobs taken out of the schedule, recording the newly held ones in one commit.
+    fn hold(&self, inner: &mut Inner, holds: Vec<(u64, HoldReason)>) {
+        let mut records = Vec::new();
+        for (id, reason) in holds {
+            let job = inner.jobs.get_mut(&id).expect("held job");
+            let held = JobState::Held { reason };
+            if job.state == held {
+                continue;
+            }
+            job.state = held;
+            let outcome = hold_outcome(job);
+            tracing::warn!(job = id, integration = %job.integration_id, outcome, "job held: monthly quota");
+            self.metrics.outcome(job.kind.name(), outcome);
+            records.push((job.clone(), self.entry(job, outcome, None, None)));
+        }
+        if records.is_empty() {
             return;
         }
-        let outcome = match reason {
-            HoldReason::QuotaExhausted => "held_quota",
-            HoldReason::QuotaReserved => "quota_reserved",
-        };
-        tracing::warn!(job = id, integration = %job.integration_id, outcome, "job held: monthly quota");
-        self.metrics.outcome(job.kind.name(), outcome);
-        let entry = self.entry(job, outcome, None, None);
-        let stored = job.clone();
         let store = self.store.clone();
         tokio::spawn(async move {
             let written = store
                 .write(move |w| {
-                    w.put(&tables::OUTBOX, &stored.id, &stored)?;
-                    oplog::append(w, entry).map(drop)
+                    for (job, entry) in records {
+                        w.put(&tables::OUTBOX, &job.id, &job)?;
+                        oplog::append(w, entry)?;
+                    }
+                    Ok(())
                 })
                 .await;
             if let Err(e) = written {
-                tracing::error!(error = %e, "cannot record a held job");
+                tracing::error!(error = %e, "cannot record held jobs");
             }
         });
+    }
+
+    /// Lark refused `job` for quota. It is held, and so is every job of its integration waiting
+    /// to go (by the next pick, at once): none of them makes a call to learn the same.
+    async fn hold_refused(
+        &self,
+        mut job: Job,
+        failure: &CallFailure,
+        latency: Duration,
+    ) -> Result<(), StoreError> {
+        let (quota_key, usage, crossed) = {
+            let mut inner = self.inner.lock().expect("delivery lock");
+            let lane = self.lane(&mut inner.lanes, &job.integration_id);
+            lane.quota_refused = true;
+            let crossed = quota::learn_exhausted(&mut lane.usage, lane.plan);
+            (
+                format!("{}/{}", job.integration_id, lane.month),
+                lane.usage.clone(),
+                crossed,
+            )
+        };
+        self.warn_quota(&job.integration_id, &crossed);
+        job.state = JobState::Held {
+            reason: HoldReason::QuotaExhausted,
+        };
+        job.next_attempt_at = None;
+        let outcome = hold_outcome(&job);
+        let entry = self.entry(&job, outcome, Some(failure), Some(latency));
+        let stored = job.clone();
+        self.store
+            .write(move |w| {
+                w.put(&tables::OUTBOX, &stored.id, &stored)?;
+                w.put(&tables::QUOTA, quota_key.as_str(), &usage)?;
+                oplog::append(w, entry).map(drop)
+            })
+            .await?;
+        tracing::warn!(job = job.id, integration = %job.integration_id, outcome, "Lark says the monthly quota is spent; the integration's jobs are held");
+        self.metrics.outcome(job.kind.name(), outcome);
+        let mut inner = self.inner.lock().expect("delivery lock");
+        inner.in_flight_ids.remove(&job.id);
+        if let Some(lane) = inner.lanes.get_mut(&job.integration_id) {
+            lane.in_flight -= 1;
+        }
+        inner.jobs.insert(job.id, job);
+        Ok(())
     }
 
     fn entry(
@@ -678,7 +867,10 @@ impl Delivery {
             lark_message: failure.map(|f| f.message.clone()),
             attempts: job.attempts,
             latency_ms: latency.map(|l| l.as_millis() as u64),
-            message_id: None,
+            message_id: match &job.kind {
+                JobKind::UpdateCard { message_id, .. } => Some(message_id.clone()),
+                _ => None,
+            },
             chat_id: None,
         }
     }
@@ -707,6 +899,13 @@ impl Delivery {
             let mut inner = self.inner.lock().expect("delivery lock");
             let lane = self.lane(&mut inner.lanes, &job.integration_id);
             lane.limits.answered(&job.kind.shape(), Instant::now());
+            let taken = match &outcome {
+                CallOutcome::Delivered { .. } => true,
+                CallOutcome::Failed(f) => matches!(f.kind, FailureKind::Permanent { .. }),
+            };
+            if taken {
+                lane.last_accepted = Some(self.clock.now());
+            }
         }
         self.metrics.in_flight.dec();
         let latency = started.elapsed();
@@ -761,7 +960,7 @@ impl Delivery {
     fn count_in_lane(&self, inner: &mut Inner, job: &Job) -> (String, MonthUsage) {
         let lane = self.lane(&mut inner.lanes, &job.integration_id);
         let crossed = quota::count(&mut lane.usage, job.kind.class(), 1, lane.plan);
-        self.warn_quota(&job.integration_id, crossed);
+        self.warn_quota(&job.integration_id, &crossed);
         (
             format!("{}/{}", job.integration_id, lane.month),
             lane.usage.clone(),
@@ -777,6 +976,7 @@ impl Delivery {
         let mut entry = self.entry(&job, "delivered", None, Some(latency));
         match job.kind {
             JobKind::CreateChat { .. } => entry.chat_id = returned_id.clone(),
+            JobKind::UpdateCard { .. } => {}
             _ => entry.message_id = returned_id.clone(),
         }
         let hook = self.delivered_hook.read().expect("hook lock").clone();
@@ -829,6 +1029,9 @@ impl Delivery {
         let gave_up = job
             .first_attempt_at
             .is_some_and(|first| (now - first).to_std().unwrap_or_default() >= self.config.give_up_after);
+        if failure.kind == FailureKind::QuotaExhausted && !gave_up {
+            return self.hold_refused(job, &failure, latency).await;
+        }
         let retry_at = match &failure.kind {
             FailureKind::Permanent { .. } => None,
             _ if gave_up => None,
@@ -839,15 +1042,8 @@ impl Delivery {
                     .honour_reset(&job.kind.shape(), Instant::now() + *retry_after);
                 Some(now + chrono::Duration::from_std(*retry_after).unwrap_or_default())
             }
-            FailureKind::QuotaExhausted => {
-                let mut inner = self.inner.lock().expect("delivery lock");
-                let lane = self.lane(&mut inner.lanes, &job.integration_id);
-                // Lark knows best: treat this month as spent.
-                if let Some(limit) = lane.plan.limit() {
-                    lane.usage.total = lane.usage.total.max(limit);
-                }
-                Some(now)
-            }
+            // Held by `hold_refused` above unless it gave up.
+            FailureKind::QuotaExhausted => None,
             FailureKind::Transient => {
                 Some(now + chrono::Duration::from_std(self.backoff(job.attempts)).unwrap_or_default())
             }
@@ -855,11 +1051,14 @@ impl Delivery {
         match retry_at {
             Some(at) => {
                 job.next_attempt_at = Some(at);
+                // Recorded like every call, so a restart counts it in Lark's windows.
+                let entry = self.entry(&job, "retry", Some(&failure), Some(latency));
                 let stored = job.clone();
                 self.store
                     .write(move |w| {
                         w.put(&tables::OUTBOX, &stored.id, &stored)?;
-                        w.put(&tables::QUOTA, quota_key.as_str(), &usage)
+                        w.put(&tables::QUOTA, quota_key.as_str(), &usage)?;
+                        oplog::append(w, entry).map(drop)
                     })
                     .await?;
                 self.metrics.retries.inc();

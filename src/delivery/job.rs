@@ -95,13 +95,24 @@ impl JobKind {
     }
 
     pub fn api(&self) -> &'static str {
-        match self {
-            JobKind::Send { .. } => "im.message.create",
-            JobKind::Reply { .. } => "im.message.reply",
-            JobKind::UpdateCard { .. } => "im.message.patch",
-            JobKind::CreateChat { .. } => "im.chat.create",
-            JobKind::AddMembers { .. } => "im.chat.members.create",
-        }
+        Self::api_of(self.name()).expect("every kind has an API")
+    }
+
+    /// The API a kind of job calls, by the kind's [`JobKind::name`] (as the operation log keeps it).
+    pub fn api_of(name: &str) -> Option<&'static str> {
+        Some(match name {
+            "send" => "im.message.create",
+            "reply" => "im.message.reply",
+            "update_card" => "im.message.patch",
+            "create_chat" => "im.chat.create",
+            "add_members" => "im.chat.members.create",
+            _ => return None,
+        })
+    }
+
+    /// Whether a kind of job counts against the send-message minute budget, by its name.
+    pub fn is_send(name: &str) -> bool {
+        matches!(name, "send" | "reply")
     }
 
     pub fn class(&self) -> CallClass {
@@ -132,7 +143,7 @@ impl JobKind {
     pub fn shape(&self) -> CallShape {
         CallShape {
             api: self.api(),
-            is_send: matches!(self, JobKind::Send { .. } | JobKind::Reply { .. }),
+            is_send: Self::is_send(self.name()),
             receiver: self.receiver(),
             message: match self {
                 JobKind::UpdateCard { message_id, .. } => Some(message_id.clone()),

@@ -6,6 +6,10 @@
 //! slot from its start until its answer, and then counts in the window at its answer time: a
 //! later call starting a full window after that answer cannot share a window with it at Lark,
 //! however late the first one arrived. Each window also carries a small margin for clock reads.
+//!
+//! Lark's windows outlive a restart of ours: [`AppLimits::resume`] seeds them from the durable
+//! record of the calls made before, and holds back for the calls that record cannot know (those
+//! in flight when the process died).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -141,6 +145,19 @@ pub struct AppLimits {
     sends: Window,
     receivers: HashMap<String, Window>,
     messages: HashMap<String, Window>,
+    /// After a restart with calls of unknown time: nothing starts before this.
+    resumes_at: Option<Instant>,
+}
+
+/// What the previous run left for one app's windows.
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// Calls recorded with the time of their answer.
+    pub calls: Vec<(CallShape, Instant)>,
+    /// Calls that may have reached Lark unrecorded (in flight when the process stopped), of
+    /// which this many were sends.
+    pub unrecorded: usize,
+    pub unrecorded_sends: usize,
 }
 
 const SHARED_API: &str = "*";
@@ -154,6 +171,25 @@ impl AppLimits {
             sends,
             receivers: HashMap::new(),
             messages: HashMap::new(),
+            resumes_at: None,
+        }
+    }
+
+    /// Seeds the windows at start, `now`, from what the previous run left. An unrecorded call
+    /// reached Lark before `now`, when, and on which API or receiver, is unknown: it is counted
+    /// in the minute budget as of `now`, and no call starts until every per-second window it
+    /// may be in has passed.
+    pub fn resume(&mut self, resume: &Resume, now: Instant) {
+        for (call, at) in &resume.calls {
+            self.started(call);
+            self.answered(call, *at);
+        }
+        for _ in 0..resume.unrecorded_sends {
+            self.sends.start();
+            self.sends.answer(now);
+        }
+        if resume.unrecorded > 0 {
+            self.resumes_at = Some(now + Duration::from_secs(1) + self.config.margin);
         }
     }
 
@@ -185,7 +221,7 @@ impl AppLimits {
             let fresh = self.second(self.config.per_message_per_second);
             at = at.max(self.messages.entry(m.clone()).or_insert(fresh).available_at(now));
         }
-        at
+        self.resumes_at.map_or(at, |r| at.max(r))
     }
 
     /// Records that `call` started (after `available_at` said it may): it holds a slot in each
@@ -356,6 +392,38 @@ mod tests {
         }
         let starts = schedule(&mut limits, &calls, t0);
         assert_eq!(max_in_any_window(&starts, Duration::from_secs(1)), 50);
+    }
+
+    #[test]
+    fn a_resumed_app_counts_the_calls_before_its_restart() {
+        let mut limits = AppLimits::new(LimitConfig::default());
+        let t0 = Instant::now();
+        let restart = t0 + Duration::from_secs(30);
+        // 990 sends answered in the minute before, 20 more in flight when it stopped.
+        let calls = (0..990)
+            .map(|i| (send_to(&format!("ou_{i}")), t0 + Duration::from_millis(20 * i)))
+            .collect();
+        let resume = Resume {
+            calls,
+            unrecorded: 20,
+            unrecorded_sends: 20,
+        };
+        limits.resume(&resume, restart);
+        // A call that is no send waits a second (the unrecorded calls may be in any per-second
+        // window) and no longer.
+        let patch = CallShape {
+            api: "im.message.patch",
+            is_send: false,
+            receiver: None,
+            message: Some("om_1".into()),
+        };
+        let pause = restart + Duration::from_secs(1) + LimitConfig::default().margin;
+        assert_eq!(limits.available_at(&patch, restart), pause);
+        // A send waits until the minute budget (990 + 20 > 1000) has room: the 11th oldest of
+        // the recorded sends (answered at 200 ms) leaves it.
+        let at = limits.available_at(&send_to("ou_new"), restart);
+        let margin = LimitConfig::default().margin;
+        assert_eq!(at, t0 + Duration::from_millis(60_200) + margin);
     }
 
     #[test]

@@ -15,14 +15,17 @@ pub struct OpEntry {
     pub job_id: Option<u64>,
     pub receiver: Option<String>,
     pub kind: String,
-    /// `delivered`, `failed`, `held_quota`, `quota_reserved`, `app_not_linked`, `coalesced`, …
+    /// `delivered`, `failed`, `retry` (an attempt failed, the job waits to try again),
+    /// `held_quota`, `quota_reserved`, `app_not_linked`, …
     pub outcome: String,
     /// For failures: a stable reason word (`user_not_found`, `bot_not_in_chat`, `gave_up`, …).
     pub reason: Option<String>,
     pub lark_code: Option<i64>,
     pub lark_message: Option<String>,
     pub attempts: u32,
+    /// How long the call took; set exactly when the entry records a call made to Lark.
     pub latency_ms: Option<u64>,
+    /// The message a send or reply created, or a card update changed.
     pub message_id: Option<String>,
     /// The chat a `create_chat` job created.
     #[serde(default)]
@@ -77,6 +80,29 @@ pub fn query(store: &Store, q: &OpQuery) -> Result<Vec<OpEntry>, StoreError> {
         cursor = Some(last);
     }
     Ok(out)
+}
+
+/// The entries that record a call made to Lark at `since` or later, newest first.
+pub fn calls_since(store: &Store, since: DateTime<Utc>) -> Result<Vec<OpEntry>, StoreError> {
+    // Entries are numbered at commit, a little after their time: read a little further back.
+    let stop = since - chrono::Duration::seconds(5);
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let chunk = store.read(|r| r.page(&tables::OPLOG, cursor.as_ref(), 1000, true))?;
+        let Some(last) = chunk.last().map(|(k, _)| *k) else {
+            return Ok(out);
+        };
+        for (_, e) in chunk {
+            if e.at < stop {
+                return Ok(out);
+            }
+            if e.at >= since && e.latency_ms.is_some() {
+                out.push(e);
+            }
+        }
+        cursor = Some(last);
+    }
 }
 
 /// Removes entries older than `cutoff`; returns how many.

@@ -186,22 +186,34 @@ pub fn report(usage: &MonthUsage, plan: Plan, now: DateTime<Utc>, tz: Tz) -> Quo
     }
 }
 
-/// Adds `n` calls; returns a threshold crossed for the first time this month, if any.
-pub fn count(usage: &mut MonthUsage, class: CallClass, n: u64, plan: Plan) -> Option<u8> {
+/// Adds `n` calls; returns the thresholds crossed for the first time this month, lowest first
+/// (a jump past both returns both).
+pub fn count(usage: &mut MonthUsage, class: CallClass, n: u64, plan: Plan) -> Vec<u8> {
     *usage.by_class.entry(class).or_default() += n;
     usage.total += n;
-    let limit = plan.limit()?;
+    newly_crossed(usage, plan)
+}
+
+/// Lark answered 99991403: its count, which may include calls of other tools on the tenant,
+/// has reached the quota. The month is taken as spent; returns the thresholds this crosses.
+pub fn learn_exhausted(usage: &mut MonthUsage, plan: Plan) -> Vec<u8> {
+    if let Some(limit) = plan.limit() {
+        usage.total = usage.total.max(limit);
+    }
+    newly_crossed(usage, plan)
+}
+
+fn newly_crossed(usage: &mut MonthUsage, plan: Plan) -> Vec<u8> {
+    let Some(limit) = plan.limit() else {
+        return Vec::new();
+    };
     let pct = usage.total.saturating_mul(100).checked_div(limit).unwrap_or(100);
-    let crossed = WARN_THRESHOLDS
-        .into_iter()
-        .filter(|t| u64::from(*t) <= pct && !usage.warned.contains(t))
-        .max()?;
     let newly: Vec<u8> = WARN_THRESHOLDS
         .into_iter()
-        .filter(|t| *t <= crossed && !usage.warned.contains(t))
+        .filter(|t| u64::from(*t) <= pct && !usage.warned.contains(t))
         .collect();
-    usage.warned.extend(newly);
-    Some(crossed)
+    usage.warned.extend(&newly);
+    newly
 }
 
 #[cfg(test)]
@@ -229,17 +241,31 @@ mod tests {
     fn warnings_fire_once_per_threshold() {
         let plan = Plan::BasicFree { monthly_quota: 100 };
         let mut u = MonthUsage::default();
-        assert_eq!(count(&mut u, CallClass::SendToPerson, 79, plan), None);
-        assert_eq!(count(&mut u, CallClass::SendToPerson, 1, plan), Some(80));
-        assert_eq!(count(&mut u, CallClass::CardUpdate, 5, plan), None);
-        assert_eq!(count(&mut u, CallClass::Token, 20, plan), Some(95));
-        assert_eq!(count(&mut u, CallClass::Token, 1, plan), None);
+        let none: Vec<u8> = Vec::new();
+        assert_eq!(count(&mut u, CallClass::SendToPerson, 79, plan), none);
+        assert_eq!(count(&mut u, CallClass::SendToPerson, 1, plan), vec![80]);
+        assert_eq!(count(&mut u, CallClass::CardUpdate, 5, plan), none);
+        assert_eq!(count(&mut u, CallClass::Token, 20, plan), vec![95]);
+        assert_eq!(count(&mut u, CallClass::Token, 1, plan), none);
         assert_eq!(u.by_class[&CallClass::Token], 21);
         assert_eq!(u.total, 106);
-        // A jump past both thresholds warns for the higher one and remembers both.
+        // A jump past both thresholds warns for both.
         let mut v = MonthUsage::default();
-        assert_eq!(count(&mut v, CallClass::Other, 99, plan), Some(95));
+        assert_eq!(count(&mut v, CallClass::Other, 99, plan), vec![80, 95]);
         assert_eq!(v.warned, vec![80, 95]);
+    }
+
+    #[test]
+    fn a_quota_spent_at_lark_warns_for_every_threshold_passed() {
+        let plan = Plan::BasicFree { monthly_quota: 100 };
+        let mut u = MonthUsage::default();
+        assert_eq!(count(&mut u, CallClass::SendToPerson, 50, plan), Vec::<u8>::new());
+        assert_eq!(learn_exhausted(&mut u, plan), vec![80, 95]);
+        assert_eq!((u.total, u.warned.clone()), (100, vec![80, 95]));
+        assert_eq!(learn_exhausted(&mut u, plan), Vec::<u8>::new());
+        let mut paid = MonthUsage::default();
+        assert_eq!(learn_exhausted(&mut paid, Plan::Paid), Vec::<u8>::new());
+        assert_eq!(paid.total, 0);
     }
 
     #[test]

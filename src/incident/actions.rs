@@ -97,8 +97,17 @@ impl LarkActions {
     }
 
     /// Applies `action` to the incident `reference` as `member`; idempotent: an action that
-    /// already happened changes nothing and says so.
-    pub async fn perform(&self, member: &Member, reference: &str, action: Action, via: Via) -> Outcome {
+    /// already happened changes nothing and says so. `answered_card` is the message whose
+    /// card the caller replaces itself (the one a button was pressed on): it is not updated
+    /// through the outbox.
+    pub async fn perform(
+        &self,
+        member: &Member,
+        reference: &str,
+        action: Action,
+        via: Via,
+        answered_card: Option<&str>,
+    ) -> Outcome {
         let current = match self.incidents.get(reference) {
             Ok(incident) => incident,
             Err(e) => return refused(e),
@@ -111,7 +120,11 @@ impl LarkActions {
             who: Some(member.id.clone()),
             name: Some(member.name.clone()),
         };
-        match self.incidents.act(&current.id, action.clone(), actor).await {
+        let acted = self
+            .incidents
+            .act_answering(&current.id, action.clone(), actor, answered_card)
+            .await;
+        match acted {
             Ok(incident) => {
                 let what = done_message(&incident, &action);
                 Outcome::Done(Box::new(incident), what)
@@ -134,7 +147,12 @@ impl LarkActions {
         let Some((reference, requested)) = button_action(&action.value) else {
             return toast_only("warning", "This button does nothing any more.".into());
         };
-        match self.perform(&member, &reference, requested, Via::Card).await {
+        // The answer carries the card as it stands now, so the pressed copy needs no PATCH.
+        let pressed = action.open_message_id.as_deref();
+        match self
+            .perform(&member, &reference, requested, Via::Card, pressed)
+            .await
+        {
             Outcome::Done(incident, what) => CardActionReply {
                 toast: Some(toast("success", what)),
                 card: self.card(&incident),
@@ -176,7 +194,7 @@ impl LarkActions {
             },
             _ => return HELP.into(),
         };
-        match self.perform(&member, words[1], action, Via::Bot).await {
+        match self.perform(&member, words[1], action, Via::Bot, None).await {
             Outcome::Done(incident, what) => {
                 format!("{what} ({})", super::card::neutralize_mentions(&incident.title))
             }

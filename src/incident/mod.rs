@@ -555,7 +555,7 @@ impl Incidents {
             .await?;
         if let Some(incident) = raised {
             tracing::info!(incident = %incident.id, severity = incident.severity.as_str(), "incident severity raised by a repeated alert");
-            self.refresh_cards(&incident, false).await?;
+            self.refresh_cards(&incident, false, None).await?;
         }
         if let AlertOutcome::Opened { incident_id, number } = &outcome {
             tracing::info!(incident = %incident_id, number, "incident opened");
@@ -612,6 +612,19 @@ impl Incidents {
         reference: &str,
         action: Action,
         actor: Actor,
+    ) -> Result<Incident, IncidentError> {
+        self.act_answering(reference, action, actor, None).await
+    }
+
+    /// [`Incidents::act`] for a caller that replaces the card of `answered_card` itself (the
+    /// answer to a button press carries the new card): every other copy is updated through the
+    /// outbox, that one is not, and an update still waiting for it is dropped.
+    pub async fn act_answering(
+        &self,
+        reference: &str,
+        action: Action,
+        actor: Actor,
+        answered_card: Option<&str>,
     ) -> Result<Incident, IncidentError> {
         let current = self.get(reference)?;
         let now = self.clock.now();
@@ -690,7 +703,7 @@ impl Incidents {
         self.publish_since(&after, before.timeline.len()).await;
         if after.version != before.version {
             let cosmetic = matches!(action, Action::Reassign { .. });
-            self.refresh_cards(&after, cosmetic).await?;
+            self.refresh_cards(&after, cosmetic, answered_card).await?;
         }
         if let Action::Reassign { assignees } = &action {
             let added: Vec<String> = assignees
@@ -776,8 +789,14 @@ impl Incidents {
     }
 
     /// Updates every card of the incident through the outbox (pending updates of one card
-    /// coalesce); a card past Lark's update window is replaced by a fresh one.
-    async fn refresh_cards(&self, incident: &Incident, cosmetic: bool) -> Result<(), IncidentError> {
+    /// coalesce), except `answered_card`, which the caller replaces itself; a card past Lark's
+    /// update window is replaced by a fresh one.
+    async fn refresh_cards(
+        &self,
+        incident: &Incident,
+        cosmetic: bool,
+        answered_card: Option<&str>,
+    ) -> Result<(), IncidentError> {
         let cards = self.cards(&incident.id)?;
         if cards.is_empty() {
             return Ok(());
@@ -785,7 +804,15 @@ impl Incidents {
         let content = self.card_content(incident);
         let now = self.clock.now();
         for sent in cards {
-            if now - sent.sent_at < CARD_UPDATE_WINDOW {
+            let fresh = now - sent.sent_at < CARD_UPDATE_WINDOW;
+            if fresh && answered_card == Some(sent.message_id.as_str()) {
+                // An update queued before this change would put back an older card.
+                self.delivery
+                    .drop_pending_update(&sent.integration_id, &sent.message_id)
+                    .await?;
+                continue;
+            }
+            if fresh {
                 self.delivery
                     .enqueue(NewJob {
                         integration_id: sent.integration_id.clone(),
@@ -959,7 +986,7 @@ impl Incidents {
             if refreshed.insert(incident_id.clone())
                 && let Ok(incident) = self.get(&incident_id)
             {
-                self.refresh_cards(&incident, true).await?;
+                self.refresh_cards(&incident, true, None).await?;
             }
         }
         Ok(())
@@ -1075,7 +1102,7 @@ impl Incidents {
             if let Some(incident) = ended {
                 self.publish_since(&incident, incident.timeline.len().saturating_sub(1))
                     .await;
-                self.refresh_cards(&incident, false).await?;
+                self.refresh_cards(&incident, false, None).await?;
             }
         }
         Ok(())

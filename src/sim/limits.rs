@@ -108,6 +108,12 @@ impl Quota {
         true
     }
 
+    /// Counts calls the tenant made elsewhere, beyond the limit if need be.
+    pub fn spend(&mut self, now: DateTime<Utc>, calls: u64) {
+        self.roll(now);
+        self.used += calls;
+    }
+
     pub fn used(&mut self, now: DateTime<Utc>) -> u64 {
         self.roll(now);
         self.used
