@@ -195,6 +195,10 @@ async fn open_api(shared: &Shared, req: Request<Incoming>) -> Reply {
         body,
     };
     let reply = match Route::parse(&method, &path) {
+        Some(Route::AddMembers(chat_id)) => {
+            let route = Route::AddMembers(chat_id.clone());
+            super::chats::add_members_over_time(shared, &route, &api_request, &chat_id).await
+        }
         Some(route) => openapi::handle(shared, &route, &api_request),
         None => openapi::not_found(shared, &api_request),
     };

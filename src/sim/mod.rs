@@ -28,6 +28,7 @@
 //! - **Card callbacks** are not redelivered (the reference does not say they are); a failed one is
 //!   reported in [`CallbackOutcome::client_error`] with the code Lark's client shows (200341 …).
 
+mod chats;
 mod http;
 mod limits;
 mod oauth;
@@ -45,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use chats::SimPin;
 pub use world::{DEFAULT_APP_ID, SimChat, SimUser, World};
 
 use crate::clock::{Clock, SystemClock};
@@ -425,6 +427,16 @@ impl Simulator {
     /// The world as it stands (chats created, members added, chats disbanded).
     pub fn world(&self) -> World {
         self.shared.lock().world.clone()
+    }
+
+    /// The pinned messages of a group chat, oldest first.
+    pub fn pins(&self, chat_id: &str) -> Vec<SimPin> {
+        self.shared.lock().pins_of(chat_id)
+    }
+
+    /// The message set as the chat's top notice, if any.
+    pub fn top_notice(&self, chat_id: &str) -> Option<String> {
+        self.shared.lock().chat_extras.top_notices.get(chat_id).cloned()
     }
 
     /// Calls counted toward this month's quota.
