@@ -25,6 +25,12 @@
 //! - **Delayed card update** (`/open-apis/interactive/v1/card/update`, §3.5): the callback's
 //!   `c-…` token serves 2 updates within 30 minutes; a bad, spent or expired token → 230001 and an
 //!   oversized card → 230025 (Lark's exact codes for this API are not in the reference).
+//! - **Group chats** (`chats`): create refuses the whole call with 232043 when any id is one the
+//!   bot cannot see; the same `uuid` and owner give the same chat for 10 hours; a bot-owned chat
+//!   has no `owner_id`. Add-members follows `succeed_type` (0: 99992351 / 232024, 1: lists, 2:
+//!   refuses); two adds to one chat that overlap in time → 232019. Pins are idempotent; the top
+//!   notice needs `action_type` as a string. Operations on a dissolved chat → 232009, without the
+//!   bot in it → 232011.
 //! - **Card callbacks** are not redelivered (the reference does not say they are); a failed one is
 //!   reported in [`CallbackOutcome::client_error`] with the code Lark's client shows (200341 …).
 
