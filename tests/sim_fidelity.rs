@@ -774,6 +774,10 @@ async fn war_room_chat_apis_as_lark_answers_them() {
     assert_eq!(notice(json!(1)).await.body["code"], 232001);
     assert_eq!(notice(json!("1")).await.body["code"], 0);
     assert_eq!(api.sim.top_notice(&chat_id).as_deref(), Some(message_id.as_str()));
+    // The virtual Lark page sees the room's pinned card and top notice.
+    let page = api.call("GET", "/sim/api/world", None, None).await;
+    assert_eq!(page.body["pins"][&chat_id], json!([message_id]));
+    assert_eq!(page.body["top_notices"][&chat_id], message_id.as_str());
 
     // Share link and rename; a dissolved chat refuses both.
     let link = api

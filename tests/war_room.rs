@@ -342,7 +342,13 @@ async fn people_lark_refuses_are_listed_with_the_reason() {
 
 #[tokio::test]
 async fn the_room_follows_the_incident_until_it_is_disbanded() {
-    let env = start(true).await;
+    // The app is granted `im:message.group_msg`: it receives every message of the room.
+    let env = Harness::builder(APP_ID, APP_SECRET)
+        .callbacks(CardCallbackVersion::V2)
+        .integration_fields(json!({ "war_room": true }))
+        .sim_config(|c| c.apps[0].group_messages = true)
+        .start()
+        .await;
     let alice = env.member("Alice", "alice@example.com").await;
     let zhang = env.member("Zhang Wei", "zhang.wei@example.com").await;
     env.rule(json!([
@@ -377,9 +383,10 @@ async fn the_room_follows_the_incident_until_it_is_disbanded() {
     })
     .await;
 
-    // A message in the room appears on the timeline with its author.
+    // A message in the room (no @-mention needed with the scope) appears on the timeline with
+    // its author.
     env.sim
-        .send_text(&alice_ou, Some(&chat_id), "disk cleaned on db-1", true)
+        .send_text(&alice_ou, Some(&chat_id), "disk cleaned on db-1", false)
         .await
         .unwrap();
     env.wait_for("the note", |e| {

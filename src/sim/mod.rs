@@ -21,7 +21,8 @@
 //!   PATCH of another app's message → 230017; PATCH of a non-shared card or one older than 14
 //!   days → 230001 with the reason in `msg`; oversized content → 230025.
 //! - **p2p**: "the bot" a user talks to in [`Simulator::send_text`] is the first configured app.
-//!   In groups a bot only receives messages that @-mention it (no read-all scope).
+//!   In groups a bot only receives messages that @-mention it, unless its app is granted the
+//!   read-all scope (`SimApp::group_messages`, `im:message.group_msg`).
 //! - **Delayed card update** (`/open-apis/interactive/v1/card/update`, §3.5): the callback's
 //!   `c-…` token serves 2 updates within 30 minutes; a bad, spent or expired token → 230001 and an
 //!   oversized card → 230025 (Lark's exact codes for this API are not in the reference).
@@ -131,6 +132,9 @@ pub struct SimApp {
     /// Where events and card callbacks are pushed (the appliance's Request URL).
     pub request_url: Option<String>,
     pub card_callback: CardCallbackVersion,
+    /// Granted `im:message.group_msg`: the bot receives every message of its groups, not only
+    /// those that @-mention it.
+    pub group_messages: bool,
 }
 
 impl SimApp {
@@ -143,6 +147,7 @@ impl SimApp {
             encrypt_key: None,
             request_url: None,
             card_callback: CardCallbackVersion::V2,
+            group_messages: false,
         }
     }
 
@@ -161,6 +166,7 @@ impl std::fmt::Debug for SimApp {
             .field("encrypt_key", &self.encrypt_key.as_ref().map(|_| "<redacted>"))
             .field("request_url", &self.request_url)
             .field("card_callback", &self.card_callback)
+            .field("group_messages", &self.group_messages)
             .finish()
     }
 }
