@@ -1107,4 +1107,38 @@ mod tests {
         assert_eq!(room_name(&incident).chars().count(), MAX_NAME_CHARS);
         assert_eq!(resolved_name("[P1] #42 a"), "[Resolved] [P1] #42 a");
     }
+
+    #[test]
+    fn every_refusal_the_issue_names_reads_in_words() {
+        let answer = |code: i64| crate::lark::Answer {
+            http_status: 400,
+            code: Some(code),
+            msg: "m".into(),
+            log_id: None,
+        };
+        let cases = [
+            (LarkError::Other(answer(232043)), "availability scope"),
+            (LarkError::Other(answer(232022)), "resigned"),
+            (LarkError::Other(answer(232013)), "chat is full"),
+            (LarkError::Other(answer(232044)), "chat is full"),
+            (LarkError::BotNotInChat(answer(230002)), "no longer in the chat"),
+            (LarkError::Other(answer(232011)), "no longer in the chat"),
+            (LarkError::ChatDisbanded(answer(232009)), "dissolved"),
+            (LarkError::Other(answer(230046)), "pin not allowed"),
+            (
+                LarkError::PermissionMissing {
+                    scope: Some("im:chat"),
+                    answer: answer(99991672),
+                },
+                "scope missing: im:chat",
+            ),
+        ];
+        for (error, words) in cases {
+            assert!(
+                refusal_in_words(&error).contains(words),
+                "{error:?}: {}",
+                refusal_in_words(&error)
+            );
+        }
+    }
 }
