@@ -292,6 +292,39 @@ async fn people_lark_refuses_are_listed_with_the_reason() {
         .await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["war_room"]["chat_id"], room["chat_id"]);
+    // Joining someone Lark will not add answers with the chat's share link instead.
+    let (status, join) = env
+        .api(
+            Method::POST,
+            &format!("/api/v1/incidents/{id}/war-room"),
+            json!({"member_id": chen}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{join}");
+    assert_eq!(join["presser"]["result"], "share_link", "{join}");
+    assert!(
+        join["presser"]["link"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://applink."),
+        "{join}"
+    );
+    // A reassignment invites the new assignee.
+    let zhang = env.member("Zhang Wei", "zhang.wei@example.com").await;
+    let (status, body) = env
+        .api(
+            Method::POST,
+            &format!("/api/v1/incidents/{id}/reassign"),
+            json!({"assignees": [zhang]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let zhang_ou = env.open_id("zhang.wei@example.com");
+    let chat_id = room["chat_id"].as_str().unwrap().to_string();
+    env.wait_for("the new assignee invited", |e| {
+        e.chat_by_id(&chat_id).members.contains(&zhang_ou)
+    })
+    .await;
 
     // When the one asking is the invisible person, Lark refuses the whole create (232043): the
     // room is created without her and she is listed.

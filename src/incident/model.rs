@@ -98,7 +98,8 @@ impl Actor {
 pub struct TimelineEvent {
     pub at: DateTime<Utc>,
     /// `triggered`, `acknowledged`, `unacknowledged`, `resolved`, `snoozed`, `snooze_ended`,
-    /// `reopened`, `reassigned`, `note`, `notified`, `escalated`, `not_linked`.
+    /// `reopened`, `reassigned`, `note`, `notified`, `escalated`, `not_linked`, `war_room_opened`,
+    /// `war_room_joined`, `war_room_failed`, `war_room_closed`.
     pub kind: String,
     pub actor: Actor,
     #[serde(default, skip_serializing_if = "Option::is_none")]
