@@ -305,9 +305,12 @@ impl Incidents {
         receiver: Option<String>,
         result: Result<(), &LarkError>,
     ) -> Result<(), IncidentError> {
-        self.delivery
-            .count_calls(&room.integration_id, CallClass::ChatManagement, 1)
-            .await?;
+        let class = if kind == "war_room_card" {
+            CallClass::SendToChat
+        } else {
+            CallClass::ChatManagement
+        };
+        self.delivery.count_calls(&room.integration_id, class, 1).await?;
         let (outcome, reason, code, message) = match result {
             Ok(()) => ("delivered", None, None, None),
             Err(e) => (
@@ -450,11 +453,14 @@ impl Incidents {
                 incident.number
             )));
         }
-        let resumed = existing.filter(|r| r.state == WarRoomState::Opening);
-        let generation = match (&resumed, self.war_room(&incident.id)?) {
-            (Some(r), _) => r.generation,
-            (None, Some(closed)) => closed.generation + 1,
-            (None, None) => 1,
+        // A room whose setting up stopped half way is resumed; after a closed one comes the next.
+        let (resumed, generation) = match existing {
+            Some(r) if r.state == WarRoomState::Opening => {
+                let generation = r.generation;
+                (Some(r), generation)
+            }
+            Some(closed) => (None, closed.generation + 1),
+            None => (None, 1),
         };
         let now = self.clock.now();
         let mut room = resumed.unwrap_or_else(|| WarRoom {
