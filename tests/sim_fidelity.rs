@@ -663,9 +663,11 @@ async fn chats_members_and_users() {
 #[tokio::test]
 async fn war_room_chat_apis_as_lark_answers_them() {
     let clock = ManualClock::at(start_time());
-    let cfg = config(&clock);
+    let mut cfg = config(&clock);
+    cfg.world.users[5].resigned = true;
     let world = cfg.world.clone();
     let (visible, hidden) = (world.users[0].open_id.clone(), world.users[6].open_id.clone());
+    let gone = world.users[5].open_id.clone();
     assert!(!world.users[6].app_visible);
     let api = Api::start(cfg).await;
     let token = api.token().await;
@@ -694,6 +696,9 @@ async fn war_room_chat_apis_as_lark_answers_them() {
         "{}",
         refused.body
     );
+    assert_eq!(api.sim.world().chats.len(), world.chats.len());
+    let resigned = create(json!([visible, gone]), "wr-7", &token).await;
+    assert_eq!(resigned.body["code"], 232022, "{}", resigned.body);
     assert_eq!(api.sim.world().chats.len(), world.chats.len());
     // Created with the visible one: the bot owns it, so the owner fields are absent; the same
     // uuid within 10 hours gives the same chat, after them a new one.
@@ -728,6 +733,11 @@ async fn war_room_chat_apis_as_lark_answers_them() {
     };
     let strict = add(0, json!([world.users[1].open_id, hidden])).await;
     assert_eq!(strict.body["code"], 232024, "{}", strict.body);
+    assert_eq!(add(2, json!([gone])).await.body["code"], 232022);
+    assert_eq!(add(0, json!([gone])).await.body["code"], 232027, "nobody valid");
+    let skipped = add(0, json!([world.users[4].open_id, gone])).await;
+    assert_eq!(skipped.body["code"], 0, "{}", skipped.body);
+    assert_eq!(skipped.body["data"]["invalid_id_list"], json!([gone]));
     let lenient = add(1, json!([world.users[1].open_id, hidden, "ou_nobody"])).await;
     assert_eq!(lenient.body["code"], 0);
     assert_eq!(lenient.body["data"]["invalid_id_list"], json!([hidden]));

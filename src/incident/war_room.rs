@@ -570,9 +570,9 @@ impl Incidents {
                     .await?;
                 match result {
                     Ok(chat) => break chat,
-                    // One unavailable id refuses the whole create: create without the requester,
-                    // who is then added (and refused) like everyone else.
-                    Err(e) if e.code() == Some(232043) && !first.is_empty() => first.clear(),
+                    // One unavailable (or resigned) id refuses the whole create: create without
+                    // the requester, who is then added (and refused) like everyone else.
+                    Err(e) if matches!(e.code(), Some(232043 | 232022)) && !first.is_empty() => first.clear(),
                     Err(e) if busy(&e) && attempt < BUSY_RETRIES => {
                         attempt += 1;
                         tokio::time::sleep(BUSY_BACKOFF * attempt).await;

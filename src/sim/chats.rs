@@ -5,8 +5,8 @@
 //! top notice, the share link and rename.
 //!
 //! Choices where the reference is silent: an add-members call takes [`MEMBER_ADD_WORK`] of wall
-//! time, so calls that overlap in time are "concurrent"; the simulated tenant has no resigned
-//! users, so `invalid_id_list` only ever names people outside the app's availability.
+//! time, so calls that overlap in time are "concurrent"; a create naming a resigned user
+//! (`SimUser::resigned`) is refused with 232022, like one naming an invisible user with 232043.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -102,11 +102,18 @@ pub(super) fn create_chat(
         record.summary.push_str(", uuid duplicate");
         return Ok(ok(chat_json(chat, &st.world.tenant_key)));
     }
-    // All or nothing: one id the bot cannot see (the owner's included) refuses the whole call.
+    // All or nothing: one id the bot cannot see (the owner's included) refuses the whole call,
+    // as does one person who resigned.
     let mut members = Vec::new();
     let mut unavailable = Vec::new();
     for id in users.iter().chain(owner_id.iter()) {
         match st.world.user_by(id_type, id) {
+            Some(user) if user.app_visible && user.resigned => {
+                return Err(Reject::im(
+                    232022,
+                    &format!("The invited user {id} has resigned."),
+                ));
+            }
             Some(user) if user.app_visible => {
                 if !members.contains(&user.open_id) {
                     members.push(user.open_id.clone());
@@ -245,7 +252,8 @@ pub(super) fn add_members(
         ids.len()
     );
     bots_chat(st, app_id, chat_id)?;
-    let (mut users, mut bots, mut invalid, mut not_existed) = (vec![], vec![], vec![], vec![]);
+    let (mut users, mut bots, mut not_existed) = (vec![], vec![], vec![]);
+    let (mut invisible, mut resigned) = (vec![], vec![]);
     for id in ids {
         if id_type == "app_id" {
             if shared.app(&id).is_some() {
@@ -257,10 +265,13 @@ pub(super) fn add_members(
         }
         match st.world.user_by(id_type, &id) {
             None => not_existed.push(id),
-            Some(u) if !u.app_visible => invalid.push(id),
+            Some(u) if !u.app_visible => invisible.push(id),
+            Some(u) if u.resigned => resigned.push(id),
             Some(u) => users.push(u.open_id.clone()),
         }
     }
+    // Type 1 adds whom it can and lists the rest; type 0 refuses unknown and invisible ids but
+    // skips (and lists) resigned people; type 2 refuses any invalid id.
     if succeed_type != 1 {
         if !not_existed.is_empty() {
             return Err(Reject::lark(
@@ -269,15 +280,22 @@ pub(super) fn add_members(
                 &format!("these open ids not existed: {not_existed:?}"),
             ));
         }
-        if !invalid.is_empty() {
+        if !invisible.is_empty() {
             return Err(Reject::im(
                 232024,
                 &format!(
-                    "Users {invalid:?} are not visible to the app, or the operator has no permission to collaborate with them."
+                    "Users {invisible:?} are not visible to the app, or the operator has no permission to collaborate with them."
                 ),
             ));
         }
     }
+    if succeed_type == 2 && !resigned.is_empty() {
+        return Err(Reject::im(
+            232022,
+            &format!("The invited users {resigned:?} have resigned."),
+        ));
+    }
+    let invalid = [invisible, resigned].concat();
     if users.is_empty() && bots.is_empty() && succeed_type != 1 {
         return Err(Reject::im(232027, "There are no valid members in the list."));
     }
