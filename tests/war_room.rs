@@ -282,6 +282,19 @@ async fn people_lark_refuses_are_listed_with_the_reason() {
         opened_entry["detail"].as_str().unwrap().contains("Chen Jing"),
         "{opened_entry}"
     );
+    // An unknown member is a bad request naming the field.
+    let (status, bad) = env
+        .api(
+            Method::POST,
+            &format!("/api/v1/incidents/{id}/war-room"),
+            json!({"member_id": "mem_nobody"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    assert!(
+        bad["error"]["message"].as_str().unwrap().starts_with("member_id"),
+        "{bad}"
+    );
     // Asking again returns the same room (200, nothing created).
     let (status, again) = env
         .api(

@@ -394,7 +394,12 @@ impl Incidents {
                 }
             }
             Requester::Member { member_id } => {
-                let member = self.members.get(member_id)?;
+                let member = self.members.get(member_id).map_err(|e| match e {
+                    IncidentError::NotFound(_) => {
+                        super::invalid("member_id", format!("no member {member_id}"))
+                    }
+                    other => other,
+                })?;
                 let open_id = self.open_id_for(member_id, integration).await.unwrap_or(None);
                 (member.name, Some(member.id), open_id)
             }
