@@ -445,6 +445,33 @@ async fn the_room_follows_the_incident_until_it_is_disbanded() {
     })
     .await;
 
+    // `note <text>` and `snooze 1h` need no id either.
+    env.sim
+        .send_text(&alice_ou, Some(&chat_id), "note rolled back deploy 1432", true)
+        .await
+        .unwrap();
+    env.wait_for("the explicit note", |e| {
+        let inc = e.app().incidents.get(&id).unwrap();
+        inc.timeline
+            .iter()
+            .any(|t| t.kind == "note" && t.detail.as_deref() == Some("rolled back deploy 1432"))
+    })
+    .await;
+    env.sim
+        .send_text(&alice_ou, Some(&chat_id), "snooze 1h", true)
+        .await
+        .unwrap();
+    env.wait_for("snoozed", |e| {
+        e.app().incidents.get(&id).unwrap().snoozed_until.is_some()
+    })
+    .await;
+    env.wait_for("the snooze line", |e| {
+        e.texts_in(&chat_id)
+            .iter()
+            .any(|t| t.contains("snoozed by Alice"))
+    })
+    .await;
+
     // `ack` without an id acknowledges the room's incident; every copy updates.
     env.sim
         .send_text(&alice_ou, Some(&chat_id), "ack", true)
@@ -495,6 +522,14 @@ async fn the_room_follows_the_incident_until_it_is_disbanded() {
     .await;
     env.wait_for("the rename", |e| {
         e.chat_by_id(&chat_id).name.starts_with("[Resolved] [P1] #")
+    })
+    .await;
+    env.wait_for("the room marked resolved", |e| {
+        e.app()
+            .incidents
+            .war_room(&id)
+            .unwrap()
+            .is_some_and(|r| r.state == lark_oncall::incident::war_room::WarRoomState::Resolved)
     })
     .await;
     assert_eq!(env.room(&id).await["state"], "resolved");
