@@ -130,9 +130,12 @@ impl App {
         }
         app.inbound.on_event(
             "im.chat.disbanded_v1",
-            Arc::new(crate::integration::chats::DisbandedHandler {
-                store: app.store.clone(),
-                clock: app.clock.clone(),
+            Arc::new(crate::incident::war_room::DisbandedEvents {
+                chats: crate::integration::chats::DisbandedHandler {
+                    store: app.store.clone(),
+                    clock: app.clock.clone(),
+                },
+                incidents: app.incidents.clone(),
             }),
         );
         let actions = Arc::new(crate::incident::actions::LarkActions::new(

@@ -437,6 +437,8 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
             verification_token: Some(verification_token.clone()),
             encrypt_key: Some(encrypt_key.clone()),
             api_base_url: Some(format!("http://{sim_addr}")),
+            // The simulator has the chat APIs: the demo's cards offer a war room.
+            war_room: Some(true),
             ..IntegrationInput::default()
         })
         .await?;

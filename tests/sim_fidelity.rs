@@ -649,7 +649,7 @@ async fn chats_members_and_users() {
         }
     };
     let strict = members(2, json!([world.users[1].open_id, "ou_nobody"])).await;
-    assert_eq!(strict.body["code"], 230001);
+    assert_eq!(strict.body["code"], 99992351);
     let lenient = members(1, json!([world.users[1].open_id, "ou_nobody"])).await;
     assert_eq!(lenient.body["data"]["not_existed_id_list"], json!(["ou_nobody"]));
     let chat = api
@@ -670,6 +670,171 @@ async fn chats_members_and_users() {
     assert_eq!(list[0]["user_id"], world.users[3].open_id.as_str());
     assert!(list[1].get("user_id").is_none());
     assert_eq!(list[2]["user_id"], world.users[0].open_id.as_str());
+    api.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn war_room_chat_apis_as_lark_answers_them() {
+    let clock = ManualClock::at(start_time());
+    let mut cfg = config(&clock);
+    cfg.world.users[5].resigned = true;
+    let world = cfg.world.clone();
+    let (visible, hidden) = (world.users[0].open_id.clone(), world.users[6].open_id.clone());
+    let gone = world.users[5].open_id.clone();
+    assert!(!world.users[6].app_visible);
+    let api = Api::start(cfg).await;
+    let token = api.token().await;
+    let create = |users: Value, uuid: &str, token: &str| {
+        let path = format!("/open-apis/im/v1/chats?user_id_type=open_id&uuid={uuid}");
+        let (api, token) = (&api, token.to_string());
+        async move {
+            api.call(
+                "POST",
+                &path,
+                Some(&token),
+                Some(json!({"name": "[P1] #7 db", "user_id_list": users})),
+            )
+            .await
+        }
+    };
+
+    // One id the bot cannot see refuses the whole create, and nothing is created.
+    let refused = create(json!([visible, hidden]), "wr-7", &token).await;
+    assert_eq!(
+        (refused.status, refused.body["code"].clone()),
+        (400, json!(232043))
+    );
+    assert!(
+        refused.body["msg"].as_str().unwrap().contains(&hidden),
+        "{}",
+        refused.body
+    );
+    assert_eq!(api.sim.world().chats.len(), world.chats.len());
+    let resigned = create(json!([visible, gone]), "wr-7", &token).await;
+    assert_eq!(resigned.body["code"], 232022, "{}", resigned.body);
+    assert_eq!(api.sim.world().chats.len(), world.chats.len());
+    // Created with the visible one: the bot owns it, so the owner fields are absent; the same
+    // uuid within 10 hours gives the same chat, after them a new one.
+    let created = create(json!([visible]), "wr-7", &token).await;
+    assert_eq!(created.body["code"], 0, "{}", created.body);
+    assert!(created.body["data"].get("owner_id").is_none(), "{}", created.body);
+    assert!(created.body["data"].get("owner_id_type").is_none());
+    let chat_id = created.body["data"]["chat_id"].as_str().unwrap().to_string();
+    clock.advance(chrono::Duration::hours(9));
+    let later = api.token().await;
+    assert_eq!(
+        create(json!([visible]), "wr-7", &later).await.body["data"]["chat_id"],
+        chat_id.as_str()
+    );
+    clock.advance(chrono::Duration::hours(2));
+    let token = api.token().await;
+    assert_ne!(
+        create(json!([visible]), "wr-7", &token).await.body["data"]["chat_id"],
+        chat_id.as_str()
+    );
+
+    // succeed_type 1 adds the valid ids and lists the rest; 0 refuses invisible ids (232024).
+    let add = |succeed_type: u8, ids: Value| {
+        let path = format!(
+            "/open-apis/im/v1/chats/{chat_id}/members?member_id_type=open_id&succeed_type={succeed_type}"
+        );
+        let (api, token) = (&api, token.clone());
+        async move {
+            api.call("POST", &path, Some(&token), Some(json!({"id_list": ids})))
+                .await
+        }
+    };
+    let strict = add(0, json!([world.users[1].open_id, hidden])).await;
+    assert_eq!(strict.body["code"], 232024, "{}", strict.body);
+    assert_eq!(add(2, json!([gone])).await.body["code"], 232022);
+    assert_eq!(add(0, json!([gone])).await.body["code"], 232027, "nobody valid");
+    let skipped = add(0, json!([world.users[4].open_id, gone])).await;
+    assert_eq!(skipped.body["code"], 0, "{}", skipped.body);
+    assert_eq!(skipped.body["data"]["invalid_id_list"], json!([gone]));
+    let lenient = add(1, json!([world.users[1].open_id, hidden, "ou_nobody"])).await;
+    assert_eq!(lenient.body["code"], 0);
+    assert_eq!(lenient.body["data"]["invalid_id_list"], json!([hidden]));
+    assert_eq!(lenient.body["data"]["not_existed_id_list"], json!(["ou_nobody"]));
+    assert_eq!(lenient.body["data"]["pending_approval_id_list"], json!([]));
+    // Two adds to one chat at once: one is refused with 232019.
+    let (a, b) = tokio::join!(
+        add(1, json!([world.users[2].open_id])),
+        add(1, json!([world.users[3].open_id]))
+    );
+    let mut codes = vec![a.body["code"].as_i64().unwrap(), b.body["code"].as_i64().unwrap()];
+    codes.sort();
+    assert_eq!(codes, vec![0, 232019]);
+
+    // Pins are idempotent; the top notice takes a message of the chat, action_type a string.
+    let sent = api
+        .send(&token, "chat_id", &chat_id, "interactive", shared_card("INC-7"))
+        .await;
+    let message_id = sent.body["data"]["message_id"].as_str().unwrap().to_string();
+    let pin = |message: String| {
+        let (api, token) = (&api, token.clone());
+        async move {
+            api.call(
+                "POST",
+                "/open-apis/im/v1/pins",
+                Some(&token),
+                Some(json!({"message_id": message})),
+            )
+            .await
+        }
+    };
+    let first = pin(message_id.clone()).await;
+    assert_eq!(first.body["code"], 0, "{}", first.body);
+    assert_eq!(first.body["data"]["pin"]["operator_id_type"], "app_id");
+    let second = pin(message_id.clone()).await;
+    assert_eq!(second.body["data"]["pin"], first.body["data"]["pin"]);
+    assert_eq!(api.sim.pins(&chat_id).len(), 1);
+    let notice = |action_type: Value| {
+        let path = format!("/open-apis/im/v1/chats/{chat_id}/top_notice/put_top_notice");
+        let body = json!({"chat_top_notice": [{"action_type": action_type, "message_id": message_id}]});
+        let (api, token) = (&api, token.clone());
+        async move { api.call("POST", &path, Some(&token), Some(body)).await }
+    };
+    assert_eq!(notice(json!(1)).await.body["code"], 232001);
+    assert_eq!(notice(json!("1")).await.body["code"], 0);
+    assert_eq!(api.sim.top_notice(&chat_id).as_deref(), Some(message_id.as_str()));
+    // The virtual Lark page sees the room's pinned card and top notice.
+    let page = api.call("GET", "/sim/api/world", None, None).await;
+    assert_eq!(page.body["pins"][&chat_id], json!([message_id]));
+    assert_eq!(page.body["top_notices"][&chat_id], message_id.as_str());
+
+    // Share link and rename; a dissolved chat refuses both.
+    let link = api
+        .call(
+            "POST",
+            &format!("/open-apis/im/v1/chats/{chat_id}/link"),
+            Some(&token),
+            Some(json!({})),
+        )
+        .await;
+    assert!(
+        link.body["data"]["share_link"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://applink.")
+    );
+    assert_eq!(link.body["data"]["is_permanent"], false);
+    let rename = |name: &str| {
+        let (api, token, path) = (&api, token.clone(), format!("/open-apis/im/v1/chats/{chat_id}"));
+        let body = json!({ "name": name });
+        async move { api.call("PUT", &path, Some(&token), Some(body)).await }
+    };
+    assert_eq!(rename("[Resolved] [P1] #7 db").await.body["code"], 0);
+    let chat = api
+        .sim
+        .world()
+        .chats
+        .into_iter()
+        .find(|c| c.chat_id == chat_id)
+        .unwrap();
+    assert_eq!(chat.name, "[Resolved] [P1] #7 db");
+    api.sim.disband_chat(&chat_id).await.unwrap();
+    assert_eq!(rename("again").await.body["code"], 232009);
+    assert_eq!(add(1, json!([visible])).await.body["code"], 232009);
     api.sim.shutdown().await;
 }
 

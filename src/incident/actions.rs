@@ -1,5 +1,7 @@
 //! Acting on incidents from Lark: card buttons and bot commands (`help`, `list`, `ack`,
-//! `resolve`, `snooze`, in a p2p chat or @-mentioning the bot in a group). A person is known by the Lark identity linked
+//! `resolve`, `snooze`, in a p2p chat or @-mentioning the bot in a group). In a war room the
+//! room is the incident: commands need no id (`ack`, `resolve`, `snooze 1h`, `status`,
+//! `note <text>`) and every other message the bot receives becomes a note on the timeline. A person is known by the Lark identity linked
 //! to their member on the integration the action came through; the answer says what was done,
 //! or what had already happened, and never changes anything for someone not linked.
 //!
@@ -16,6 +18,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 
 use super::model::{Actor, Incident, Member, Status, Via};
+use super::war_room::{PresserOutcome, Requester};
 use super::{Action, IncidentError, IncidentQuery, Incidents};
 use crate::delivery::{Delivery, JobKind, NewJob, Priority};
 use crate::integration::Live;
@@ -139,6 +142,10 @@ impl LarkActions {
     }
 
     async fn answer(&self, integration: &str, action: &CardAction) -> CardActionReply {
+        // Anyone may join a war room, linked or not: Lark adds them by their open_id.
+        if action.value.get("action").and_then(Value::as_str) == Some("war_room") {
+            return self.war_room_press(action).await;
+        }
         let member = match self.member_for(integration, &action.operator) {
             Ok(Some(member)) => member,
             Ok(None) => return toast_only("warning", self.link_hint(integration)),
@@ -166,7 +173,197 @@ impl LarkActions {
     }
 }
 
+/// How long a press waits for the war room before answering "still opening" (Lark waits 3 s).
+const WAR_ROOM_PRESS_WAIT: std::time::Duration = std::time::Duration::from_millis(2000);
+
+/// What the bot answers to `help` in a war room.
+const ROOM_HELP: &str = "War-room commands (this room is the incident):\n\
+ack: acknowledge it\n\
+resolve: resolve it\n\
+snooze <duration>: snooze it for 30m, 2h, 1d …\n\
+status: where it stands\n\
+note <text>: add a note to its timeline\n\
+Anything else you write here that the bot receives is added to the timeline as a note.";
+
 impl LarkActions {
+    /// "War room" / "Join war room": opens the room or adds the presser, in the background so
+    /// a slow Lark cannot cut the work short when the callback's time is up.
+    async fn war_room_press(&self, action: &CardAction) -> CardActionReply {
+        let Some(reference) = action.value.get("incident").and_then(Value::as_str) else {
+            return toast_only("warning", "This button does nothing any more.".into());
+        };
+        let Some(open_id) = action.operator.open_id.clone() else {
+            return toast_only("warning", "Lark did not say who pressed the button.".into());
+        };
+        let incidents = self.incidents.clone();
+        let reference = reference.to_string();
+        let task = tokio::spawn(async move {
+            incidents
+                .open_war_room(&reference, Requester::Lark { open_id })
+                .await
+        });
+        let outcome = match tokio::time::timeout(WAR_ROOM_PRESS_WAIT, task).await {
+            Ok(Ok(Ok(outcome))) => outcome,
+            Ok(Ok(Err(e @ IncidentError::WarRoomDisabled(_)))) => {
+                return toast_only("warning", e.to_string());
+            }
+            Ok(Ok(Err(e))) => return toast_only("warning", refused_message(e)),
+            Ok(Err(join)) => {
+                tracing::error!(error = %join, "the war-room task failed");
+                return toast_only(
+                    "error",
+                    "Something went wrong on the on-call server; try again.".into(),
+                );
+            }
+            Err(_) => {
+                return toast_only(
+                    "info",
+                    "Opening the war room; the card updates when it is ready.".into(),
+                );
+            }
+        };
+        let name = &outcome.war_room.name;
+        let (kind, text) = match &outcome.presser {
+            PresserOutcome::Added if outcome.created => {
+                ("success", format!("War room {name} opened; you are in it."))
+            }
+            PresserOutcome::Added => (
+                "success",
+                format!("You are now in {name}: open it with \"Open war room\"."),
+            ),
+            PresserOutcome::AlreadyIn => ("info", format!("You are already in {name}.")),
+            PresserOutcome::ShareLink { link, reason } => (
+                "warning",
+                format!("Lark would not add you to {name} ({reason}); join it with this link: {link}"),
+            ),
+            PresserOutcome::NotInLark { reason } => {
+                ("warning", format!("Lark would not add you to {name}: {reason}"))
+            }
+            PresserOutcome::Nobody => ("info", format!("War room {name} is open.")),
+        };
+        let card = self
+            .incidents
+            .get(&outcome.war_room.incident_id)
+            .ok()
+            .and_then(|incident| self.card(&incident));
+        CardActionReply {
+            toast: Some(toast(kind, text)),
+            card,
+        }
+    }
+
+    /// A message in a war room: an id-less command, or a note on the timeline.
+    async fn in_war_room(
+        &self,
+        integration: &str,
+        incident_id: &str,
+        message: &MessageReceived,
+    ) -> Option<String> {
+        let text = message
+            .plain_text()
+            .unwrap_or_else(|| format!("[{} message]", message.message_type));
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let command = words.first().map(|w| w.to_lowercase()).unwrap_or_default();
+        let action = match (command.as_str(), &words.get(1..).unwrap_or_default()) {
+            ("help", []) => return Some(ROOM_HELP.into()),
+            ("status", []) => {
+                return Some(match self.incidents.get(incident_id) {
+                    Ok(incident) => status_line(&incident),
+                    Err(e) => refused_message(e),
+                });
+            }
+            ("ack", []) => Some(Action::Acknowledge),
+            ("resolve", []) => Some(Action::Resolve),
+            ("snooze", [duration]) => match parse_duration(duration) {
+                Some(minutes) => Some(Action::Snooze { minutes }),
+                None => {
+                    return Some(format!(
+                        "Cannot read the duration {duration:?}: write it like 30m, 2h or 1d."
+                    ));
+                }
+            },
+            ("note", [_, ..]) => Some(Action::Note {
+                text: words[1..].join(" "),
+            }),
+            _ => None,
+        };
+        let member = match self.member_for(integration, &message.sender) {
+            Ok(member) => member,
+            Err(e) => return Some(refused_message(e)),
+        };
+        let Some(action) = action else {
+            // Not a command: the message goes to the timeline with its author, quietly.
+            let actor = match &member {
+                Some(m) => Actor {
+                    via: Via::Bot,
+                    who: Some(m.id.clone()),
+                    name: Some(m.name.clone()),
+                },
+                None => Actor {
+                    via: Via::Bot,
+                    who: message.sender.open_id.clone(),
+                    name: None,
+                },
+            };
+            if let Err(e) = self
+                .incidents
+                .act(incident_id, Action::Note { text }, actor)
+                .await
+            {
+                tracing::warn!(incident = %incident_id, error = %e, "cannot add a war-room message to the timeline");
+            }
+            return None;
+        };
+        let Some(member) = member else {
+            return Some(self.link_hint(integration));
+        };
+        Some(
+            match self.perform(&member, incident_id, action, Via::Bot, None).await {
+                Outcome::Done(_, what) => what,
+                Outcome::AlreadyDone(_, what) | Outcome::Refused(what) => what,
+            },
+        )
+    }
+
+    /// Whether this sender may still get a reply: anyone in the tenant can write to the bot.
+    fn reply_budget_left(&self, integration: &str, message: &MessageReceived) -> bool {
+        let sender = message.sender.open_id.clone().unwrap_or_default();
+        if self.replies.len() > MAX_TRACKED_SENDERS {
+            self.replies.retain_recent();
+        }
+        if self
+            .replies
+            .check_key(&(integration.to_string(), sender.clone()))
+            .is_err()
+        {
+            tracing::info!(
+                integration,
+                sender,
+                "bot message ignored: this sender's reply budget is spent"
+            );
+            return false;
+        }
+        true
+    }
+
+    async fn queue_reply(&self, integration: &str, message_id: &str, reply: String) {
+        let job = NewJob {
+            integration_id: integration.to_string(),
+            incident_id: None,
+            // Anyone in the tenant can ask; the quota real pages need comes first.
+            priority: Priority::Info,
+            cosmetic: false,
+            kind: JobKind::Reply {
+                message_id: message_id.to_string(),
+                msg_type: "text".into(),
+                content: serde_json::json!({ "text": reply }).to_string(),
+            },
+        };
+        if let Err(e) = self.delivery.enqueue(job).await {
+            tracing::error!(integration, error = %e, "cannot queue the bot's reply");
+        }
+    }
+
     /// The answer to one message sent to the bot.
     pub async fn command_reply(&self, integration: &str, message: &MessageReceived) -> String {
         let text = message.plain_text().unwrap_or_default();
@@ -234,42 +431,29 @@ impl LarkActions {
     }
 
     async fn on_message(&self, integration: &str, message: &MessageReceived) {
+        if message.chat_type != "p2p" {
+            match self.incidents.war_room_incident(&message.chat_id) {
+                Ok(Some(incident_id)) => {
+                    if let Some(reply) = self.in_war_room(integration, &incident_id, message).await
+                        && self.reply_budget_left(integration, message)
+                    {
+                        self.queue_reply(integration, &message.message_id, reply).await;
+                    }
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "cannot look up war rooms"),
+            }
+        }
         // In a group the bot only answers when mentioned; in p2p every message is for it.
         if message.chat_type != "p2p" && message.mentions.is_empty() {
             return;
         }
-        let sender = message.sender.open_id.clone().unwrap_or_default();
-        if self.replies.len() > MAX_TRACKED_SENDERS {
-            self.replies.retain_recent();
-        }
-        if self
-            .replies
-            .check_key(&(integration.to_string(), sender.clone()))
-            .is_err()
-        {
-            tracing::info!(
-                integration,
-                sender,
-                "bot message ignored: this sender's reply budget is spent"
-            );
+        if !self.reply_budget_left(integration, message) {
             return;
         }
         let reply = self.command_reply(integration, message).await;
-        let job = NewJob {
-            integration_id: integration.to_string(),
-            incident_id: None,
-            // Anyone in the tenant can ask; the quota real pages need comes first.
-            priority: Priority::Info,
-            cosmetic: false,
-            kind: JobKind::Reply {
-                message_id: message.message_id.clone(),
-                msg_type: "text".into(),
-                content: serde_json::json!({ "text": reply }).to_string(),
-            },
-        };
-        if let Err(e) = self.delivery.enqueue(job).await {
-            tracing::error!(integration, error = %e, "cannot queue the bot's reply");
-        }
+        self.queue_reply(integration, &message.message_id, reply).await;
     }
 }
 
@@ -382,6 +566,26 @@ fn already_done(incident: &Incident, action: &Action) -> Option<String> {
         (Action::Reopen, Status::Triggered | Status::Acknowledged) => Some(format!("#{n} is already open.")),
         _ => None,
     }
+}
+
+/// `status` in a war room.
+fn status_line(incident: &Incident) -> String {
+    let mut line = format!(
+        "#{} [{}] {}",
+        incident.number,
+        incident.status.as_str(),
+        incident.title
+    );
+    if !incident.acknowledged_by.is_empty() {
+        line.push_str(&format!(
+            "; acknowledged by {}",
+            incident.acknowledged_by.join(", ")
+        ));
+    }
+    if let Some(until) = incident.snoozed_until {
+        line.push_str(&format!("; snoozed until {}", until.format("%Y-%m-%d %H:%M UTC")));
+    }
+    line
 }
 
 fn done_message(incident: &Incident, action: &Action) -> String {

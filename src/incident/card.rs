@@ -27,6 +27,32 @@ pub struct CardContext {
     pub incident_url: String,
     pub assignee_names: Vec<String>,
     pub now: DateTime<Utc>,
+    pub war_room: WarRoomButton,
+}
+
+/// The card's war-room buttons.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WarRoomButton {
+    /// War rooms are off for the integration, or the incident is resolved.
+    Absent,
+    /// "War room": opens one.
+    Open,
+    /// "Join war room" (adds the presser) and "Open war room" (the chat's AppLink, for members).
+    Join { chat_url: String },
+}
+
+fn war_room_buttons(incident: &Incident, ctx: &CardContext, l: Locale) -> Vec<Value> {
+    let value = json!({"action": "war_room", "incident": incident.id});
+    match &ctx.war_room {
+        WarRoomButton::Absent => Vec::new(),
+        WarRoomButton::Open => vec![button(l.pick("作战室", "War room"), "default", value)],
+        WarRoomButton::Join { chat_url } => vec![
+            button(l.pick("加入作战室", "Join war room"), "default", value),
+            json!({"tag": "button", "text": {"tag": "plain_text", "content": l.pick("打开作战室", "Open war room")},
+                   "type": "default",
+                   "multi_url": {"url": chat_url, "pc_url": chat_url, "android_url": chat_url, "ios_url": chat_url}}),
+        ],
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -219,12 +245,14 @@ fn elements(
     }
     out.push(json!({"tag": "hr"}));
     out.push(json!({"tag": "action", "actions": buttons(incident, l)}));
-    out.push(json!({"tag": "action", "actions": [json!({
+    let mut links = war_room_buttons(incident, ctx, l);
+    links.push(json!({
         "tag": "button",
         "text": {"tag": "plain_text", "content": l.pick("在应用中打开", "Open in app")},
         "type": "default",
         "multi_url": {"url": ctx.incident_url, "pc_url": ctx.incident_url, "android_url": ctx.incident_url, "ios_url": ctx.incident_url},
-    })]}));
+    }));
+    out.push(json!({"tag": "action", "actions": links}));
     out
 }
 
@@ -295,6 +323,7 @@ mod tests {
             incident_url: "https://oncall.example.com/lark/i1/app#/incidents/inc_1".into(),
             assignee_names: vec!["张伟".into()],
             now: Utc::now(),
+            war_room: WarRoomButton::Absent,
         }
     }
 

@@ -87,6 +87,7 @@ impl Incidents {
                     time_windows: Vec::new(),
                     timezone: None,
                     levels,
+                    war_room: Default::default(),
                 },
                 true,
             )

@@ -137,6 +137,7 @@ mod tests {
             time_windows: vec![],
             timezone: "UTC".into(),
             levels,
+            war_room: Default::default(),
             created_at: Utc::now(),
         }
     }

@@ -14,6 +14,7 @@ pub mod members;
 pub mod model;
 pub mod rules;
 mod sources;
+pub mod war_room;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -47,6 +48,9 @@ pub enum IncidentError {
     Conflict(String),
     #[error("Lark: {0}")]
     Lark(String),
+    /// The integration's `war_room` switch is off.
+    #[error("war rooms are off for integration {0}: turn its war_room switch on first")]
+    WarRoomDisabled(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -148,6 +152,10 @@ pub struct Incidents {
     /// the next tick that sees them recorded.
     /// With how many ticks it has waited.
     stale: Mutex<HashMap<(String, String), u32>>,
+    /// One war-room operation at a time per incident (which serialises member adds per chat).
+    war_room_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// This service, for work it starts in the background (automatic war rooms).
+    me: Weak<Incidents>,
 }
 
 fn push_event(incident: &mut Incident, at: DateTime<Utc>, kind: &str, actor: &Actor, detail: Option<String>) {
@@ -229,7 +237,9 @@ impl Incidents {
         webhooks: Arc<Webhooks>,
         public_base: &str,
     ) -> Arc<Incidents> {
-        let incidents = Arc::new(Incidents {
+        let incidents = Arc::new_cyclic(|me| Incidents {
+            me: me.clone(),
+            war_room_locks: Mutex::new(HashMap::new()),
             members: Members::new(store.clone(), clock.clone()),
             store,
             clock,
@@ -477,6 +487,10 @@ impl Incidents {
         let now = self.clock.now();
         let rules = self.rules_in_order()?;
         let rule = rules::first_match(&rules, new.severity, &new.labels, now).cloned();
+        let auto_room = rule
+            .as_ref()
+            .filter(|r| r.war_room == model::WarRoomMode::Auto)
+            .map(|r| r.name.clone());
         let id = format!("inc_{}", crate::auth::random_hex(8));
         let (outcome, raised) = self
             .store
@@ -561,6 +575,9 @@ impl Incidents {
             tracing::info!(incident = %incident_id, number, "incident opened");
             if let Ok(incident) = self.get(incident_id) {
                 self.publish_since(&incident, 0).await;
+            }
+            if let Some(rule) = auto_room {
+                self.open_war_room_in_background(incident_id, &rule);
             }
         }
         self.wake.notify_one();
@@ -701,6 +718,9 @@ impl Incidents {
             .ok_or_else(|| IncidentError::NotFound(format!("no incident {reference}")))?;
         let after = after?;
         self.publish_since(&after, before.timeline.len()).await;
+        if let Err(e) = self.war_room_follow(&after, before.timeline.len()).await {
+            tracing::warn!(incident = %after.id, error = %e, "the war room could not follow a change");
+        }
         if after.version != before.version {
             let cosmetic = matches!(action, Action::Reassign { .. });
             self.refresh_cards(&after, cosmetic, answered_card).await?;
@@ -714,9 +734,29 @@ impl Incidents {
             if let Some(integration) = after.integration_id.clone() {
                 self.notify_people(&after, &integration, &added).await?;
             }
+            if let Err(e) = self.invite_to_war_room(&after.id, &added).await {
+                tracing::warn!(incident = %after.id, error = %e, "cannot invite reassigned people to the war room");
+            }
         }
         self.wake.notify_one();
         Ok(after)
+    }
+
+    /// Opens the war room a rule asks for, after the incident is committed; a failure is on
+    /// the incident and in the operation log.
+    fn open_war_room_in_background(&self, incident_id: &str, rule: &str) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let (incident_id, rule) = (incident_id.to_string(), rule.to_string());
+        tokio::spawn(async move {
+            let requester = war_room::Requester::Nobody {
+                name: format!("rule {rule}"),
+            };
+            if let Err(e) = me.open_war_room(&incident_id, requester).await {
+                tracing::warn!(incident = %incident_id, error = %e, "the automatic war room did not open");
+            }
+        });
     }
 
     // ---- cards ----
@@ -741,6 +781,7 @@ impl Incidents {
             ),
             assignee_names,
             now: self.clock.now(),
+            war_room: self.war_room_button(incident),
         };
         card::render(incident, &ctx)
     }
@@ -1022,6 +1063,13 @@ impl Incidents {
                 Step::Notify { level, repeat } => {
                     self.notify_level(&incident, &before.integration_id, &rule.levels[*level])
                         .await?;
+                    if !*repeat
+                        && let Err(e) = self
+                            .invite_to_war_room(&incident.id, &rule.levels[*level].members)
+                            .await
+                    {
+                        tracing::warn!(incident = %incident.id, error = %e, "cannot invite the level to the war room");
+                    }
                     let what = if *repeat {
                         "repeat notification"
                     } else {
@@ -1062,6 +1110,9 @@ impl Incidents {
             .await?;
         if let Some((incident, from)) = updated {
             self.publish_since(&incident, from).await;
+            if let Err(e) = self.war_room_follow(&incident, from).await {
+                tracing::warn!(incident = %incident.id, error = %e, "the war room could not follow an escalation");
+            }
         }
         Ok(())
     }
@@ -1102,6 +1153,12 @@ impl Incidents {
             if let Some(incident) = ended {
                 self.publish_since(&incident, incident.timeline.len().saturating_sub(1))
                     .await;
+                if let Err(e) = self
+                    .war_room_follow(&incident, incident.timeline.len().saturating_sub(1))
+                    .await
+                {
+                    tracing::warn!(incident = %incident.id, error = %e, "the war room could not follow a snooze's end");
+                }
                 self.refresh_cards(&incident, false, None).await?;
             }
         }

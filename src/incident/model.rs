@@ -98,7 +98,8 @@ impl Actor {
 pub struct TimelineEvent {
     pub at: DateTime<Utc>,
     /// `triggered`, `acknowledged`, `unacknowledged`, `resolved`, `snoozed`, `snooze_ended`,
-    /// `reopened`, `reassigned`, `note`, `notified`, `escalated`, `not_linked`.
+    /// `reopened`, `reassigned`, `note`, `notified`, `escalated`, `not_linked`, `war_room_opened`,
+    /// `war_room_joined`, `war_room_failed`, `war_room_closed`.
     pub kind: String,
     pub actor: Actor,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,7 +249,20 @@ pub struct Rule {
     /// IANA time zone of the windows.
     pub timezone: String,
     pub levels: Vec<Level>,
+    /// `auto`: matching incidents get a war room without anyone pressing for it.
+    #[serde(default)]
+    pub war_room: WarRoomMode,
     pub created_at: DateTime<Utc>,
+}
+
+/// Whether a rule opens war rooms by itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarRoomMode {
+    /// Someone presses "War room" (card, API).
+    #[default]
+    Manual,
+    Auto,
 }
 
 /// How far an open incident's escalation has gone; durable so a restart resumes it.

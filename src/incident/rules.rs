@@ -38,6 +38,9 @@ pub struct RuleInput {
     #[serde(default)]
     pub timezone: Option<String>,
     pub levels: Vec<Level>,
+    /// `manual` (default) or `auto`.
+    #[serde(default)]
+    pub war_room: super::model::WarRoomMode,
 }
 
 pub const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
@@ -219,6 +222,7 @@ impl Incidents {
             time_windows: input.time_windows,
             timezone: tz.name().to_string(),
             levels: input.levels,
+            war_room: input.war_room,
             created_at: existing.map_or_else(|| self.clock.now(), |r| r.created_at),
         };
         let stored = rule.clone();
@@ -300,6 +304,7 @@ mod tests {
             time_windows: windows,
             timezone: "Asia/Shanghai".into(),
             levels: vec![],
+            war_room: Default::default(),
             created_at: Utc::now(),
         }
     }

@@ -71,6 +71,22 @@ const ADD_MEMBERS: Api = Api {
     name: "im.chat.members.create",
     scope: Some("im:chat"),
 };
+const UPDATE_CHAT: Api = Api {
+    name: "im.chat.update",
+    scope: Some("im:chat"),
+};
+const PIN: Api = Api {
+    name: "im.pin.create",
+    scope: Some("im:message"),
+};
+const TOP_NOTICE: Api = Api {
+    name: "im.chat.top_notice.put",
+    scope: Some("im:chat"),
+};
+const SHARE_LINK: Api = Api {
+    name: "im.chat.link",
+    scope: Some("im:chat"),
+};
 const BATCH_GET_ID: Api = Api {
     name: "contact.user.batch_get_id",
     scope: Some("contact:user.id:readonly"),
@@ -331,6 +347,52 @@ impl LarkClient {
         Ok(result)
     }
 
+    /// Renames a chat (`PUT /im/v1/chats/:id`).
+    pub async fn rename_chat(&self, chat_id: &str, name: &str) -> Result<(), LarkError> {
+        let body = json!({ "name": name });
+        self.tenant_call(UPDATE_CHAT, || {
+            json_body(self.request(Method::PUT, &["im", "v1", "chats", chat_id]), &body)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Pins a message in its chat (`POST /im/v1/pins`); pinning a pinned message is a no-op.
+    pub async fn pin_message(&self, message_id: &str) -> Result<(), LarkError> {
+        let body = json!({ "message_id": message_id });
+        self.tenant_call(PIN, || {
+            json_body(self.request(Method::POST, &["im", "v1", "pins"]), &body)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Makes a message the chat's top notice (`put_top_notice`, `action_type` "1").
+    pub async fn set_top_notice(&self, chat_id: &str, message_id: &str) -> Result<(), LarkError> {
+        let body = json!({"chat_top_notice": [{"action_type": "1", "message_id": message_id}]});
+        self.tenant_call(TOP_NOTICE, || {
+            let path = ["im", "v1", "chats", chat_id, "top_notice", "put_top_notice"];
+            json_body(self.request(Method::POST, &path), &body)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// A link that lets anyone in the tenant join the chat for a week (`POST /im/v1/chats/:id/link`).
+    pub async fn chat_share_link(&self, chat_id: &str) -> Result<String, LarkError> {
+        let body = json!({ "validity_period": "week" });
+        let answer = self
+            .tenant_call(SHARE_LINK, || {
+                json_body(
+                    self.request(Method::POST, &["im", "v1", "chats", chat_id, "link"]),
+                    &body,
+                )
+            })
+            .await?;
+        let link: ShareLink = data(SHARE_LINK, answer)?;
+        Ok(link.share_link)
+    }
+
     /// Looks up open_ids by email and mobile (`POST /contact/v3/users/batch_get_id`), at most 50
     /// of each per call. One entry per input; `user_id` is empty where nobody matched.
     pub async fn user_ids_by_email_and_mobile(
@@ -487,6 +549,11 @@ fn json_body(request: RequestBuilder, body: &Value) -> RequestBuilder {
 }
 
 /// The answer's `data` as `T`.
+#[derive(serde::Deserialize)]
+struct ShareLink {
+    share_link: String,
+}
+
 fn data<T: DeserializeOwned>(api: Api, mut answer: Value) -> Result<T, LarkError> {
     let data = answer.get_mut("data").map(Value::take).unwrap_or(Value::Null);
     parse(api, data)

@@ -195,6 +195,10 @@ async fn open_api(shared: &Shared, req: Request<Incoming>) -> Reply {
         body,
     };
     let reply = match Route::parse(&method, &path) {
+        Some(Route::AddMembers(chat_id)) => {
+            let route = Route::AddMembers(chat_id.clone());
+            super::chats::add_members_over_time(shared, &route, &api_request, &chat_id).await
+        }
         Some(route) => openapi::handle(shared, &route, &api_request),
         None => openapi::not_found(shared, &api_request),
     };
@@ -365,8 +369,16 @@ async fn control(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<
                            "card_callback": a.card_callback, "encrypted": a.encrypt_key.is_some()})
                 })
                 .collect();
-            let world = shared.lock().world.clone();
-            ok(json!({"world": world, "apps": apps}))
+            let st = shared.lock();
+            let mut pins: HashMap<&str, Vec<&str>> = HashMap::new();
+            for pin in st.chat_extras.pins.values() {
+                pins.entry(pin.chat_id.as_str())
+                    .or_default()
+                    .push(pin.message_id.as_str());
+            }
+            ok(
+                json!({"world": st.world, "apps": apps, "pins": pins, "top_notices": st.chat_extras.top_notices}),
+            )
         }
         ("GET", "/sim/api/calls") => ok(json!(shared.lock().calls)),
         ("GET", "/sim/api/pushes") => ok(json!(shared.lock().pushes)),

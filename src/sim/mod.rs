@@ -21,13 +21,21 @@
 //!   PATCH of another app's message → 230017; PATCH of a non-shared card or one older than 14
 //!   days → 230001 with the reason in `msg`; oversized content → 230025.
 //! - **p2p**: "the bot" a user talks to in [`Simulator::send_text`] is the first configured app.
-//!   In groups a bot only receives messages that @-mention it (no read-all scope).
+//!   In groups a bot only receives messages that @-mention it, unless its app is granted the
+//!   read-all scope (`SimApp::group_messages`, `im:message.group_msg`).
 //! - **Delayed card update** (`/open-apis/interactive/v1/card/update`, §3.5): the callback's
 //!   `c-…` token serves 2 updates within 30 minutes; a bad, spent or expired token → 230001 and an
 //!   oversized card → 230025 (Lark's exact codes for this API are not in the reference).
+//! - **Group chats** (`chats`): create refuses the whole call with 232043 when any id is one the
+//!   bot cannot see; the same `uuid` and owner give the same chat for 10 hours; a bot-owned chat
+//!   has no `owner_id`. Add-members follows `succeed_type` (0: 99992351 / 232024, 1: lists, 2:
+//!   refuses); two adds to one chat that overlap in time → 232019. Pins are idempotent; the top
+//!   notice needs `action_type` as a string. Operations on a dissolved chat → 232009, without the
+//!   bot in it → 232011.
 //! - **Card callbacks** are not redelivered (the reference does not say they are); a failed one is
 //!   reported in [`CallbackOutcome::client_error`] with the code Lark's client shows (200341 …).
 
+mod chats;
 mod http;
 mod limits;
 mod oauth;
@@ -45,6 +53,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use chats::SimPin;
 pub use world::{DEFAULT_APP_ID, SimChat, SimUser, World};
 
 use crate::clock::{Clock, SystemClock};
@@ -123,6 +132,9 @@ pub struct SimApp {
     /// Where events and card callbacks are pushed (the appliance's Request URL).
     pub request_url: Option<String>,
     pub card_callback: CardCallbackVersion,
+    /// Granted `im:message.group_msg`: the bot receives every message of its groups, not only
+    /// those that @-mention it.
+    pub group_messages: bool,
 }
 
 impl SimApp {
@@ -135,6 +147,7 @@ impl SimApp {
             encrypt_key: None,
             request_url: None,
             card_callback: CardCallbackVersion::V2,
+            group_messages: false,
         }
     }
 
@@ -153,6 +166,7 @@ impl std::fmt::Debug for SimApp {
             .field("encrypt_key", &self.encrypt_key.as_ref().map(|_| "<redacted>"))
             .field("request_url", &self.request_url)
             .field("card_callback", &self.card_callback)
+            .field("group_messages", &self.group_messages)
             .finish()
     }
 }
@@ -425,6 +439,16 @@ impl Simulator {
     /// The world as it stands (chats created, members added, chats disbanded).
     pub fn world(&self) -> World {
         self.shared.lock().world.clone()
+    }
+
+    /// The pinned messages of a group chat, oldest first.
+    pub fn pins(&self, chat_id: &str) -> Vec<SimPin> {
+        self.shared.lock().pins_of(chat_id)
+    }
+
+    /// The message set as the chat's top notice, if any.
+    pub fn top_notice(&self, chat_id: &str) -> Option<String> {
+        self.shared.lock().chat_extras.top_notices.get(chat_id).cloned()
     }
 
     /// Calls counted toward this month's quota.

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::chats;
 use super::limits::Limit;
 use super::oauth;
 use super::state::{Shared, State, TokenKind, random_hex};
@@ -24,7 +25,6 @@ const PER_RECEIVER_PER_SECOND: usize = 5;
 const PATCHES_PER_MESSAGE_PER_SECOND: usize = 5;
 const UUID_MAX_CHARS: usize = 50;
 const MESSAGE_UUID_HOURS: i64 = 1;
-const CHAT_UUID_HOURS: i64 = 10;
 const PATCH_WINDOW_DAYS: i64 = 14;
 const MAX_PAGE_SIZE: usize = 100;
 const MSG_TYPES: &[&str] = &[
@@ -53,6 +53,10 @@ pub(crate) enum Route {
     ListChats,
     CreateChat,
     AddMembers(String),
+    UpdateChat(String),
+    Pin,
+    PutTopNotice(String),
+    ShareLink(String),
     BatchGetId,
     OAuthToken,
     UserInfo,
@@ -72,6 +76,12 @@ impl Route {
             ("GET", ["im", "v1", "chats"]) => Route::ListChats,
             ("POST", ["im", "v1", "chats"]) => Route::CreateChat,
             ("POST", ["im", "v1", "chats", id, "members"]) => Route::AddMembers(id.to_string()),
+            ("PUT", ["im", "v1", "chats", id]) => Route::UpdateChat(id.to_string()),
+            ("POST", ["im", "v1", "pins"]) => Route::Pin,
+            ("POST", ["im", "v1", "chats", id, "top_notice", "put_top_notice"]) => {
+                Route::PutTopNotice(id.to_string())
+            }
+            ("POST", ["im", "v1", "chats", id, "link"]) => Route::ShareLink(id.to_string()),
             ("POST", ["contact", "v3", "users", "batch_get_id"]) => Route::BatchGetId,
             ("POST", ["authen", "v2", "oauth", "token"]) => Route::OAuthToken,
             ("GET", ["authen", "v1", "user_info"]) => Route::UserInfo,
@@ -92,6 +102,10 @@ impl Route {
             Route::ListChats => "im.v1.chat.list",
             Route::CreateChat => "im.v1.chat.create",
             Route::AddMembers(_) => "im.v1.chat_members.create",
+            Route::UpdateChat(_) => "im.v1.chat.update",
+            Route::Pin => "im.v1.pin.create",
+            Route::PutTopNotice(_) => "im.v1.chat_top_notice.put_top_notice",
+            Route::ShareLink(_) => "im.v1.chat.link",
             Route::BatchGetId => "contact.v3.user.batch_get_id",
             Route::OAuthToken => "authen.v2.oauth.token",
             Route::UserInfo => "authen.v1.user_info",
@@ -130,12 +144,24 @@ impl Reject {
         }
     }
 
+    pub(super) fn status(&self) -> u16 {
+        self.status
+    }
+
+    pub(super) fn into_reply(self) -> ApiReply {
+        ApiReply {
+            status: self.status,
+            body: self.body,
+            headers: self.headers,
+        }
+    }
+
     /// HTTP 400 with an IM business code.
-    fn im(code: i64, msg: &str) -> Reject {
+    pub(super) fn im(code: i64, msg: &str) -> Reject {
         Reject::lark(400, code, msg)
     }
 
-    fn invalid(ext: &str) -> Reject {
+    pub(super) fn invalid(ext: &str) -> Reject {
         Reject::im(
             230001,
             &format!("Your request contains an invalid request parameter, ext={ext}"),
@@ -247,11 +273,27 @@ fn dispatch(
         }
         Route::CreateChat => {
             let app_id = tenant_gate(shared, st, route, req, now, record)?;
-            create_chat(shared, st, req, &app_id, now, record)
+            chats::create_chat(shared, st, req, &app_id, now, record)
         }
         Route::AddMembers(id) => {
             let app_id = tenant_gate(shared, st, route, req, now, record)?;
-            add_members(shared, st, req, &app_id, id, record)
+            chats::add_members(shared, st, req, &app_id, id, record)
+        }
+        Route::UpdateChat(id) => {
+            let app_id = tenant_gate(shared, st, route, req, now, record)?;
+            chats::update_chat(st, req, &app_id, id, record)
+        }
+        Route::Pin => {
+            let app_id = tenant_gate(shared, st, route, req, now, record)?;
+            chats::pin(st, req, &app_id, now, record)
+        }
+        Route::PutTopNotice(id) => {
+            let app_id = tenant_gate(shared, st, route, req, now, record)?;
+            chats::put_top_notice(st, req, &app_id, id, record)
+        }
+        Route::ShareLink(id) => {
+            let app_id = tenant_gate(shared, st, route, req, now, record)?;
+            chats::share_link(st, req, &app_id, id, now, record)
         }
         Route::BatchGetId => {
             tenant_gate(shared, st, route, req, now, record)?;
@@ -389,7 +431,7 @@ pub(super) fn user_auth(
     }
 }
 
-fn json_body(req: &ApiRequest) -> Result<Value, Reject> {
+pub(super) fn json_body(req: &ApiRequest) -> Result<Value, Reject> {
     if req.body.is_empty() {
         return Ok(json!({}));
     }
@@ -399,7 +441,7 @@ fn json_body(req: &ApiRequest) -> Result<Value, Reject> {
         .ok_or_else(|| Reject::invalid("the request body is not a JSON object"))
 }
 
-fn str_field<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
+pub(super) fn str_field<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
     body.get(name).and_then(Value::as_str)
 }
 
@@ -803,13 +845,18 @@ fn card_update(
     Ok(ok(json!({})))
 }
 
-fn chat_json(chat: &SimChat, tenant_key: &str) -> Value {
-    json!({
+/// A chat as Lark answers it; the owner fields are omitted when a bot owns the chat.
+pub(super) fn chat_json(chat: &SimChat, tenant_key: &str) -> Value {
+    let mut value = json!({
         "chat_id": chat.chat_id, "avatar": "", "name": chat.name, "description": chat.description,
-        "owner_id": chat.owner_open_id, "owner_id_type": "open_id", "external": false,
-        "tenant_key": tenant_key, "labels": [], "chat_status": "normal", "chat_mode": "group",
-        "chat_type": "private"
-    })
+        "external": false, "tenant_key": tenant_key, "labels": [], "chat_status": "normal",
+        "chat_mode": "group", "chat_type": "private"
+    });
+    if !chat.owner_open_id.is_empty() {
+        value["owner_id"] = json!(chat.owner_open_id);
+        value["owner_id_type"] = json!("open_id");
+    }
+    value
 }
 
 fn list_chats(st: &State, req: &ApiRequest, app_id: &str, record: &mut CallRecord) -> Result<Value, Reject> {
@@ -850,7 +897,7 @@ fn list_chats(st: &State, req: &ApiRequest, app_id: &str, record: &mut CallRecor
     })))
 }
 
-fn id_list(body: &Value, name: &str, max: usize) -> Result<Vec<String>, Reject> {
+pub(super) fn id_list(body: &Value, name: &str, max: usize) -> Result<Vec<String>, Reject> {
     let Some(list) = body.get(name) else {
         return Ok(Vec::new());
     };
@@ -860,152 +907,6 @@ fn id_list(body: &Value, name: &str, max: usize) -> Result<Vec<String>, Reject> 
         .unwrap_or(None);
     ids.filter(|ids| ids.len() <= max)
         .ok_or_else(|| Reject::invalid(&format!("{name} must be at most {max} strings")))
-}
-
-fn create_chat(
-    shared: &Shared,
-    st: &mut State,
-    req: &ApiRequest,
-    app_id: &str,
-    now: DateTime<Utc>,
-    record: &mut CallRecord,
-) -> Result<Value, Reject> {
-    let id_type = req.query.get("user_id_type").map_or("open_id", String::as_str);
-    if !["open_id", "user_id", "union_id"].contains(&id_type) {
-        return Err(Reject::invalid("user_id_type"));
-    }
-    let body = json_body(req)?;
-    let users = id_list(&body, "user_id_list", 50)?;
-    let bots = id_list(&body, "bot_id_list", 5)?;
-    let name = str_field(&body, "name").unwrap_or_default().to_string();
-    record.summary = format!("create chat {name:?} with {} users", users.len());
-    let owner = match str_field(&body, "owner_id") {
-        Some(id) => Some(
-            st.world
-                .user_by(id_type, id)
-                .ok_or_else(|| Reject::invalid("owner_id"))?
-                .open_id
-                .clone(),
-        ),
-        None => None,
-    };
-    let uuid = req.query.get("uuid").filter(|u| !u.is_empty()).cloned();
-    let owner_key = owner.clone().unwrap_or_else(|| app_id.to_string());
-    if let Some(uuid) = &uuid
-        && let Some((chat_id, at)) = st
-            .chat_uuids
-            .get(&(app_id.to_string(), owner_key.clone(), uuid.clone()))
-        && now - *at < chrono::Duration::hours(CHAT_UUID_HOURS)
-        && let Some(chat) = st.world.chat(chat_id)
-    {
-        record.summary.push_str(", uuid duplicate");
-        return Ok(ok(chat_json(chat, &st.world.tenant_key)));
-    }
-    let mut members = Vec::new();
-    for id in &users {
-        let user = st
-            .world
-            .user_by(id_type, id)
-            .ok_or_else(|| Reject::invalid(&format!("user_id_list: unknown user {id}")))?;
-        if !members.contains(&user.open_id) {
-            members.push(user.open_id.clone());
-        }
-    }
-    let mut apps = vec![app_id.to_string()];
-    for bot in bots {
-        if shared.app(&bot).is_none() {
-            return Err(Reject::invalid(&format!("bot_id_list: unknown app {bot}")));
-        }
-        if !apps.contains(&bot) {
-            apps.push(bot);
-        }
-    }
-    if let Some(owner) = &owner
-        && !members.contains(owner)
-    {
-        members.push(owner.clone());
-    }
-    let chat = SimChat {
-        chat_id: format!("oc_{}", random_hex(16)),
-        name,
-        description: str_field(&body, "description").unwrap_or_default().to_string(),
-        owner_open_id: owner.unwrap_or_default(),
-        members,
-        apps,
-        disbanded: false,
-    };
-    record.receiver = Some(chat.chat_id.clone());
-    if let Some(uuid) = uuid {
-        st.chat_uuids
-            .insert((app_id.to_string(), owner_key, uuid), (chat.chat_id.clone(), now));
-    }
-    let data = chat_json(&chat, &st.world.tenant_key);
-    st.world.chats.push(chat);
-    Ok(ok(data))
-}
-
-fn add_members(
-    shared: &Shared,
-    st: &mut State,
-    req: &ApiRequest,
-    app_id: &str,
-    chat_id: &str,
-    record: &mut CallRecord,
-) -> Result<Value, Reject> {
-    record.receiver = Some(chat_id.to_string());
-    let id_type = req.query.get("member_id_type").map_or("open_id", String::as_str);
-    if !["open_id", "user_id", "union_id", "app_id"].contains(&id_type) {
-        return Err(Reject::invalid("member_id_type"));
-    }
-    let succeed_type = match req.query.get("succeed_type").map(String::as_str) {
-        None | Some("0") => 0,
-        Some("1") => 1,
-        Some("2") => 2,
-        Some(_) => return Err(Reject::invalid("succeed_type")),
-    };
-    let body = json_body(req)?;
-    let ids = id_list(&body, "id_list", 50)?;
-    record.summary = format!(
-        "add {} members ({id_type}, succeed_type {succeed_type})",
-        ids.len()
-    );
-    group_target(st, app_id, chat_id)?;
-    let (mut users, mut bots, mut invalid, mut not_existed) = (vec![], vec![], vec![], vec![]);
-    for id in ids {
-        if id_type == "app_id" {
-            if shared.app(&id).is_some() {
-                bots.push(id);
-            } else {
-                not_existed.push(id);
-            }
-            continue;
-        }
-        match st.world.user_by(id_type, &id) {
-            None => not_existed.push(id),
-            Some(u) if !u.app_visible => invalid.push(id),
-            Some(u) => users.push(u.open_id.clone()),
-        }
-    }
-    if succeed_type != 1 && !(invalid.is_empty() && not_existed.is_empty()) {
-        return Err(Reject::invalid(&format!(
-            "id_list has unknown or invisible ids: {:?}",
-            [invalid, not_existed].concat()
-        )));
-    }
-    let chat = st.world.chat_mut(chat_id).expect("checked by group_target");
-    for u in users {
-        if !chat.members.contains(&u) {
-            chat.members.push(u);
-        }
-    }
-    for b in bots {
-        if !chat.apps.contains(&b) {
-            chat.apps.push(b);
-        }
-    }
-    Ok(ok(json!({
-        "invalid_id_list": invalid, "not_existed_id_list": not_existed, "pending_approval_id_list": []
-    })))
 }
 
 fn user_id_of(user: &SimUser, id_type: &str) -> String {

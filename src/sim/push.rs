@@ -254,13 +254,13 @@ pub(crate) async fn send_text(
                     .apps
                     .iter()
                     .find_map(|a| shared.app(a))
-                    .filter(|_| mention_bot)
+                    .filter(|app| mention_bot || app.group_messages)
                     .cloned();
                 (user, st.world.tenant_key.clone(), id.to_string(), "group", bot)
             }
         }
     };
-    let mention = bot.clone().filter(|_| chat_type == "group");
+    let mention = bot.clone().filter(|_| chat_type == "group" && mention_bot);
     let shown = match mention {
         Some(_) => format!("@_user_1 {text}"),
         None => text.to_string(),

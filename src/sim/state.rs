@@ -56,6 +56,7 @@ impl Shared {
                 p2p_chats: HashMap::new(),
                 message_uuids: HashMap::new(),
                 chat_uuids: HashMap::new(),
+                chat_extras: super::chats::ChatExtras::default(),
                 calls: Vec::new(),
                 pushes: Vec::new(),
                 windows: Windows::default(),
@@ -128,6 +129,8 @@ pub(crate) struct State {
     pub message_uuids: HashMap<(String, String), (String, DateTime<Utc>)>,
     /// (app, owner, uuid) → (chat_id, first use).
     pub chat_uuids: HashMap<(String, String, String), (String, DateTime<Utc>)>,
+    /// Pins, top notices and member adds in flight of group chats.
+    pub chat_extras: super::chats::ChatExtras,
     pub calls: Vec<CallRecord>,
     pub pushes: Vec<PushRecord>,
     pub windows: Windows,

@@ -24,6 +24,9 @@ pub struct SimUser {
     /// Whether the user is inside the apps' availability scope; outside it, sends answer 230013.
     #[serde(default = "yes")]
     pub app_visible: bool,
+    /// Left the company: invitations to chats refuse them (232022, or `invalid_id_list`).
+    #[serde(default)]
+    pub resigned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +72,7 @@ fn user(seed: &str, name: &str, en_name: &str, email: &str, mobile: &str) -> Sim
         name: name.to_string(),
         en_name: en_name.to_string(),
         app_visible: true,
+        resigned: false,
     }
 }
 

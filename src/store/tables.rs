@@ -65,4 +65,8 @@ pub const ALERT_SOURCE_KEYS: Table<String, String> = Table::new("alert_source_ke
 /// Escalation rules by id (their order is their `position`).
 pub const RULES: Table<String, Rule> = Table::new("escalation_rules_v1");
 /// Snoozed incidents by `{until as ms:015}/{incident_id}`, so the tick reads only ended snoozes.
+/// incident id → its war room (the latest one).
+pub const WAR_ROOMS: Table<String, crate::incident::war_room::WarRoom> = Table::new("war_rooms_v1");
+/// War-room chat id → incident id.
+pub const WAR_ROOM_CHATS: Table<String, String> = Table::new("war_room_chats_v1");
 pub const SNOOZES: Table<String, String> = Table::new("incident_snoozes_v1");

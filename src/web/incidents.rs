@@ -21,6 +21,7 @@ use crate::incident::ingest::{AlertmanagerPayload, StandardEvent};
 use crate::incident::members::MemberInput;
 use crate::incident::model::{Actor, AlertSource, Via};
 use crate::incident::rules::RuleInput;
+use crate::incident::war_room::Requester;
 use crate::incident::{Action, AlertOutcome, IncidentError, IncidentQuery, NewIncident};
 
 impl From<IncidentError> for ApiError {
@@ -30,6 +31,7 @@ impl From<IncidentError> for ApiError {
             IncidentError::NotFound(_) => ApiError::not_found(e.to_string()),
             IncidentError::Conflict(_) => ApiError::conflict("conflict", e.to_string()),
             IncidentError::Lark(_) => ApiError::new(StatusCode::BAD_GATEWAY, "lark_error", e.to_string()),
+            IncidentError::WarRoomDisabled(_) => ApiError::conflict("war_room_disabled", e.to_string()),
             IncidentError::Store(s) => s.into(),
         }
     }
@@ -54,6 +56,13 @@ struct ActionBody {
     minutes: Option<u32>,
     assignees: Option<Vec<String>>,
     text: Option<String>,
+}
+
+/// `POST /api/v1/incidents/{id}/war-room`: optionally the member who asks (added to the room).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WarRoomBody {
+    member_id: Option<String>,
 }
 
 fn action(name: &str, body: ActionBody) -> Result<Action, ApiError> {
@@ -141,9 +150,48 @@ fn incident_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
             respond((|| {
                 let incident = app.incidents.get(&id)?;
                 let cards = app.incidents.cards(&incident.id)?;
+                let war_room = app.incidents.war_room(&incident.id)?;
                 let mut v = serde_json::to_value(&incident).unwrap_or(Value::Null);
                 v["cards"] = serde_json::to_value(cards).unwrap_or(Value::Null);
+                v["war_room"] = serde_json::to_value(war_room).unwrap_or(Value::Null);
                 Ok::<_, ApiError>(json_reply(StatusCode::OK, &v))
+            })())
+        });
+    let open_war_room = warp::path!("api" / "v1" / "incidents" / String / "war-room")
+        .and(warp::post())
+        .and(auth.clone())
+        .and(body::raw(limit))
+        .then(
+            |id: String, app: Arc<App>, p: Principal, bytes: Bytes| async move {
+                let body: WarRoomBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+                    WarRoomBody::default()
+                } else {
+                    body::decode_json(&bytes)?
+                };
+                let requester = match body.member_id {
+                    Some(member_id) => Requester::Member { member_id },
+                    None => Requester::Nobody { name: p.describe() },
+                };
+                let outcome = app.incidents.open_war_room(&id, requester).await?;
+                let status = if outcome.created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                Ok::<_, ApiError>(json_reply(status, &outcome))
+            },
+        )
+        .map(respond);
+    let get_war_room = warp::path!("api" / "v1" / "incidents" / String / "war-room")
+        .and(warp::get())
+        .and(auth.clone())
+        .map(|id: String, app: Arc<App>, _p: Principal| {
+            respond((|| {
+                let incident = app.incidents.get(&id)?;
+                let room = app.incidents.war_room(&incident.id)?.ok_or_else(|| {
+                    ApiError::not_found(format!("incident #{} has no war room", incident.number))
+                })?;
+                Ok::<_, ApiError>(json_reply(StatusCode::OK, &room))
             })())
         });
     let act = warp::path!("api" / "v1" / "incidents" / String / String)
@@ -158,7 +206,17 @@ fn incident_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
             },
         )
         .map(respond);
-    list.or(create).unify().or(get).unify().or(act).unify().boxed()
+    list.or(create)
+        .unify()
+        .or(get)
+        .unify()
+        .or(open_war_room)
+        .unify()
+        .or(get_war_room)
+        .unify()
+        .or(act)
+        .unify()
+        .boxed()
 }
 
 fn member_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
