@@ -46,6 +46,16 @@ impl Harness {
         body
     }
 
+    /// `POST /api/v1/incidents/{incident}/war-room` with `body` (who asks, or nothing).
+    async fn open_room(&self, incident: &str, body: Value) -> (StatusCode, Value) {
+        self.api(
+            Method::POST,
+            &format!("/api/v1/incidents/{incident}/war-room"),
+            body,
+        )
+        .await
+    }
+
     async fn room(&self, incident: &str) -> Value {
         self.get(&format!("/api/v1/incidents/{incident}/war-room")).await
     }
@@ -247,13 +257,7 @@ async fn people_lark_refuses_are_listed_with_the_reason() {
     let id = env.paged("payments 500s", 1).await;
 
     // Opened from the API by Alice: created with everyone else; Chen Jing is refused, in words.
-    let (status, opened) = env
-        .api(
-            Method::POST,
-            &format!("/api/v1/incidents/{id}/war-room"),
-            json!({"member_id": alice}),
-        )
-        .await;
+    let (status, opened) = env.open_room(&id, json!({"member_id": alice})).await;
     assert_eq!(status, StatusCode::CREATED, "{opened}");
     assert_eq!(opened["presser"]["result"], "added");
     let room = &opened["war_room"];
@@ -283,36 +287,18 @@ async fn people_lark_refuses_are_listed_with_the_reason() {
         "{opened_entry}"
     );
     // An unknown member is a bad request naming the field.
-    let (status, bad) = env
-        .api(
-            Method::POST,
-            &format!("/api/v1/incidents/{id}/war-room"),
-            json!({"member_id": "mem_nobody"}),
-        )
-        .await;
+    let (status, bad) = env.open_room(&id, json!({"member_id": "mem_nobody"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
     assert!(
         bad["error"]["message"].as_str().unwrap().starts_with("member_id"),
         "{bad}"
     );
     // Asking again returns the same room (200, nothing created).
-    let (status, again) = env
-        .api(
-            Method::POST,
-            &format!("/api/v1/incidents/{id}/war-room"),
-            Value::Null,
-        )
-        .await;
+    let (status, again) = env.open_room(&id, Value::Null).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["war_room"]["chat_id"], room["chat_id"]);
     // Joining someone Lark will not add answers with the chat's share link instead.
-    let (status, join) = env
-        .api(
-            Method::POST,
-            &format!("/api/v1/incidents/{id}/war-room"),
-            json!({"member_id": chen}),
-        )
-        .await;
+    let (status, join) = env.open_room(&id, json!({"member_id": chen})).await;
     assert_eq!(status, StatusCode::OK, "{join}");
     assert_eq!(join["presser"]["result"], "share_link", "{join}");
     assert!(
@@ -342,13 +328,7 @@ async fn people_lark_refuses_are_listed_with_the_reason() {
     // When the one asking is the invisible person, Lark refuses the whole create (232043): the
     // room is created without her and she is listed.
     let second = env.paged("queue backlog", 1).await;
-    let (status, opened) = env
-        .api(
-            Method::POST,
-            &format!("/api/v1/incidents/{second}/war-room"),
-            json!({"member_id": chen}),
-        )
-        .await;
+    let (status, opened) = env.open_room(&second, json!({"member_id": chen})).await;
     assert_eq!(status, StatusCode::CREATED, "{opened}");
     assert_eq!(opened["presser"]["result"], "not_in_lark", "{opened}");
     let creates: Vec<Option<i64>> = env
@@ -403,13 +383,7 @@ async fn the_room_follows_the_incident_until_it_is_disbanded() {
     ]))
     .await;
     let id = env.paged("checkout errors", 1).await;
-    let (status, opened) = env
-        .api(
-            Method::POST,
-            &format!("/api/v1/incidents/{id}/war-room"),
-            json!({"member_id": alice}),
-        )
-        .await;
+    let (status, opened) = env.open_room(&id, json!({"member_id": alice})).await;
     assert_eq!(status, StatusCode::CREATED, "{opened}");
     let chat_id = opened["war_room"]["chat_id"].as_str().unwrap().to_string();
     let (alice_ou, zhang_ou) = (
@@ -552,13 +526,7 @@ async fn the_room_follows_the_incident_until_it_is_disbanded() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, reopened) = env
-        .api(
-            Method::POST,
-            &format!("/api/v1/incidents/{id}/war-room"),
-            json!({"member_id": alice}),
-        )
-        .await;
+    let (status, reopened) = env.open_room(&id, json!({"member_id": alice})).await;
     assert_eq!(status, StatusCode::CREATED, "{reopened}");
     assert_ne!(reopened["war_room"]["chat_id"], chat_id.as_str());
     assert_eq!(reopened["war_room"]["generation"], 2);
@@ -575,13 +543,7 @@ async fn with_the_switch_off_there_is_no_button_and_the_api_refuses() {
     for card in env.cards_to(&env.chat()) {
         assert!(!card.content.contains("war_room"), "{}", card.content);
     }
-    let (status, body) = env
-        .api(
-            Method::POST,
-            &format!("/api/v1/incidents/{id}/war-room"),
-            Value::Null,
-        )
-        .await;
+    let (status, body) = env.open_room(&id, Value::Null).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "war_room_disabled");
     assert!(
