@@ -822,14 +822,7 @@ impl Delivery {
         job.next_attempt_at = None;
         let outcome = hold_outcome(&job);
         let entry = self.entry(&job, outcome, Some(failure), Some(latency));
-        let stored = job.clone();
-        self.store
-            .write(move |w| {
-                w.put(&tables::OUTBOX, &stored.id, &stored)?;
-                w.put(&tables::QUOTA, quota_key.as_str(), &usage)?;
-                oplog::append(w, entry).map(drop)
-            })
-            .await?;
+        self.store_attempt(&job, quota_key, usage, entry).await?;
         tracing::warn!(job = job.id, integration = %job.integration_id, outcome, "Lark says the monthly quota is spent; the integration's jobs are held");
         self.metrics.outcome(job.kind.name(), outcome);
         let mut inner = self.inner.lock().expect("delivery lock");
@@ -839,6 +832,25 @@ impl Delivery {
         }
         inner.jobs.insert(job.id, job);
         Ok(())
+    }
+
+    /// Stores a job that stays in the outbox after a call, with the call's count in this
+    /// month's quota and its operation-log entry, in one commit.
+    async fn store_attempt(
+        &self,
+        job: &Job,
+        quota_key: String,
+        usage: MonthUsage,
+        entry: OpEntry,
+    ) -> Result<(), StoreError> {
+        let stored = job.clone();
+        self.store
+            .write(move |w| {
+                w.put(&tables::OUTBOX, &stored.id, &stored)?;
+                w.put(&tables::QUOTA, quota_key.as_str(), &usage)?;
+                oplog::append(w, entry).map(drop)
+            })
+            .await
     }
 
     fn entry(
@@ -1053,14 +1065,7 @@ impl Delivery {
                 job.next_attempt_at = Some(at);
                 // Recorded like every call, so a restart counts it in Lark's windows.
                 let entry = self.entry(&job, "retry", Some(&failure), Some(latency));
-                let stored = job.clone();
-                self.store
-                    .write(move |w| {
-                        w.put(&tables::OUTBOX, &stored.id, &stored)?;
-                        w.put(&tables::QUOTA, quota_key.as_str(), &usage)?;
-                        oplog::append(w, entry).map(drop)
-                    })
-                    .await?;
+                self.store_attempt(&job, quota_key, usage, entry).await?;
                 self.metrics.retries.inc();
                 self.requeue(&mut self.inner.lock().expect("delivery lock"), job, Some(at));
             }
@@ -1077,14 +1082,7 @@ impl Delivery {
                 let mut entry = self.entry(&job, "failed", Some(&failure), Some(latency));
                 entry.reason = Some(reason.clone());
                 tracing::warn!(job = job.id, integration = %job.integration_id, reason, code = ?failure.code, "job failed");
-                let stored = job.clone();
-                self.store
-                    .write(move |w| {
-                        w.put(&tables::OUTBOX, &stored.id, &stored)?;
-                        w.put(&tables::QUOTA, quota_key.as_str(), &usage)?;
-                        oplog::append(w, entry).map(drop)
-                    })
-                    .await?;
+                self.store_attempt(&job, quota_key, usage, entry).await?;
                 self.metrics.outcome(job.kind.name(), "failed");
                 self.done_in_memory(&mut self.inner.lock().expect("delivery lock"), &job);
             }
