@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::inprocess::Harness;
+use common::inprocess::{Harness, call as send};
 use common::{Instance, Server, client};
 use lark_oncall::sim::CardCallbackVersion;
 use reqwest::{Method, StatusCode};
@@ -70,22 +70,6 @@ fn answer(status: &str, content_type: &str, body: &str) -> String {
         "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
-}
-
-async fn send(
-    http: &reqwest::Client,
-    method: Method,
-    url: String,
-    token: &str,
-    body: Value,
-) -> (StatusCode, Value) {
-    let mut req = http.request(method, url).bearer_auth(token);
-    if !body.is_null() {
-        req = req.json(&body);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 fn message(body: &Value) -> String {

@@ -109,9 +109,9 @@ impl HarnessBuilder {
                 let sim = start_simulator(sim_app, &clock, self.sim_config).await;
                 let (status, body) = call(
                     &http,
-                    &token,
                     Method::PATCH,
                     format!("{}/api/v1/integrations/{id}", running.addresses.admin_url()),
+                    &token,
                     // Moving the integration to another API host needs its App Secret again.
                     json!({"api_base_url": sim.base_url(), "app_secret": self.app_secret}),
                 )
@@ -167,17 +167,17 @@ async fn launch(settings: &Settings, clock: &Arc<ShiftedClock>) -> (Running, Str
 
 async fn create_integration(http: &reqwest::Client, running: &Running, token: &str, body: &Value) -> String {
     let url = format!("{}/api/v1/integrations", running.addresses.admin_url());
-    let (status, created) = call(http, token, Method::POST, url, body.clone()).await;
+    let (status, created) = call(http, Method::POST, url, token, body.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     created["id"].as_str().unwrap().to_string()
 }
 
 /// An authenticated admin API call; a null `body` sends none.
-async fn call(
+pub async fn call(
     http: &reqwest::Client,
-    token: &str,
     method: Method,
     url: String,
+    token: &str,
     body: Value,
 ) -> (StatusCode, Value) {
     let mut req = http.request(method, url).bearer_auth(token);
@@ -211,9 +211,9 @@ impl Harness {
     pub async fn api(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
         call(
             &self.http,
-            &self.token,
             method,
             format!("{}{path}", self.admin),
+            &self.token,
             body,
         )
         .await
