@@ -98,7 +98,7 @@ impl Actor {
 pub struct TimelineEvent {
     pub at: DateTime<Utc>,
     /// `triggered`, `acknowledged`, `unacknowledged`, `resolved`, `snoozed`, `snooze_ended`,
-    /// `reopened`, `reassigned`, `note`, `notified`, `escalated`, `not_linked`, `war_room_opened`,
+    /// `reopened`, `reassigned`, `responders_added`, `note`, `notified`, `escalated`, `not_linked`, `war_room_opened`,
     /// `war_room_joined`, `war_room_failed`, `war_room_closed`.
     pub kind: String,
     pub actor: Actor,
@@ -118,7 +118,8 @@ pub struct Incident {
     pub status: Status,
     /// Notifications pause until then; the incident is triggered again when it passes.
     pub snoozed_until: Option<DateTime<Utc>>,
-    /// Member ids.
+    /// The responders, by member id: the people each level notifies, whoever acknowledges,
+    /// and whoever a reassignment names (which replaces them).
     pub assignees: Vec<String>,
     /// Names of those who acknowledged it.
     pub acknowledged_by: Vec<String>,
