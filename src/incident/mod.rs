@@ -888,6 +888,17 @@ impl Incidents {
         answered_card: Option<&str>,
     ) -> Result<(), IncidentError> {
         let cards = self.cards(&incident.id)?;
+        self.refresh_these_cards(incident, cards, cosmetic, answered_card)
+            .await
+    }
+
+    async fn refresh_these_cards(
+        &self,
+        incident: &Incident,
+        cards: Vec<SentCard>,
+        cosmetic: bool,
+        answered_card: Option<&str>,
+    ) -> Result<(), IncidentError> {
         if cards.is_empty() {
             return Ok(());
         }
@@ -1005,6 +1016,18 @@ impl Incidents {
         Ok(())
     }
 
+    /// Sends the incident's card to one member (after they link their Lark account, say), as a
+    /// page would: through the outbox, or recorded as unsendable.
+    pub async fn notify_member(
+        &self,
+        incident: &Incident,
+        integration: &str,
+        member_id: &str,
+    ) -> Result<(), IncidentError> {
+        self.notify_people(incident, integration, &[member_id.to_string()])
+            .await
+    }
+
     async fn notify_level(
         &self,
         incident: &Incident,
@@ -1106,10 +1129,48 @@ impl Incidents {
         };
         let before = esc.clone();
         let plan = escalation::advance(esc, &incident, rule, now);
+        // The people of a level notified for the first time become responders before their
+        // cards render, so the cards name them; cards already out are updated after the write.
+        let mut incident = incident;
+        let mut joining: Vec<String> = Vec::new();
+        for step in &plan.steps {
+            if let Step::Notify { level, repeat: false } = step {
+                for member in &rule.levels[*level].members {
+                    if !incident.assignees.contains(member)
+                        && !joining.contains(member)
+                        && self.members.get(member).is_ok()
+                    {
+                        joining.push(member.clone());
+                    }
+                }
+            }
+        }
+        let old_version = incident.version;
+        // Cards sent from here on already name the new responders.
+        let cards_before = if joining.is_empty() {
+            Vec::new()
+        } else {
+            self.cards(&incident.id)?
+        };
+        if !joining.is_empty() {
+            incident.assignees.extend(joining.iter().cloned());
+            incident.version += 1;
+        }
         let mut events = Vec::new();
         for step in &plan.steps {
             match step {
                 Step::Notify { level, repeat } => {
+                    if !*repeat {
+                        let added: Vec<&String> = rule.levels[*level]
+                            .members
+                            .iter()
+                            .filter(|m| joining.contains(m))
+                            .collect();
+                        if !added.is_empty() {
+                            let ids: Vec<&str> = added.iter().map(|m| m.as_str()).collect();
+                            events.push(("responders_added", ids.join(", ")));
+                        }
+                    }
                     self.notify_level(&incident, &before.integration_id, &rule.levels[*level])
                         .await?;
                     if !*repeat
@@ -1147,6 +1208,17 @@ impl Incidents {
                 match incident {
                     Some(mut incident) if !events.is_empty() => {
                         let from = incident.timeline.len();
+                        let mut grew = false;
+                        for member in joining {
+                            if !incident.assignees.contains(&member) {
+                                incident.assignees.push(member);
+                                grew = true;
+                            }
+                        }
+                        if grew {
+                            incident.version += 1;
+                            incident.updated_at = now;
+                        }
                         for (kind, detail) in events {
                             push_event(&mut incident, now, kind, &Actor::system(), Some(detail));
                         }
@@ -1157,6 +1229,13 @@ impl Incidents {
                 }
             })
             .await?;
+        if let Some((incident, _)) = &updated
+            && incident.version != old_version
+            && !cards_before.is_empty()
+        {
+            self.refresh_these_cards(incident, cards_before, true, None)
+                .await?;
+        }
         if let Some((incident, from)) = updated {
             self.publish_since(&incident, from).await;
             if let Err(e) = self.war_room_follow(&incident, from).await {
@@ -1245,6 +1324,14 @@ fn apply(
             inc.status = Status::Acknowledged;
             inc.acknowledged_by.push(name.to_string());
             push_event(inc, now, "acknowledged", actor, None);
+            // A member who acknowledges is working on it: they become a responder.
+            if matches!(actor.via, Via::Card | Via::Bot | Via::Homepage)
+                && let Some(member) = &actor.who
+                && !inc.assignees.contains(member)
+            {
+                inc.assignees.push(member.clone());
+                push_event(inc, now, "responders_added", actor, Some(member.clone()));
+            }
             EscalationChange::Keep
         }
         Action::Unacknowledge => {

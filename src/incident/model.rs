@@ -98,9 +98,9 @@ impl Actor {
 pub struct TimelineEvent {
     pub at: DateTime<Utc>,
     /// `triggered`, `acknowledged`, `unacknowledged`, `resolved`, `snoozed`, `snooze_ended`,
-    /// `reopened`, `reassigned`, `note`, `notified`, `escalated`, `not_linked`, `war_room_opened`,
-    /// `war_room_joined`, `war_room_failed`, `war_room_closed`, `action_refused` (someone whose
-    /// role does not let them act tried to).
+    /// `reopened`, `reassigned`, `responders_added`, `note`, `notified`, `escalated`, `not_linked`,
+    /// `war_room_opened`, `war_room_joined`, `war_room_failed`, `war_room_closed`,
+    /// `action_refused` (someone whose role does not let them act tried to).
     pub kind: String,
     pub actor: Actor,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,7 +119,8 @@ pub struct Incident {
     pub status: Status,
     /// Notifications pause until then; the incident is triggered again when it passes.
     pub snoozed_until: Option<DateTime<Utc>>,
-    /// Member ids.
+    /// The responders, by member id: the people each level notifies, whoever acknowledges,
+    /// and whoever a reassignment names (which replaces them).
     pub assignees: Vec<String>,
     /// Names of those who acknowledged it.
     pub acknowledged_by: Vec<String>,
