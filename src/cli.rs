@@ -413,7 +413,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     let settings = cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::telemetry::init_logging(&settings.log);
     let app = app::App::open(settings).await?;
-    let password = crate::auth::random_hex(8);
+    let password = crate::ids::random_hex(8);
     app.auth
         .set_password(crate::auth::ADMIN_USER, &password, None)
         .await?;
@@ -424,9 +424,9 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
 
     let sim_addr = free_loopback_port()?;
     let (app_secret, verification_token, encrypt_key) = (
-        crate::auth::random_hex(16),
-        crate::auth::random_hex(16),
-        crate::auth::random_hex(16),
+        crate::ids::random_hex(16),
+        crate::ids::random_hex(16),
+        crate::ids::random_hex(16),
     );
     let live = app
         .integrations

@@ -329,9 +329,9 @@ impl Webhooks {
 
     /// Creates a subscription; returns it with its signing secret, shown this once.
     pub async fn create(&self, input: SubscriptionInput) -> Result<(Subscription, String), WebhookError> {
-        let secret = crate::auth::random_hex(24);
+        let secret = crate::ids::random_hex(24);
         let mut sub = Subscription {
-            id: format!("wh_{}", crate::auth::random_hex(6)),
+            id: crate::ids::new_id(crate::ids::prefix::WEBHOOK, 6),
             name: String::new(),
             url: String::new(),
             secret: self.secrets.seal(&secret),
@@ -388,7 +388,7 @@ impl Webhooks {
         incident: &Value,
     ) -> Result<String, StoreError> {
         let now = self.clock.now();
-        let event_id = format!("evt_{}", crate::auth::random_hex(10));
+        let event_id = crate::ids::new_id(crate::ids::prefix::WEBHOOK_EVENT, 10);
         let body = serde_json::json!({
             "event_id": event_id,
             "event_type": event_type,

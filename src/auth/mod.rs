@@ -21,6 +21,7 @@ use subtle::ConstantTimeEq;
 pub use passwords::check_new_password;
 use throttle::LoginThrottle;
 
+use crate::ids::{random_hex, sha256_hex};
 use crate::store::{Store, StoreError, tables};
 
 pub const ADMIN_USER: &str = "admin";
@@ -168,17 +169,6 @@ pub enum AuthError {
 }
 
 /// A new random secret as lowercase hex (`bytes` of entropy).
-pub fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).expect("OS random source");
-    hex::encode(buf)
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
 fn hashes_equal(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }

@@ -166,7 +166,7 @@ pub type DeliveredHook =
 
 fn job_uuid(id: u64) -> String {
     // Unique across reinstalls too, so Lark's one-hour uuid dedup never merges two jobs.
-    format!("lko-{id}-{}", crate::auth::random_hex(8))
+    format!("lko-{id}-{}", crate::ids::random_hex(8))
 }
 
 /// Gives a new job its id and uuid and writes it to the outbox, pending.

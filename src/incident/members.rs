@@ -70,7 +70,7 @@ impl Members {
         let name = non_empty(input.name.clone()).ok_or_else(|| invalid("name", "must not be empty"))?;
         let now = self.clock.now();
         let member = Member {
-            id: format!("mem_{}", crate::auth::random_hex(6)),
+            id: crate::ids::new_id(crate::ids::prefix::MEMBER, 6),
             name,
             email: non_empty(input.email),
             mobile: non_empty(input.mobile),

@@ -351,7 +351,7 @@ impl Incidents {
     /// An incident by id (`inc_…`) or number (`42`, `#42`).
     pub fn get(&self, reference: &str) -> Result<Incident, IncidentError> {
         let not_found = || IncidentError::NotFound(format!("no incident {reference}"));
-        let id = if reference.starts_with("inc_") {
+        let id = if reference.starts_with(crate::ids::prefix::INCIDENT) {
             reference.to_string()
         } else {
             let number: u64 = reference
@@ -491,7 +491,7 @@ impl Incidents {
             .as_ref()
             .filter(|r| r.war_room == model::WarRoomMode::Auto)
             .map(|r| r.name.clone());
-        let id = format!("inc_{}", crate::auth::random_hex(8));
+        let id = crate::ids::new_id(crate::ids::prefix::INCIDENT, 8);
         let (outcome, raised) = self
             .store
             .write(move |w| {

@@ -212,7 +212,7 @@ impl Incidents {
             .unwrap_or_else(|| rules.last().map_or(0, |r| r.position.saturating_add(10)));
         let rule = Rule {
             id: existing.as_ref().map_or_else(
-                || format!("rule_{}", crate::auth::random_hex(6)),
+                || crate::ids::new_id(crate::ids::prefix::RULE, 6),
                 |r| r.id.clone(),
             ),
             name: input.name.trim().to_string(),

@@ -322,7 +322,7 @@ impl Integrations {
         let verification_token = required("verification_token", input.verification_token)?;
         let now = Utc::now();
         let mut record = IntegrationRecord {
-            id: format!("int_{}", crate::auth::random_hex(6)),
+            id: crate::ids::new_id(crate::ids::prefix::INTEGRATION, 6),
             name: String::new(),
             app_id: String::new(),
             domain: input.domain.unwrap_or(Domain::Feishu),
