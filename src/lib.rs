@@ -20,6 +20,7 @@ pub mod integration;
 pub mod lark;
 pub mod memory;
 pub mod scheduler;
+pub mod schema;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -244,8 +244,8 @@ async fn point7_tokens_have_scopes_expiry_and_last_use_and_password_changes_end_
     store
         .write_blocking(move |w| {
             w.put(&RAW_TOKENS, "01dfeeab3c2d", &legacy)?;
-            w.put(&lark_oncall::store::tables::API_TOKENS, stale.id.as_str(), &stale)?;
-            w.put(&lark_oncall::store::tables::SESSIONS, "expiredsession", &session)
+            w.put(&lark_oncall::auth::tables::API_TOKENS, stale.id.as_str(), &stale)?;
+            w.put(&lark_oncall::auth::tables::SESSIONS, "expiredsession", &session)
         })
         .unwrap();
     store.close();

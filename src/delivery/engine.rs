@@ -19,8 +19,9 @@ use super::limits::{AppLimits, CallShape, LimitConfig, Resume};
 use super::metrics::DeliveryMetrics;
 use super::oplog::{self, OpEntry};
 use super::quota::{self, DegradationPolicy, MonthUsage, Plan, QuotaReport};
+use super::tables;
 use crate::clock::Clock;
-use crate::store::{Store, StoreError, tables};
+use crate::store::{Store, StoreError};
 
 /// Makes the Lark call a job describes. Implemented over the Open API client; the engine owns
 /// when calls happen, the executor only how.

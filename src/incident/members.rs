@@ -9,9 +9,10 @@ use serde::Deserialize;
 
 use super::IncidentError;
 use super::model::{LarkIdentity, Member};
+use super::tables;
 use crate::clock::Clock;
 use crate::lark::LarkClient;
-use crate::store::{Store, tables};
+use crate::store::Store;
 
 /// A member as created or changed through the API (absent fields stay as they are).
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -9,9 +9,9 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::model::{Level, Rule, RuleMatch, Severity, TimeWindow};
+use super::tables;
 use super::{IncidentError, Incidents};
 use crate::integration::chats::{self, ChatStatus};
-use crate::store::tables;
 
 /// A rule as the admin API shows it: with what an admin must fix for it to reach everyone.
 #[derive(Debug, Clone, Serialize)]

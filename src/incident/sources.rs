@@ -2,8 +2,8 @@
 //! once, kept only as a SHA-256 hash).
 
 use super::model::AlertSource;
+use super::tables;
 use super::{IncidentError, Incidents, invalid};
-use crate::store::tables;
 
 impl Incidents {
     /// Creates a source; its integration key is returned once and stored only as a hash.
