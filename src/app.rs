@@ -67,6 +67,7 @@ impl App {
             settings.state_dir(),
             settings.public_base(),
             settings.allow_api_base_url_override,
+            crate::webhook::any_subscription(&store)?,
         )?);
         let inbound = Arc::new(InboundPipeline::new(
             integrations.clone(),

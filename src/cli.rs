@@ -276,20 +276,9 @@ fn set_password(settings: &Settings) -> anyhow::Result<()> {
     let password = read_password()?;
     match open_offline(settings)? {
         Some(store) => {
-            let account = crate::auth::AdminAccount {
-                username: crate::auth::ADMIN_USER.into(),
-                password_hash: crate::auth::hash_password(&password),
-                updated_at: chrono::Utc::now(),
-            };
-            // A reset: every open session ends, as it does when the service makes the change.
-            store.write_blocking(move |w| {
-                w.put(&store::tables::ADMINS, crate::auth::ADMIN_USER, &account)?;
-                for (id, _) in w.scan_prefix(&store::tables::SESSIONS, "", usize::MAX)? {
-                    w.remove(&store::tables::SESSIONS, id.as_str())?;
-                }
-                Ok(())
-            })?;
+            let reset = crate::auth::offline::reset_admin_password(&store, &password);
             store.close();
+            reset?;
         }
         None => {
             let online = Online::connect(settings)?;
@@ -312,11 +301,9 @@ fn create_token(
 ) -> anyhow::Result<()> {
     let plain = match open_offline(settings)? {
         Some(store) => {
-            let (token, plain) =
-                crate::auth::new_token(name, scope, expires_in_days).map_err(|e| anyhow::anyhow!("{e}"))?;
-            store.write_blocking(move |w| w.put(&store::tables::API_TOKENS, token.id.as_str(), &token))?;
+            let created = crate::auth::offline::create_token(&store, name, scope, expires_in_days);
             store.close();
-            plain
+            created?
         }
         None => {
             let online = Online::connect(settings)?;
@@ -413,7 +400,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     let settings = cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::telemetry::init_logging(&settings.log);
     let app = app::App::open(settings).await?;
-    let password = crate::auth::random_hex(8);
+    let password = crate::ids::random_hex(8);
     app.auth
         .set_password(crate::auth::ADMIN_USER, &password, None)
         .await?;
@@ -424,9 +411,9 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
 
     let sim_addr = free_loopback_port()?;
     let (app_secret, verification_token, encrypt_key) = (
-        crate::auth::random_hex(16),
-        crate::auth::random_hex(16),
-        crate::auth::random_hex(16),
+        crate::ids::random_hex(16),
+        crate::ids::random_hex(16),
+        crate::ids::random_hex(16),
     );
     let live = app
         .integrations

@@ -41,3 +41,35 @@ impl Clock for ShiftedClock {
         Utc::now() + *self.offset.lock().expect("clock lock")
     }
 }
+
+/// A clock that moves only when told to, so token lifetimes, per-second windows and month
+/// boundaries do not depend on how fast the machine runs a test.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn at(t: DateTime<Utc>) -> ManualClock {
+        ManualClock(Mutex::new(t))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().expect("clock lock") += by;
+    }
+
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self.0.lock().expect("clock lock") = at;
+    }
+}
+
+impl Default for ManualClock {
+    /// Stopped at the moment it was made.
+    fn default() -> ManualClock {
+        ManualClock::at(Utc::now())
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().expect("clock lock")
+    }
+}

@@ -5,7 +5,8 @@
 //! pipeline), [`delivery`] (the outbox), [`incident`] (incidents, alerts, escalation, cards),
 //! [`scheduler`] (periodic jobs), [`sim`] (a fake Lark for tests and the demo), [`webhook`]
 //! (outbound incident webhooks), [`web`] (HTTP routes), with [`app`] wiring them into a running service and
-//! [`cli`] as the entry point; [`memory`] makes the allocator return what it no longer needs.
+//! [`cli`] as the entry point; [`memory`] makes the allocator return what it no longer needs,
+//! [`ids`] mints prefixed ids and digests, [`clock`] is the one clock (and the tests' manual one).
 
 pub mod app;
 pub mod auth;
@@ -13,11 +14,13 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod ids;
 pub mod incident;
 pub mod integration;
 pub mod lark;
 pub mod memory;
 pub mod scheduler;
+pub mod schema;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -5,6 +5,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Runs from the ELF `.init_array`, before Rust's runtime makes the first allocation (and with it
 /// mimalloc's first arena), so the allocator's options apply from the start.
+// Unsafe because the linker places the static; this is the unsafe seam src/memory.rs documents.
+#[allow(unsafe_code)]
 #[used]
 #[unsafe(link_section = ".init_array")]
 static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;

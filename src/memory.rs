@@ -4,6 +4,10 @@
 //! first start's password hash above all — stayed resident for minutes. These calls make it
 //! give that memory back. In a process whose global allocator is another (the tests), they
 //! touch only mimalloc's own empty heaps.
+//!
+//! The crate's one unsafe seam (with `src/main.rs`'s `.init_array` hook): mimalloc's Rust crate
+//! exposes neither call, so they are declared from its C API here.
+#![allow(unsafe_code)]
 
 use std::ffi::{c_int, c_long};
 

@@ -51,7 +51,7 @@ impl Lark {
         let body =
             serde_json::to_vec(&json!({"encrypt": Cipher::new(key).encrypt(payload.to_string().as_bytes())}))
                 .unwrap();
-        let nonce = lark_oncall::auth::random_hex(8);
+        let nonce = lark_oncall::ids::random_hex(8);
         let sig = event_signature(ts, &nonce, key, &body);
         self.post(
             id,

@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use lark_oncall::clock::Clock;
+use chrono::Utc;
+use lark_oncall::clock::{Clock, ManualClock};
 use lark_oncall::delivery::{
     CallOutcome, Executor, FailureKind, Job, JobKind, LarkClients, LarkExecutor, Priority,
 };
@@ -20,31 +20,9 @@ const APP_ID: &str = "cli_client_test01";
 const APP_SECRET: &str = "client-test-secret";
 const TOKEN_API: &str = "auth.v3.tenant_access_token.internal";
 
-/// A clock that moves only when a test moves it, so Lark's per-second windows and token
-/// lifetimes do not depend on how fast this machine runs the test.
-struct StoppedClock(Mutex<DateTime<Utc>>);
-
-impl Default for StoppedClock {
-    fn default() -> StoppedClock {
-        StoppedClock(Mutex::new(Utc::now()))
-    }
-}
-
-impl StoppedClock {
-    fn advance(&self, by: chrono::Duration) {
-        *self.0.lock().unwrap() += by;
-    }
-}
-
-impl Clock for StoppedClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
-
 struct Lark {
     sim: Simulator,
-    clock: Arc<StoppedClock>,
+    clock: Arc<ManualClock>,
     client: Arc<LarkClient>,
     /// What the client's call observer saw: API name and whether the call succeeded.
     observed: Arc<Mutex<Vec<(&'static str, bool)>>>,
@@ -57,7 +35,7 @@ impl Lark {
 
     /// A simulator with one app and the built-in world, sharing a clock with the client.
     async fn start_with(adjust: impl FnOnce(&mut SimConfig)) -> Lark {
-        let clock = Arc::new(StoppedClock::default());
+        let clock = Arc::new(ManualClock::default());
         let mut config = SimConfig::new(vec![SimApp::new(APP_ID, APP_SECRET, "verification")]);
         config.clock = clock.clone();
         adjust(&mut config);
@@ -101,7 +79,7 @@ impl Lark {
     }
 }
 
-fn client_for(sim: &Simulator, secret: &str, clock: Arc<StoppedClock>, timeout: Duration) -> LarkClient {
+fn client_for(sim: &Simulator, secret: &str, clock: Arc<ManualClock>, timeout: Duration) -> LarkClient {
     let mut config = ClientConfig::for_domain(
         Domain::Feishu,
         Some(Url::parse(&sim.base_url()).unwrap()),

@@ -8,10 +8,10 @@ mod common;
 use common::inprocess::Harness;
 use lark_oncall::clock::Clock;
 use lark_oncall::delivery::job::JobState;
+use lark_oncall::delivery::tables;
 use lark_oncall::delivery::{Job, JobKind, Priority};
 use lark_oncall::lark::ReceiveIdType;
 use lark_oncall::sim::Simulator;
-use lark_oncall::store::tables;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -236,7 +236,7 @@ async fn point7_tokens_have_scopes_expiry_and_last_use_and_password_changes_end_
     let legacy_secret = "0123456789abcdef0123456789abcdef0123456789abcdef";
     let legacy = json!({"id": "01dfeeab3c2d", "name": "from-last-year", "created_at": "2026-01-01T00:00:00Z",
                         "last_used_at": null,
-                        "secret_hash": lark_oncall::auth::sha256_hex(legacy_secret.as_bytes())});
+                        "secret_hash": lark_oncall::ids::sha256_hex(legacy_secret.as_bytes())});
     let legacy_token = format!("lko_01dfeeab3c2d_{legacy_secret}");
     // The same table, read as plain JSON rows: the stored form has no `scope`.
     const RAW_TOKENS: lark_oncall::store::Table<String, Value> =
@@ -244,8 +244,8 @@ async fn point7_tokens_have_scopes_expiry_and_last_use_and_password_changes_end_
     store
         .write_blocking(move |w| {
             w.put(&RAW_TOKENS, "01dfeeab3c2d", &legacy)?;
-            w.put(&lark_oncall::store::tables::API_TOKENS, stale.id.as_str(), &stale)?;
-            w.put(&lark_oncall::store::tables::SESSIONS, "expiredsession", &session)
+            w.put(&lark_oncall::auth::tables::API_TOKENS, stale.id.as_str(), &stale)?;
+            w.put(&lark_oncall::auth::tables::SESSIONS, "expiredsession", &session)
         })
         .unwrap();
     store.close();

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lark_oncall::clock::Clock;
+use lark_oncall::clock::ManualClock;
 use lark_oncall::lark::crypto::{Cipher, card_v1_signature, event_signature};
 use lark_oncall::sim::{
     CardCallbackVersion, FaultKind, Faults, Outage, RedeliverySchedule, SimApp, SimConfig, Simulator, World,
@@ -22,24 +22,6 @@ const APP: &str = "cli_sim_test_app";
 const SECRET: &str = "app-secret-123";
 const VTOKEN: &str = "verification-token-1";
 const ENCRYPT_KEY: &str = "encrypt-key-xyz";
-
-/// A clock that moves only when told.
-struct ManualClock(Mutex<DateTime<Utc>>);
-
-impl ManualClock {
-    fn at(t: DateTime<Utc>) -> Arc<ManualClock> {
-        Arc::new(ManualClock(Mutex::new(t)))
-    }
-    fn advance(&self, by: chrono::Duration) {
-        *self.0.lock().unwrap() += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
 
 fn start_time() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 10, 4, 0, 0).unwrap()
@@ -139,7 +121,7 @@ fn shared_card(title: &str) -> Value {
 
 #[tokio::test]
 async fn tokens_follow_the_30_minute_rule_and_expire_by_the_clock() {
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let api = Api::start(config(&clock)).await;
     let chat = api.sim.world().chats[0].chat_id.clone();
 
@@ -236,7 +218,7 @@ async fn tokens_follow_the_30_minute_rule_and_expire_by_the_clock() {
 
 #[tokio::test]
 async fn the_51st_call_of_one_api_in_a_second_is_429_with_the_headers() {
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let mut cfg = config(&clock);
     cfg.monthly_quota = None;
     let api = Api::start(cfg).await;
@@ -277,7 +259,7 @@ async fn the_51st_call_of_one_api_in_a_second_is_429_with_the_headers() {
 
 #[tokio::test]
 async fn a_chat_takes_5_messages_a_second_shared_by_every_bot_in_it() {
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let mut cfg = config(&clock);
     cfg.apps.push(SimApp::new("cli_other_bot", "other-secret", "vt2"));
     cfg.world.chats[0].apps.push("cli_other_bot".to_string());
@@ -319,7 +301,7 @@ async fn a_chat_takes_5_messages_a_second_shared_by_every_bot_in_it() {
 async fn the_1001st_send_in_a_minute_is_refused() {
     // 20 batches of 50 sends, the manual clock moved 1 s between batches: the minute window
     // fills without a minute of wall time, and no batch trips the 50/s or 5/s windows.
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let mut cfg = config(&clock);
     cfg.world = World::generated_for(300, 10, APP);
     cfg.monthly_quota = None;
@@ -358,7 +340,9 @@ async fn the_1001st_send_in_a_minute_is_refused() {
 #[tokio::test]
 async fn the_monthly_quota_runs_out_and_resets_on_the_first_in_shanghai() {
     // 2026-03-31 15:00 UTC is 23:00 in Shanghai.
-    let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 3, 31, 15, 0, 0).unwrap());
+    let clock = Arc::new(ManualClock::at(
+        Utc.with_ymd_and_hms(2026, 3, 31, 15, 0, 0).unwrap(),
+    ));
     let mut cfg = config(&clock);
     cfg.monthly_quota = Some(4);
     let api = Api::start(cfg).await;
@@ -396,7 +380,7 @@ async fn the_monthly_quota_runs_out_and_resets_on_the_first_in_shanghai() {
 
 #[tokio::test]
 async fn message_rules_receivers_content_and_uuid() {
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let cfg = config(&clock);
     let world = cfg.world.clone();
     let api = Api::start(cfg).await;
@@ -503,7 +487,7 @@ async fn message_rules_receivers_content_and_uuid() {
 
 #[tokio::test]
 async fn card_updates_need_a_shared_card_of_ours_within_14_days() {
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let mut cfg = config(&clock);
     cfg.apps.push(SimApp::new("cli_other_bot", "other-secret", "vt2"));
     let chat = cfg.world.chats[0].chat_id.clone();
@@ -595,7 +579,7 @@ async fn card_updates_need_a_shared_card_of_ours_within_14_days() {
 
 #[tokio::test]
 async fn chats_members_and_users() {
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let cfg = config(&clock);
     let world = cfg.world.clone();
     let api = Api::start(cfg).await;
@@ -675,7 +659,7 @@ async fn chats_members_and_users() {
 
 #[tokio::test]
 async fn war_room_chat_apis_as_lark_answers_them() {
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let mut cfg = config(&clock);
     cfg.world.users[5].resigned = true;
     let world = cfg.world.clone();
@@ -840,7 +824,7 @@ async fn war_room_chat_apis_as_lark_answers_them() {
 
 #[tokio::test]
 async fn oauth_login_as_a_chosen_user() {
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let cfg = config(&clock);
     let alice = cfg.world.users[3].clone();
     let api = Api::start(cfg).await;
@@ -908,7 +892,7 @@ async fn oauth_login_as_a_chosen_user() {
 
 #[tokio::test]
 async fn faults_are_switchable_at_run_time_also_over_http() {
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let api = Api::start(config(&clock)).await;
     let token = api.token().await;
     api.sim.set_faults(Faults {
@@ -1088,7 +1072,7 @@ async fn events_are_encrypted_signed_and_redelivered_with_the_same_event_id() {
         }
     }))
     .await;
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let mut cfg = config(&clock);
     cfg.apps = vec![encrypted_app(&receiver.url)];
     cfg.redelivery = RedeliverySchedule {
@@ -1158,7 +1142,7 @@ async fn a_card_callback_answer_replaces_the_card_and_shows_the_toast() {
         (200, json!({"toast": {"type": "success", "content": "Acknowledged"}, "card": {"type": "raw", "data": card}}).to_string())
     }))
     .await;
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let mut cfg = config(&clock);
     cfg.apps = vec![encrypted_app(&receiver.url)];
     let (sre, alice, outsider) = (
@@ -1272,7 +1256,7 @@ async fn the_old_card_callback_is_signed_with_sha1_and_the_verification_token() 
         _ => (502, "bad gateway".into()),
     }))
     .await;
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let mut cfg = config(&clock);
     cfg.apps = vec![SimApp {
         request_url: Some(receiver.url.clone()),
@@ -1337,7 +1321,7 @@ async fn url_verification_is_encrypted_and_must_echo_the_challenge() {
         (200, json!({"challenge": echo}).to_string())
     }))
     .await;
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let mut cfg = config(&clock);
     cfg.apps = vec![encrypted_app(&receiver.url)];
     let sim = Simulator::start(cfg).await.unwrap();
@@ -1355,7 +1339,7 @@ async fn the_control_api_and_page_drive_the_simulator() {
         )
     }))
     .await;
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let mut cfg = config(&clock);
     cfg.apps = vec![encrypted_app(&receiver.url)];
     let (sre, alice) = (cfg.world.chats[0].chat_id.clone(), cfg.world.users[3].clone());
@@ -1433,7 +1417,7 @@ async fn a_callback_slower_than_3_seconds_fails_and_a_slow_event_is_redelivered(
         }
     })
     .await;
-    let clock = ManualClock::at(start_time());
+    let clock = Arc::new(ManualClock::at(start_time()));
     let mut cfg = config(&clock);
     cfg.apps = vec![encrypted_app(&receiver.url)];
     cfg.redelivery = RedeliverySchedule {

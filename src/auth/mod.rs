@@ -5,6 +5,7 @@
 
 pub mod client_ip;
 pub mod passwords;
+pub mod tables;
 pub mod throttle;
 
 use std::collections::HashMap;
@@ -21,7 +22,8 @@ use subtle::ConstantTimeEq;
 pub use passwords::check_new_password;
 use throttle::LoginThrottle;
 
-use crate::store::{Store, StoreError, tables};
+use crate::ids::{random_hex, sha256_hex};
+use crate::store::{Store, StoreError};
 
 pub const ADMIN_USER: &str = "admin";
 const SESSION_LIFETIME_HOURS: i64 = 12;
@@ -168,17 +170,6 @@ pub enum AuthError {
 }
 
 /// A new random secret as lowercase hex (`bytes` of entropy).
-pub fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).expect("OS random source");
-    hex::encode(buf)
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
 fn hashes_equal(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
@@ -537,6 +528,42 @@ pub fn new_token(
         last_used_at: None,
     };
     Ok((token, format!("{TOKEN_PREFIX}{id}_{secret}")))
+}
+
+/// The CLI's offline admin commands, run on the state file while the service is stopped (no
+/// [`Auth`], no login limiter): the same rows and rules as the service's own paths.
+pub mod offline {
+    use super::*;
+
+    /// Sets the admin password and ends every open session, as a change made by the service does.
+    pub fn reset_admin_password(store: &Store, password: &str) -> Result<(), AuthError> {
+        check_new_password(password)?;
+        let account = AdminAccount {
+            username: ADMIN_USER.into(),
+            password_hash: hash_password(password),
+            updated_at: Utc::now(),
+        };
+        store.write_blocking(move |w| {
+            w.put(&tables::ADMINS, ADMIN_USER, &account)?;
+            for (id, _) in w.scan_prefix(&tables::SESSIONS, "", usize::MAX)? {
+                w.remove(&tables::SESSIONS, id.as_str())?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Stores a new API token; returns its plain form, shown once.
+    pub fn create_token(
+        store: &Store,
+        name: &str,
+        scope: Scope,
+        expires_in_days: Option<u32>,
+    ) -> Result<String, AuthError> {
+        let (token, plain) = new_token(name, scope, expires_in_days)?;
+        store.write_blocking(move |w| w.put(&tables::API_TOKENS, token.id.as_str(), &token))?;
+        Ok(plain)
+    }
 }
 
 static DUMMY_HASH: std::sync::LazyLock<String> =

@@ -19,8 +19,9 @@ use super::limits::{AppLimits, CallShape, LimitConfig, Resume};
 use super::metrics::DeliveryMetrics;
 use super::oplog::{self, OpEntry};
 use super::quota::{self, DegradationPolicy, MonthUsage, Plan, QuotaReport};
+use super::tables;
 use crate::clock::Clock;
-use crate::store::{Store, StoreError, tables};
+use crate::store::{Store, StoreError};
 
 /// Makes the Lark call a job describes. Implemented over the Open API client; the engine owns
 /// when calls happen, the executor only how.
@@ -166,7 +167,7 @@ pub type DeliveredHook =
 
 fn job_uuid(id: u64) -> String {
     // Unique across reinstalls too, so Lark's one-hour uuid dedup never merges two jobs.
-    format!("lko-{id}-{}", crate::auth::random_hex(8))
+    format!("lko-{id}-{}", crate::ids::random_hex(8))
 }
 
 /// Gives a new job its id and uuid and writes it to the outbox, pending.

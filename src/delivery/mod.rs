@@ -9,6 +9,7 @@ pub mod limits;
 pub mod metrics;
 pub mod oplog;
 pub mod quota;
+pub mod tables;
 
 pub use engine::{DeliveredHook, Delivery, DeliveryConfig, DeliveryError, Executor};
 pub use job::{CallClass, CallFailure, CallOutcome, FailureKind, Job, JobKind, NewJob, Priority};

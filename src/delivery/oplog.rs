@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError, WriteTx, tables};
+use super::tables;
+use crate::store::{Store, StoreError, WriteTx};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OpEntry {

@@ -153,7 +153,7 @@ impl AlertmanagerPayload {
         // Alertmanager builds the group key from the group-by labels, so it can be long; a
         // digest keeps it within the key limit and still unique per group.
         let key = if self.group_key.chars().count() > MAX_ALERT_KEY_CHARS {
-            format!("sha256:{}", crate::auth::sha256_hex(self.group_key.as_bytes()))
+            format!("sha256:{}", crate::ids::sha256_hex(self.group_key.as_bytes()))
         } else {
             self.group_key
         };
@@ -296,7 +296,7 @@ impl StandardEvent {
             // same title and labels finds it.
             None => {
                 let labels = serde_json::to_string(&self.labels).unwrap_or_default();
-                crate::auth::sha256_hex(format!("{title}\n{labels}").as_bytes())[..32].to_string()
+                crate::ids::sha256_hex(format!("{title}\n{labels}").as_bytes())[..32].to_string()
             }
         };
         Ok(AlertEvent {

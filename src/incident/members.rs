@@ -9,9 +9,10 @@ use serde::Deserialize;
 
 use super::IncidentError;
 use super::model::{LarkIdentity, Member, MemberRole};
+use super::tables;
 use crate::clock::Clock;
 use crate::lark::LarkClient;
-use crate::store::{Store, tables};
+use crate::store::Store;
 
 /// A member as created or changed through the API (absent fields stay as they are).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -72,7 +73,7 @@ impl Members {
         let name = non_empty(input.name.clone()).ok_or_else(|| invalid("name", "must not be empty"))?;
         let now = self.clock.now();
         let member = Member {
-            id: format!("mem_{}", crate::auth::random_hex(6)),
+            id: crate::ids::new_id(crate::ids::prefix::MEMBER, 6),
             name,
             email: non_empty(input.email),
             mobile: non_empty(input.mobile),

@@ -12,8 +12,10 @@ pub mod escalation;
 pub mod ingest;
 pub mod members;
 pub mod model;
+mod records;
 pub mod rules;
 mod sources;
+pub mod tables;
 pub mod war_room;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,7 +29,7 @@ use tokio::sync::{Notify, watch};
 use crate::clock::Clock;
 use crate::delivery::{DeliveredHook, Delivery, Job, JobKind, LarkClients, NewJob};
 use crate::lark::ReceiveIdType;
-use crate::store::{Store, StoreError, WriteTx, tables};
+use crate::store::{Store, StoreError, WriteTx};
 use crate::webhook::Webhooks;
 use card::CardContext;
 pub use demo::{DemoPerson, DemoSeed};
@@ -37,6 +39,7 @@ use members::Members;
 use model::{
     Actor, AlertSource, Escalation, Incident, Level, Rule, SentCard, Severity, Status, TimelineEvent, Via,
 };
+use records::{EscalationChange, snooze_key, store_incident};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IncidentError {
@@ -211,10 +214,6 @@ fn webhook_operator(actor: &Actor) -> crate::webhook::Operator {
 }
 
 /// Snoozes sort by their end: `{ms:015}/{incident}`.
-fn snooze_key(until: DateTime<Utc>, incident_id: &str) -> String {
-    format!("{:015}/{incident_id}", until.timestamp_millis().max(0))
-}
-
 fn parse_receiver(receiver: &str) -> Option<(ReceiveIdType, String)> {
     let (kind, id) = receiver.split_once(':')?;
     let kind = match kind {
@@ -351,7 +350,7 @@ impl Incidents {
     /// An incident by id (`inc_…`) or number (`42`, `#42`).
     pub fn get(&self, reference: &str) -> Result<Incident, IncidentError> {
         let not_found = || IncidentError::NotFound(format!("no incident {reference}"));
-        let id = if reference.starts_with("inc_") {
+        let id = if reference.starts_with(crate::ids::prefix::INCIDENT) {
             reference.to_string()
         } else {
             let number: u64 = reference
@@ -491,7 +490,7 @@ impl Incidents {
             .as_ref()
             .filter(|r| r.war_room == model::WarRoomMode::Auto)
             .map(|r| r.name.clone());
-        let id = format!("inc_{}", crate::auth::random_hex(8));
+        let id = crate::ids::new_id(crate::ids::prefix::INCIDENT, 8);
         let (outcome, raised) = self
             .store
             .write(move |w| {
@@ -499,6 +498,7 @@ impl Incidents {
                     && let Some(open_id) = w.get(&tables::INCIDENT_DEDUP, key.as_str())?
                     && let Some(mut open) = w.get(&tables::INCIDENTS, open_id.as_str())?
                 {
+                    let before = open.clone();
                     open.alert_count += 1;
                     open.updated_at = now;
                     // A repeat that is more urgent raises the incident (and its cards); a less
@@ -514,7 +514,7 @@ impl Incidents {
                         open.version += 1;
                         push_event(&mut open, now, "severity_raised", &actor, Some(detail));
                     }
-                    w.put(&tables::INCIDENTS, open.id.as_str(), &open)?;
+                    store_incident(w, Some(&before), &open, EscalationChange::Keep)?;
                     let outcome = AlertOutcome::Merged {
                         incident_id: open.id.clone(),
                         number: open.number,
@@ -549,15 +549,11 @@ impl Incidents {
                     None => "no escalation rule matched".to_string(),
                 };
                 push_event(&mut incident, now, "triggered", &actor, Some(detail));
-                if let Some(rule) = &rule {
-                    let esc = escalation::start(&incident, rule, now);
-                    w.put(&tables::ESCALATIONS, id.as_str(), &esc)?;
-                }
-                w.put(&tables::INCIDENTS, id.as_str(), &incident)?;
-                w.put(&tables::INCIDENT_NUMBERS, &number, &id)?;
-                if let Some(key) = &dedup {
-                    w.put(&tables::INCIDENT_DEDUP, key.as_str(), &id)?;
-                }
+                let esc = match &rule {
+                    Some(rule) => EscalationChange::Put(escalation::start(&incident, rule, now)),
+                    None => EscalationChange::Keep,
+                };
+                store_incident(w, None, &incident, esc)?;
                 Ok((
                     AlertOutcome::Opened {
                         incident_id: id,
@@ -672,46 +668,14 @@ impl Incidents {
                 };
                 let before = inc.clone();
                 let esc = w.get(&tables::ESCALATIONS, id.as_str())?;
-                // Every read before the first write: a closure in a group commit must fail
-                // before it writes anything.
-                let dedup_holder = match &inc.dedup_key {
-                    Some(key) => w.get(&tables::INCIDENT_DEDUP, key.as_str())?,
-                    None => None,
-                };
                 let esc_change = match apply(&mut inc, &act, &actor, &name, now, reopen_rule.as_ref(), esc) {
                     Ok(change) => change,
                     Err(e) => return Ok(Some((before, Err(e)))),
                 };
-                if inc.snoozed_until != before.snoozed_until {
-                    if let Some(until) = before.snoozed_until {
-                        w.remove(&tables::SNOOZES, snooze_key(until, &id).as_str())?;
-                    }
-                    if let Some(until) = inc.snoozed_until {
-                        w.put(&tables::SNOOZES, snooze_key(until, &id).as_str(), &id)?;
-                    }
-                }
                 if inc.version != before.version || inc.timeline.len() != before.timeline.len() {
                     inc.updated_at = now;
-                    w.put(&tables::INCIDENTS, id.as_str(), &inc)?;
                 }
-                match esc_change {
-                    EscalationChange::Keep => {}
-                    EscalationChange::Remove => {
-                        w.remove(&tables::ESCALATIONS, id.as_str())?;
-                    }
-                    EscalationChange::Put(esc) => w.put(&tables::ESCALATIONS, id.as_str(), &esc)?,
-                }
-                if let Some(key) = &inc.dedup_key {
-                    match inc.status {
-                        Status::Resolved if dedup_holder.as_deref() == Some(id.as_str()) => {
-                            w.remove(&tables::INCIDENT_DEDUP, key.as_str())?;
-                        }
-                        Status::Triggered | Status::Acknowledged if dedup_holder.is_none() => {
-                            w.put(&tables::INCIDENT_DEDUP, key.as_str(), &id)?;
-                        }
-                        _ => {}
-                    }
-                }
+                store_incident(w, Some(&before), &inc, esc_change)?;
                 Ok(Some((before, Ok(inc))))
             })
             .await?
@@ -1116,14 +1080,14 @@ impl Incidents {
             Some(i) => i,
             None => {
                 self.store
-                    .write(move |w| w.remove(&tables::ESCALATIONS, id.as_str()).map(drop))
+                    .write(move |w| records::remove_escalation(w, &id))
                     .await?;
                 return Ok(());
             }
         };
         let Some(rule) = rules.get(&esc.rule_id) else {
             self.store
-                .write(move |w| w.remove(&tables::ESCALATIONS, id.as_str()).map(drop))
+                .write(move |w| records::remove_escalation(w, &id))
                 .await?;
             return Ok(());
         };
@@ -1198,35 +1162,34 @@ impl Incidents {
         let updated = self
             .store
             .write(move |w| {
-                let incident = w.get(&tables::INCIDENTS, id.as_str())?;
-                match &plan.next {
-                    Some(next) => w.put(&tables::ESCALATIONS, id.as_str(), next)?,
-                    None => {
-                        w.remove(&tables::ESCALATIONS, id.as_str())?;
+                let esc_change = match plan.next {
+                    Some(next) => EscalationChange::Put(next),
+                    None => EscalationChange::Remove,
+                };
+                let Some(before) = w.get(&tables::INCIDENTS, id.as_str())? else {
+                    records::remove_escalation(w, &id)?;
+                    return Ok(None);
+                };
+                let mut incident = before.clone();
+                let from = incident.timeline.len();
+                if !events.is_empty() {
+                    let mut grew = false;
+                    for member in joining {
+                        if !incident.assignees.contains(&member) {
+                            incident.assignees.push(member);
+                            grew = true;
+                        }
+                    }
+                    if grew {
+                        incident.version += 1;
+                        incident.updated_at = now;
                     }
                 }
-                match incident {
-                    Some(mut incident) if !events.is_empty() => {
-                        let from = incident.timeline.len();
-                        let mut grew = false;
-                        for member in joining {
-                            if !incident.assignees.contains(&member) {
-                                incident.assignees.push(member);
-                                grew = true;
-                            }
-                        }
-                        if grew {
-                            incident.version += 1;
-                            incident.updated_at = now;
-                        }
-                        for (kind, detail) in events {
-                            push_event(&mut incident, now, kind, &Actor::system(), Some(detail));
-                        }
-                        w.put(&tables::INCIDENTS, id.as_str(), &incident)?;
-                        Ok(Some((incident, from)))
-                    }
-                    _ => Ok(None),
+                for (kind, detail) in &events {
+                    push_event(&mut incident, now, kind, &Actor::system(), Some(detail.clone()));
                 }
+                store_incident(w, Some(&before), &incident, esc_change)?;
+                Ok((!events.is_empty()).then_some((incident, from)))
             })
             .await?;
         if let Some((incident, _)) = &updated
@@ -1260,20 +1223,27 @@ impl Incidents {
                 .write(move |w| {
                     let inc = w.get(&tables::INCIDENTS, id.as_str())?;
                     let esc = w.get(&tables::ESCALATIONS, id.as_str())?;
-                    w.remove(&tables::SNOOZES, key.as_str())?;
                     let Some(mut inc) = inc.filter(|i| i.is_open() && i.snoozed_until.is_some()) else {
+                        records::remove_snooze_entry(w, &key)?;
                         return Ok(None);
                     };
+                    let before = inc.clone();
                     inc.snoozed_until = None;
                     inc.status = Status::Triggered;
                     inc.acknowledged_by.clear();
                     inc.version += 1;
                     inc.updated_at = now;
                     push_event(&mut inc, now, "snooze_ended", &Actor::system(), None);
-                    w.put(&tables::INCIDENTS, id.as_str(), &inc)?;
-                    if let Some(mut esc) = esc {
-                        escalation::restart_level(&mut esc, now);
-                        w.put(&tables::ESCALATIONS, id.as_str(), &esc)?;
+                    let esc_change = match esc {
+                        Some(mut esc) => {
+                            escalation::restart_level(&mut esc, now);
+                            EscalationChange::Put(esc)
+                        }
+                        None => EscalationChange::Keep,
+                    };
+                    store_incident(w, Some(&before), &inc, esc_change)?;
+                    if snooze_key(before.snoozed_until.unwrap_or(now), &id) != key {
+                        records::remove_snooze_entry(w, &key)?;
                     }
                     Ok(Some(inc))
                 })
@@ -1292,12 +1262,6 @@ impl Incidents {
         }
         Ok(())
     }
-}
-
-enum EscalationChange {
-    Keep,
-    Remove,
-    Put(Escalation),
 }
 
 /// Applies an action to an incident in memory: the status change, the timeline, and what

@@ -9,9 +9,9 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::model::{Level, Rule, RuleMatch, Severity, TimeWindow};
+use super::tables;
 use super::{IncidentError, Incidents};
 use crate::integration::chats::{self, ChatStatus};
-use crate::store::tables;
 
 /// A rule as the admin API shows it: with what an admin must fix for it to reach everyone.
 #[derive(Debug, Clone, Serialize)]
@@ -212,7 +212,7 @@ impl Incidents {
             .unwrap_or_else(|| rules.last().map_or(0, |r| r.position.saturating_add(10)));
         let rule = Rule {
             id: existing.as_ref().map_or_else(
-                || format!("rule_{}", crate::auth::random_hex(6)),
+                || crate::ids::new_id(crate::ids::prefix::RULE, 6),
                 |r| r.id.clone(),
             ),
             name: input.name.trim().to_string(),

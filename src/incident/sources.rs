@@ -2,8 +2,8 @@
 //! once, kept only as a SHA-256 hash).
 
 use super::model::AlertSource;
+use super::tables;
 use super::{IncidentError, Incidents, invalid};
-use crate::store::tables;
 
 impl Incidents {
     /// Creates a source; its integration key is returned once and stored only as a hash.
@@ -12,11 +12,11 @@ impl Incidents {
         if name.is_empty() {
             return Err(invalid("name", "must not be empty"));
         }
-        let key = format!("lkoik_{}", crate::auth::random_hex(20));
+        let key = crate::ids::new_id(crate::ids::prefix::ALERT_SOURCE_KEY, 20);
         let source = AlertSource {
-            id: format!("src_{}", crate::auth::random_hex(6)),
+            id: crate::ids::new_id(crate::ids::prefix::ALERT_SOURCE, 6),
             name: name.to_string(),
-            key_hash: crate::auth::sha256_hex(key.as_bytes()),
+            key_hash: crate::ids::sha256_hex(key.as_bytes()),
             created_at: self.clock.now(),
         };
         let stored = source.clone();
@@ -54,7 +54,7 @@ impl Incidents {
 
     /// The source an integration key belongs to.
     pub fn source_by_key(&self, key: &str) -> Result<Option<AlertSource>, IncidentError> {
-        let hash = crate::auth::sha256_hex(key.as_bytes());
+        let hash = crate::ids::sha256_hex(key.as_bytes());
         Ok(self
             .store
             .read(|r| match r.get(&tables::ALERT_SOURCE_KEYS, hash.as_str())? {

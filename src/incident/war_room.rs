@@ -23,16 +23,16 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::model::{Actor, Incident, Status, Via};
+use super::tables;
 use super::{IncidentError, Incidents, push_event};
 use crate::delivery::oplog::{self, OpEntry};
 use crate::delivery::{CallClass, JobKind, NewJob, Priority};
-use crate::integration::Live;
 use crate::integration::chats::DisbandedHandler;
 use crate::integration::inbound::EventHandler;
+use crate::integration::{Integrations, Live};
 use crate::lark::callback::EventDelivery;
 use crate::lark::event::Event;
 use crate::lark::{LarkClient, LarkError, MessageContent, NewChat, ReceiveIdType};
-use crate::store::tables;
 
 /// Lark recommends chat names of at most 60 characters.
 const MAX_NAME_CHARS: usize = 60;
@@ -252,10 +252,7 @@ impl Incidents {
 
     /// Whether the integration's `war_room` switch is on.
     pub fn war_room_enabled(&self, integration: &str) -> Result<bool, IncidentError> {
-        Ok(self
-            .store
-            .read(|r| r.get(&tables::INTEGRATIONS, integration))?
-            .is_some_and(|i| i.war_room))
+        Ok(Integrations::stored_record(&self.store, integration)?.is_some_and(|i| i.war_room))
     }
 
     /// What the card shows for the war room: nothing (switch off, resolved), "War room", or
@@ -265,9 +262,7 @@ impl Incidents {
         let Some(integration) = incident.integration_id.as_deref() else {
             return WarRoomButton::Absent;
         };
-        let record = self
-            .store
-            .read(|r| r.get(&tables::INTEGRATIONS, integration))
+        let record = Integrations::stored_record(&self.store, integration)
             .ok()
             .flatten();
         let Some(record) = record.filter(|r| r.war_room) else {
@@ -360,12 +355,18 @@ impl Incidents {
                 let Some(mut incident) = w.get(&tables::INCIDENTS, id.as_str())? else {
                     return Ok(None);
                 };
+                let before = incident.clone();
                 push_event(&mut incident, now, kind, &actor, Some(detail));
                 if card_changes {
                     incident.version += 1;
                 }
                 incident.updated_at = now;
-                w.put(&tables::INCIDENTS, id.as_str(), &incident)?;
+                super::records::store_incident(
+                    w,
+                    Some(&before),
+                    &incident,
+                    super::records::EscalationChange::Keep,
+                )?;
                 Ok(Some(incident))
             })
             .await?;

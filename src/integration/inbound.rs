@@ -15,11 +15,12 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::tables;
 use super::{Integrations, Live};
 use crate::clock::Clock;
 use crate::lark::callback::{self, CallbackError, CallbackSecrets, EventDelivery, Inbound, SignatureHeaders};
 use crate::lark::event::{CardAction, CardActionReply, Toast};
-use crate::store::{Store, StoreError, tables};
+use crate::store::{Store, StoreError};
 
 /// Handles one kind of event after Lark has been answered.
 pub trait EventHandler: Send + Sync + 'static {
@@ -360,7 +361,7 @@ mod tests {
     ) -> (Arc<InboundPipeline>, String, Store) {
         let store = Store::open(&dir.join("state.redb")).unwrap();
         let integrations =
-            Arc::new(Integrations::open(store.clone(), dir, "https://x.example", false).unwrap());
+            Arc::new(Integrations::open(store.clone(), dir, "https://x.example", false, false).unwrap());
         let id = integrations
             .create(crate::integration::IntegrationInput {
                 name: Some("t".into()),

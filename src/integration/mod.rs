@@ -6,6 +6,7 @@
 pub mod chats;
 pub mod inbound;
 pub mod secrets;
+pub mod tables;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::delivery::quota::Plan;
 use crate::lark::Domain;
 use crate::lark::crypto::Cipher;
-use crate::store::{Store, StoreError, tables};
+use crate::store::{Store, StoreError};
 use secrets::{Sealed, SecretBox, SecretError};
 
 /// The default quota of Lark's Basic Free plan (calls per month; shared/lark-protocol.md §6.4).
@@ -228,16 +229,17 @@ pub struct Integrations {
 
 impl Integrations {
     /// Opens the key file (creating it only while no sealed secret exists) and every integration.
+    /// `sealed_elsewhere`: whether another domain (webhook signing secrets) holds secrets sealed
+    /// with the same key, so a missing key file is an error rather than a fresh start.
     pub fn open(
         store: Store,
         state_dir: &std::path::Path,
         public_base: &str,
         allow_base_url_override: bool,
+        sealed_elsewhere: bool,
     ) -> Result<Integrations, IntegrationError> {
         let records = store.read(|r| r.page(&tables::INTEGRATIONS, None, usize::MAX, false))?;
-        // Webhook signing secrets are sealed with the same key.
-        let webhooks = store.read(|r| r.count(&tables::WEBHOOKS))?;
-        let secrets = SecretBox::load_or_create(state_dir, records.is_empty() && webhooks == 0)?;
+        let secrets = SecretBox::load_or_create(state_dir, records.is_empty() && !sealed_elsewhere)?;
         let mut live = HashMap::new();
         for (_, record) in records {
             let opened = open_record(&secrets, record)?;
@@ -253,6 +255,11 @@ impl Integrations {
     }
 
     /// The key that seals stored secrets, for other domains that keep some.
+    /// The stored record of an integration, read from the state file (not the live set).
+    pub fn stored_record(store: &Store, id: &str) -> Result<Option<IntegrationRecord>, StoreError> {
+        store.read(|r| r.get(&tables::INTEGRATIONS, id))
+    }
+
     pub fn secret_box(&self) -> SecretBox {
         self.secrets.clone()
     }
@@ -322,7 +329,7 @@ impl Integrations {
         let verification_token = required("verification_token", input.verification_token)?;
         let now = Utc::now();
         let mut record = IntegrationRecord {
-            id: format!("int_{}", crate::auth::random_hex(6)),
+            id: crate::ids::new_id(crate::ids::prefix::INTEGRATION, 6),
             name: String::new(),
             app_id: String::new(),
             domain: input.domain.unwrap_or(Domain::Feishu),

@@ -18,8 +18,9 @@ use serde_json::{Value, json};
 use super::openapi::{
     self, ApiReply, ApiRequest, Reject, Route, chat_json, id_list, json_body, ok, str_field,
 };
-use super::state::{Shared, State, random_hex};
+use super::state::{Shared, State};
 use super::{CallRecord, SimChat};
+use crate::ids::random_hex;
 
 const CHAT_UUID_HOURS: i64 = 10;
 /// How long Lark works on one add-members call (wall time): overlapping calls to one chat clash.

@@ -19,8 +19,9 @@ use tokio::task::JoinSet;
 
 use super::oauth;
 use super::openapi::{self, ApiRequest, Route};
-use super::state::{Shared, random_hex, random_unit, stopped};
+use super::state::{Shared, random_unit, stopped};
 use super::{CallRecord, FaultKind, Faults, Outage, SimError, push};
+use crate::ids::random_hex;
 
 const PAGE: &str = include_str!("page.html");
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use super::CallRecord;
 use super::SimUser;
 use super::openapi::{ApiRequest, Reject, Route, gate, ok, user_auth};
-use super::state::{OAuthCode, Shared, State, UserToken, random_hex};
+use super::state::{OAuthCode, Shared, State, UserToken};
+use crate::ids::random_hex;
 
 const OAUTH_CODE_MINUTES: i64 = 5;
 

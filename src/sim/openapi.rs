@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use super::chats;
 use super::limits::Limit;
 use super::oauth;
-use super::state::{Shared, State, TokenKind, random_hex};
+use super::state::{Shared, State, TokenKind};
 use super::{CallRecord, MessageSender, SimChat, SimMessage, SimUser};
+use crate::ids::random_hex;
 
 const TEXT_LIMIT_BYTES: usize = 150 * 1024;
 const CARD_LIMIT_BYTES: usize = 30 * 1024;

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::state::{CardToken, Shared, random_hex, stopped};
+use super::state::{CardToken, Shared, stopped};
 use super::{
     CallbackOutcome, CardCallbackVersion, MessageSender, PushRecord, SimApp, SimError, SimMessage, SimUser,
 };
+use crate::ids::random_hex;
 use crate::lark::crypto::{Cipher, card_v1_signature, event_signature};
 
 /// Lark waits this long for an event or callback answer.

@@ -1,6 +1,7 @@
 //! The simulator's shared state: the world as it changes, issued tokens, messages, the call and
 //! push logs, the limit windows and the quota. One mutex; no await happens while it is held.
 
+use crate::ids::random_hex;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -209,12 +210,6 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// `2 * bytes` random hex digits.
-pub(crate) fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).expect("OS random source");
-    hex::encode(buf)
-}
-
 /// A uniform random number in [0, 1).
 pub(crate) fn random_unit() -> f64 {
     (getrandom::u64().expect("OS random source") >> 11) as f64 / (1u64 << 53) as f64

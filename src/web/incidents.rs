@@ -463,7 +463,7 @@ fn alert_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(integration_key())
         .and(body::raw(limit))
         .then(|app: Arc<App>, key: Option<String>, bytes: Bytes| async move {
-            let request_id = crate::auth::random_hex(16);
+            let request_id = crate::ids::random_hex(16);
             let result = async {
                 let source = source_for(&app, key)?;
                 let event: StandardEvent = body::decode_json(&bytes)?;

@@ -11,6 +11,8 @@
 //! send (the resolver drops internal addresses, so a name cannot be rebound to one); redirects
 //! are never followed.
 
+pub mod tables;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +26,7 @@ use tokio::sync::{Notify, watch};
 use crate::clock::Clock;
 use crate::delivery::oplog::{self, OpEntry};
 use crate::integration::secrets::{Sealed, SecretBox};
-use crate::store::{Store, StoreError, tables};
+use crate::store::{Store, StoreError};
 
 /// The header carrying `sha256=<hex HMAC-SHA256 of the body with the subscription's secret>`.
 pub const SIGNATURE_HEADER: &str = "x-lark-oncall-signature";
@@ -35,6 +37,11 @@ pub const EVENT_HEADER: &str = "x-lark-oncall-event";
 pub const EVENT_TYPES: [&str; 10] = [
     "i_new", "i_ack", "i_unack", "i_snooze", "i_wake", "i_rslv", "i_reopen", "i_assign", "i_comm", "i_esc",
 ];
+
+/// Whether any subscription exists (its signing secret is sealed with the integrations' key).
+pub fn any_subscription(store: &Store) -> Result<bool, StoreError> {
+    Ok(store.read(|r| r.count(&tables::WEBHOOKS))? > 0)
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Subscription {
@@ -329,9 +336,9 @@ impl Webhooks {
 
     /// Creates a subscription; returns it with its signing secret, shown this once.
     pub async fn create(&self, input: SubscriptionInput) -> Result<(Subscription, String), WebhookError> {
-        let secret = crate::auth::random_hex(24);
+        let secret = crate::ids::random_hex(24);
         let mut sub = Subscription {
-            id: format!("wh_{}", crate::auth::random_hex(6)),
+            id: crate::ids::new_id(crate::ids::prefix::WEBHOOK, 6),
             name: String::new(),
             url: String::new(),
             secret: self.secrets.seal(&secret),
@@ -388,7 +395,7 @@ impl Webhooks {
         incident: &Value,
     ) -> Result<String, StoreError> {
         let now = self.clock.now();
-        let event_id = format!("evt_{}", crate::auth::random_hex(10));
+        let event_id = crate::ids::new_id(crate::ids::prefix::WEBHOOK_EVENT, 10);
         let body = serde_json::json!({
             "event_id": event_id,
             "event_type": event_type,
