@@ -399,7 +399,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     cfg.lark.allow_api_base_url_override = true;
     let settings = cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::telemetry::init_logging(&settings.log);
-    let app = app::App::open(settings).await?;
+    let app = crate::services::Services::open(settings).await?;
     let password = crate::ids::random_hex(8);
     app.auth
         .set_password(crate::auth::ADMIN_USER, &password, None)
@@ -429,7 +429,6 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
             ..IntegrationInput::default()
         })
         .await?;
-    app.integration_changed(&live);
     let integration_id = live.id().to_string();
     let running = app::start(app.clone()).await?;
     let sim = Simulator::start(SimConfig::demo(

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::telemetry::LogConfig;
+
 pub const DEFAULT_PATH: &str = "/etc/lark-oncall/config.toml";
 const ENV_PREFIX: &str = "LARK_ONCALL_";
 
@@ -137,21 +139,6 @@ pub struct StorageConfig {
     pub cache_mb: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// A tracing filter: `info`, `debug`, or per-module like `info,lark_oncall::web=debug`.
-    pub level: String,
-}
-
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -173,15 +160,6 @@ impl Default for StorageConfig {
         StorageConfig {
             path: PathBuf::from("/var/lib/lark-oncall/state.redb"),
             cache_mb: 64,
-        }
-    }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            level: "info".into(),
         }
     }
 }
@@ -314,7 +292,7 @@ impl Config {
             (Some(cert), Some(key)) => {
                 check_readable("server.tls_cert", cert)?;
                 check_readable("server.tls_key", key)?;
-                crate::web::tls::load_certified_key(cert, key)
+                crate::listener::tls::load_certified_key(cert, key)
                     .map_err(|e| ConfigError::new(e.key(), e.to_string()))?;
                 Some(TlsFiles {
                     cert: cert.clone(),

@@ -1,4 +1,4 @@
-//! The delivery engine in-process (`App::open_with_clock` + `app::start`, so the clock can move
+//! The delivery engine in-process (`Services::open_with_clock` + `app::start`, so the clock can move
 //! and settings can be tuned) against the Lark simulator over HTTP: a storm meets none of Lark's
 //! limits, jobs past the quota are held and go out after the month resets, and faults and
 //! permanent errors end as they should.

@@ -726,9 +726,10 @@ impl Incidents {
                 let Some(mut inc) = w.get(&tables::INCIDENTS, id.as_str())? else {
                     return Ok(());
                 };
+                let before = inc.clone();
                 push_event(&mut inc, now, "action_refused", &actor, Some(detail));
                 inc.updated_at = now;
-                w.put(&tables::INCIDENTS, id.as_str(), &inc)?;
+                store_incident(w, Some(&before), &inc, EscalationChange::Keep)?;
                 crate::delivery::oplog::append(
                     w,
                     crate::delivery::oplog::OpEntry {

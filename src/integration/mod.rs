@@ -225,7 +225,18 @@ pub struct Integrations {
     /// `lark.allow_api_base_url_override`: whether `api_base_url` may be set at all.
     allow_base_url_override: bool,
     live: RwLock<HashMap<String, Arc<Live>>>,
+    observers: RwLock<Vec<ChangeObserver>>,
 }
+
+/// What the other domains hear when an integration changes.
+pub enum IntegrationChange<'a> {
+    /// Created or updated: the live integration as it is now.
+    Saved(&'a Live),
+    Removed(&'a str),
+}
+
+/// Called after every change of an integration, by whatever made it (API, CLI, demo).
+pub type ChangeObserver = Arc<dyn Fn(IntegrationChange<'_>) + Send + Sync>;
 
 impl Integrations {
     /// Opens the key file (creating it only while no sealed secret exists) and every integration.
@@ -251,7 +262,26 @@ impl Integrations {
             public_base: public_base.trim_end_matches('/').to_string(),
             allow_base_url_override,
             live: RwLock::new(live),
+            observers: RwLock::new(Vec::new()),
         })
+    }
+
+    /// Registers `observer` for every later change; it is told of the existing integrations now.
+    pub fn on_change(&self, observer: ChangeObserver) {
+        for live in self.all() {
+            observer(IntegrationChange::Saved(&live));
+        }
+        self.observers.write().expect("observers lock").push(observer);
+    }
+
+    fn changed(&self, change: IntegrationChange<'_>) {
+        let observers = self.observers.read().expect("observers lock").clone();
+        for observer in observers {
+            observer(match &change {
+                IntegrationChange::Saved(live) => IntegrationChange::Saved(live),
+                IntegrationChange::Removed(id) => IntegrationChange::Removed(id),
+            });
+        }
     }
 
     /// The key that seals stored secrets, for other domains that keep some.
@@ -359,7 +389,9 @@ impl Integrations {
             allow_card_v1_token_signature: input.allow_card_v1_token_signature,
         };
         self.apply(&mut record, changes)?;
-        self.save(record, true).await
+        let created = self.save(record, true).await?;
+        self.changed(IntegrationChange::Saved(&created));
+        Ok(created)
     }
 
     pub async fn update(&self, id: &str, input: IntegrationInput) -> Result<Arc<Live>, IntegrationError> {
@@ -372,6 +404,7 @@ impl Integrations {
         let updated = self.save(record, false).await?;
         // Counters belong to the integration, not to one version of its settings.
         *updated.stats.lock().expect("stats lock") = current.stats.lock().expect("stats lock").clone();
+        self.changed(IntegrationChange::Saved(&updated));
         Ok(updated)
     }
 
@@ -383,6 +416,7 @@ impl Integrations {
             .await?;
         self.live.write().expect("integrations lock").remove(id);
         if existed {
+            self.changed(IntegrationChange::Removed(id));
             Ok(())
         } else {
             Err(IntegrationError::NotFound(id.to_string()))

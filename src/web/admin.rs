@@ -17,9 +17,9 @@ use warp::{Filter, Rejection, Reply};
 
 use super::body;
 use super::error::{ApiError, json, respond};
-use super::server::PeerAddr;
-use crate::app::App;
 use crate::auth::{ApiToken, AuthError, Principal, Scope};
+use crate::listener::server::PeerAddr;
+use crate::services::Services;
 
 pub const SESSION_COOKIE: &str = "lark_oncall_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -62,7 +62,7 @@ fn request_origin() -> impl Filter<Extract = (RequestOrigin,), Error = Rejection
 /// Refuses what a browser says another site made it send: `Sec-Fetch-Site` other than
 /// `same-origin`/`none`, or an `Origin` that is neither this listener nor `server.public_url`.
 /// Non-browser clients send neither header, and need no such check (they hold no cookie).
-fn check_same_origin(app: &App, req: &RequestOrigin) -> Result<(), ApiError> {
+fn check_same_origin(app: &Services, req: &RequestOrigin) -> Result<(), ApiError> {
     let refuse = |what: String| {
         ApiError::forbidden(
             "cross_origin",
@@ -95,7 +95,7 @@ fn check_same_origin(app: &App, req: &RequestOrigin) -> Result<(), ApiError> {
 }
 
 fn authenticate(
-    app: &App,
+    app: &Services,
     method: &Method,
     path: &str,
     authorization: Option<String>,
@@ -133,7 +133,7 @@ fn authenticate(
 
 /// Extracts the authenticated principal, or rejects with 401/403 (403 also for a token whose
 /// scope does not cover the request).
-pub fn authenticated(app: Arc<App>) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
+pub fn authenticated(app: Arc<Services>) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
     warp::method()
         .and(warp::path::full())
         .and(warp::header::optional::<String>("authorization"))
@@ -153,7 +153,7 @@ pub fn authenticated(app: Arc<App>) -> impl Filter<Extract = (Principal,), Error
 
 /// The client's address: the peer, or the `X-Forwarded-For` client when the peer is one of
 /// `server.trusted_proxies`.
-fn client_ip(app: Arc<App>) -> impl Filter<Extract = (IpAddr,), Error = Rejection> + Clone {
+fn client_ip(app: Arc<Services>) -> impl Filter<Extract = (IpAddr,), Error = Rejection> + Clone {
     warp::ext::optional::<PeerAddr>()
         .and(warp::header::optional::<String>("x-forwarded-for"))
         .map(move |p: Option<PeerAddr>, forwarded: Option<String>| {
@@ -220,7 +220,7 @@ struct PasswordRequest {
 
 /// `Secure` whenever browsers reach us over https: in-process TLS, or a TLS-terminating proxy in
 /// front (`server.public_url` is https).
-fn session_cookie(app: &App, value: &str, max_age: i64) -> HeaderValue {
+fn session_cookie(app: &Services, value: &str, max_age: i64) -> HeaderValue {
     let secure = if app.settings.tls.is_some() || app.settings.public_url.scheme() == "https" {
         "; Secure"
     } else {
@@ -250,7 +250,7 @@ fn require_json(content_type: Option<&str>) -> Result<(), ApiError> {
 }
 
 async fn login(
-    app: Arc<App>,
+    app: Arc<Services>,
     peer: IpAddr,
     origin: RequestOrigin,
     content_type: Option<String>,
@@ -297,7 +297,7 @@ fn whoami(principal: Principal) -> Result<Response, ApiError> {
     }
 }
 
-async fn logout(app: Arc<App>, cookie: Option<String>) -> Result<Response, ApiError> {
+async fn logout(app: Arc<Services>, cookie: Option<String>) -> Result<Response, ApiError> {
     if let Some(c) = cookie {
         app.auth.logout(&c).await?;
     }
@@ -308,7 +308,7 @@ async fn logout(app: Arc<App>, cookie: Option<String>) -> Result<Response, ApiEr
     Ok(response)
 }
 
-async fn create_token(app: Arc<App>, req: TokenRequest) -> Result<Response, ApiError> {
+async fn create_token(app: Arc<Services>, req: TokenRequest) -> Result<Response, ApiError> {
     let scope = match req.scope.as_deref() {
         None => Scope::Read,
         Some(word) => word.parse()?,
@@ -322,7 +322,7 @@ async fn create_token(app: Arc<App>, req: TokenRequest) -> Result<Response, ApiE
     Ok(json(StatusCode::CREATED, &view))
 }
 
-fn list_tokens(app: &App) -> Result<Response, ApiError> {
+fn list_tokens(app: &Services) -> Result<Response, ApiError> {
     let tokens: Vec<TokenView> = app.auth.list_tokens()?.into_iter().map(TokenView::from).collect();
     Ok(json(StatusCode::OK, &serde_json::json!({ "items": tokens })))
 }
@@ -330,7 +330,7 @@ fn list_tokens(app: &App) -> Result<Response, ApiError> {
 /// From a session the current password is asked again, and the user's other sessions end; from
 /// an admin token or the local CLI (a reset) every session ends.
 async fn set_password(
-    app: Arc<App>,
+    app: Arc<Services>,
     principal: Principal,
     peer: IpAddr,
     req: PasswordRequest,
@@ -352,7 +352,7 @@ async fn set_password(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn backup(app: Arc<App>) -> Result<Response, ApiError> {
+async fn backup(app: Arc<Services>) -> Result<Response, ApiError> {
     let dir = tempfile::Builder::new()
         .prefix(".backup-")
         .tempdir_in(app.settings.state_dir())
@@ -387,7 +387,7 @@ fn openapi() -> Response {
 /// The OpenAPI 3 document of the admin API; `tests/openapi.rs` checks it against the routes.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.max_body_bytes;
     let with_app = {
         let app = app.clone();
@@ -430,7 +430,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(auth.clone())
         .and(with_app.clone())
-        .map(|_p: Principal, app: Arc<App>| respond(list_tokens(&app)));
+        .map(|_p: Principal, app: Arc<Services>| respond(list_tokens(&app)));
     let tokens_create = warp::path!("api" / "v1" / "tokens")
         .and(warp::post())
         .and(auth.clone())
@@ -442,7 +442,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::delete())
         .and(auth.clone())
         .and(with_app.clone())
-        .then(|id: String, _p: Principal, app: Arc<App>| async move {
+        .then(|id: String, _p: Principal, app: Arc<Services>| async move {
             app.auth.revoke_token(&id).await.map_err(ApiError::from)?;
             Ok(StatusCode::NO_CONTENT.into_response())
         })
@@ -465,7 +465,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(auth.clone())
         .and(with_app.clone())
-        .map(|_p: Principal, app: Arc<App>| {
+        .map(|_p: Principal, app: Arc<Services>| {
             json(
                 StatusCode::OK,
                 &serde_json::json!({ "jobs": app.scheduler.status() }),
@@ -475,7 +475,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(auth.clone())
         .and(with_app.clone())
-        .then(|name: String, _p: Principal, app: Arc<App>| async move {
+        .then(|name: String, _p: Principal, app: Arc<Services>| async move {
             match app.scheduler.run(&name).await {
                 Ok(status) => Ok(json(StatusCode::OK, &status)),
                 Err(e) => Err(ApiError::not_found(e.to_string())),
@@ -486,7 +486,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(auth.clone())
         .and(with_app.clone())
-        .map(|_p: Principal, app: Arc<App>| {
+        .map(|_p: Principal, app: Arc<Services>| {
             let mut r = Response::new(app.metrics.render().into());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -13,11 +13,11 @@ use warp::{Filter, Reply};
 use super::body;
 use super::error::{ApiError, respond};
 use super::integrations::guarded;
-use crate::app::App;
 use crate::delivery::job::JobState;
 use crate::delivery::oplog::{self, OpQuery};
 use crate::delivery::{DeliveryError, JobKind, NewJob, Priority};
 use crate::lark::{MessageContent, ReceiveIdType};
+use crate::services::Services;
 
 /// Lark's size limits of a message's content (reference §5: text 150 KB, card 30 KB).
 const TEXT_LIMIT_BYTES: usize = 150 * 1024;
@@ -130,7 +130,7 @@ impl MessageInput {
     }
 }
 
-fn known_integration(app: &App, id: &str) -> Result<(), ApiError> {
+fn known_integration(app: &Services, id: &str) -> Result<(), ApiError> {
     match app.integrations.get(id) {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found(format!("no integration {id}"))),
@@ -164,7 +164,7 @@ impl JobStateFilter {
     }
 }
 
-fn list_oplog(app: &App, q: OpQuery) -> Result<Response, ApiError> {
+fn list_oplog(app: &Services, q: OpQuery) -> Result<Response, ApiError> {
     let page = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, oplog::MAX_PAGE);
     let items = oplog::query(
         &app.store,
@@ -183,7 +183,7 @@ fn list_oplog(app: &App, q: OpQuery) -> Result<Response, ApiError> {
     ))
 }
 
-fn list_jobs(app: &App, q: JobsQuery) -> Result<Response, ApiError> {
+fn list_jobs(app: &Services, q: JobsQuery) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let mut items = Vec::new();
     let mut cursor = q.after;
@@ -212,7 +212,7 @@ fn list_jobs(app: &App, q: JobsQuery) -> Result<Response, ApiError> {
     ))
 }
 
-pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.max_body_bytes;
     let auth = guarded(app);
 
@@ -220,17 +220,17 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(auth.clone())
         .and(warp::query::<OpQuery>())
-        .map(|app: Arc<App>, q: OpQuery| respond(list_oplog(&app, q)));
+        .map(|app: Arc<Services>, q: OpQuery| respond(list_oplog(&app, q)));
     let jobs = warp::path!("api" / "v1" / "jobs")
         .and(warp::get())
         .and(auth.clone())
         .and(warp::query::<JobsQuery>())
-        .map(|app: Arc<App>, q: JobsQuery| respond(list_jobs(&app, q)));
+        .map(|app: Arc<Services>, q: JobsQuery| respond(list_jobs(&app, q)));
     // The id is parsed after authentication, so a bad one is a 404 to admins only.
     let retry = warp::path!("api" / "v1" / "jobs" / String / "retry")
         .and(warp::post())
         .and(auth.clone())
-        .then(|id: String, app: Arc<App>| async move {
+        .then(|id: String, app: Arc<Services>| async move {
             let id: u64 = id
                 .parse()
                 .map_err(|_| ApiError::not_found(format!("no job {id}")))?;
@@ -242,7 +242,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let quota = warp::path!("api" / "v1" / "integrations" / String / "quota")
         .and(warp::get())
         .and(auth.clone())
-        .map(|id: String, app: Arc<App>| {
+        .map(|id: String, app: Arc<Services>| {
             respond(
                 known_integration(&app, &id).map(|()| json(StatusCode::OK, &app.delivery.quota_report(&id))),
             )
@@ -251,7 +251,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(auth.clone())
         .and(body::raw(limit))
-        .then(|id: String, app: Arc<App>, bytes: bytes::Bytes| async move {
+        .then(|id: String, app: Arc<Services>, bytes: bytes::Bytes| async move {
             known_integration(&app, &id)?;
             let input: MessageInput = body::decode_json(&bytes)?;
             let job_id = app.delivery.enqueue(input.into_job(&id, "")?).await?;
@@ -265,7 +265,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(auth)
         .and(body::raw(limit))
-        .then(|id: String, app: Arc<App>, bytes: bytes::Bytes| async move {
+        .then(|id: String, app: Arc<Services>, bytes: bytes::Bytes| async move {
             known_integration(&app, &id)?;
             let input: BatchInput = body::decode_json(&bytes)?;
             if input.messages.is_empty() || input.messages.len() > MAX_BATCH {

@@ -15,7 +15,6 @@ use warp::{Filter, Reply};
 use super::admin::authenticated;
 use super::body;
 use super::error::{ApiError, respond};
-use crate::app::App;
 use crate::auth::Principal;
 use crate::incident::ingest::{AlertmanagerPayload, StandardEvent};
 use crate::incident::members::MemberInput;
@@ -23,6 +22,7 @@ use crate::incident::model::{Actor, AlertSource, Via};
 use crate::incident::rules::RuleInput;
 use crate::incident::war_room::Requester;
 use crate::incident::{Action, AlertOutcome, IncidentError, IncidentQuery, NewIncident};
+use crate::services::Services;
 
 impl From<IncidentError> for ApiError {
     fn from(e: IncidentError) -> Self {
@@ -106,7 +106,7 @@ fn without_timeline(incident: &crate::incident::model::Incident) -> Value {
     v
 }
 
-fn incident_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+fn incident_routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.max_body_bytes;
     let auth = authenticated(app.clone())
         .map(move |p: Principal| (app.clone(), p))
@@ -116,7 +116,7 @@ fn incident_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(auth.clone())
         .and(warp::query::<IncidentQuery>())
-        .map(|app: Arc<App>, _p: Principal, q: IncidentQuery| {
+        .map(|app: Arc<Services>, _p: Principal, q: IncidentQuery| {
             respond(app.incidents.list(&q).map_err(ApiError::from).map(|items| {
                 let next_before = items.last().map(|i| i.number);
                 let items: Vec<Value> = items.iter().map(without_timeline).collect();
@@ -130,7 +130,7 @@ fn incident_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(auth.clone())
         .and(body::json::<NewIncident>(limit))
-        .then(|app: Arc<App>, p: Principal, new: NewIncident| async move {
+        .then(|app: Arc<Services>, p: Principal, new: NewIncident| async move {
             let outcome = app.incidents.open(new, actor(&p)).await?;
             let (status, id) = match &outcome {
                 AlertOutcome::Opened { incident_id, .. } => (StatusCode::CREATED, incident_id.clone()),
@@ -146,7 +146,7 @@ fn incident_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let get = warp::path!("api" / "v1" / "incidents" / String)
         .and(warp::get())
         .and(auth.clone())
-        .map(|id: String, app: Arc<App>, _p: Principal| {
+        .map(|id: String, app: Arc<Services>, _p: Principal| {
             respond((|| {
                 let incident = app.incidents.get(&id)?;
                 let cards = app.incidents.cards(&incident.id)?;
@@ -162,7 +162,7 @@ fn incident_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(auth.clone())
         .and(body::raw(limit))
         .then(
-            |id: String, app: Arc<App>, p: Principal, bytes: Bytes| async move {
+            |id: String, app: Arc<Services>, p: Principal, bytes: Bytes| async move {
                 let body: WarRoomBody = if bytes.iter().all(u8::is_ascii_whitespace) {
                     WarRoomBody::default()
                 } else {
@@ -185,7 +185,7 @@ fn incident_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let get_war_room = warp::path!("api" / "v1" / "incidents" / String / "war-room")
         .and(warp::get())
         .and(auth.clone())
-        .map(|id: String, app: Arc<App>, _p: Principal| {
+        .map(|id: String, app: Arc<Services>, _p: Principal| {
             respond((|| {
                 let incident = app.incidents.get(&id)?;
                 let room = app.incidents.war_room(&incident.id)?.ok_or_else(|| {
@@ -199,7 +199,7 @@ fn incident_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(auth)
         .and(body::raw(limit))
         .then(
-            |id: String, name: String, app: Arc<App>, p: Principal, bytes: Bytes| async move {
+            |id: String, name: String, app: Arc<Services>, p: Principal, bytes: Bytes| async move {
                 let action = action(&name, action_body(&bytes)?)?;
                 let incident = app.incidents.act(&id, action, actor(&p)).await?;
                 Ok(json_reply(StatusCode::OK, &incident))
@@ -219,14 +219,14 @@ fn incident_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-fn member_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+fn member_routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.max_body_bytes;
     let auth = super::integrations::guarded(app);
 
     let list = warp::path!("api" / "v1" / "members")
         .and(warp::get())
         .and(auth.clone())
-        .map(|app: Arc<App>| {
+        .map(|app: Arc<Services>| {
             respond(
                 app.incidents
                     .members
@@ -239,7 +239,7 @@ fn member_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(auth.clone())
         .and(body::json::<MemberInput>(limit))
-        .then(|app: Arc<App>, input| async move {
+        .then(|app: Arc<Services>, input| async move {
             let member = app.incidents.members.create(input).await?;
             Ok::<_, ApiError>(json_reply(StatusCode::CREATED, &member))
         })
@@ -253,7 +253,7 @@ fn member_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(auth.clone())
         .and(warp::query::<LinkQuery>())
-        .then(|app: Arc<App>, q: LinkQuery| async move {
+        .then(|app: Arc<Services>, q: LinkQuery| async move {
             let client = app
                 .lark
                 .get(&q.integration_id)
@@ -269,7 +269,7 @@ fn member_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let get = warp::path!("api" / "v1" / "members" / String)
         .and(warp::get())
         .and(auth.clone())
-        .map(|id: String, app: Arc<App>| {
+        .map(|id: String, app: Arc<Services>| {
             respond(
                 app.incidents
                     .members
@@ -282,7 +282,7 @@ fn member_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::patch())
         .and(auth.clone())
         .and(body::json::<MemberInput>(limit))
-        .then(|id: String, app: Arc<App>, input| async move {
+        .then(|id: String, app: Arc<Services>, input| async move {
             let member = app.incidents.members.update(&id, input).await?;
             Ok::<_, ApiError>(json_reply(StatusCode::OK, &member))
         })
@@ -290,7 +290,7 @@ fn member_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let delete = warp::path!("api" / "v1" / "members" / String)
         .and(warp::delete())
         .and(auth)
-        .then(|id: String, app: Arc<App>| async move {
+        .then(|id: String, app: Arc<Services>| async move {
             app.incidents.members.delete(&id).await?;
             Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
         })
@@ -312,7 +312,7 @@ fn source_view(source: &AlertSource) -> Value {
     json!({"id": source.id, "name": source.name, "created_at": source.created_at})
 }
 
-fn source_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+fn source_routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.max_body_bytes;
     let auth = super::integrations::guarded(app);
     #[derive(Deserialize)]
@@ -323,7 +323,7 @@ fn source_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let list = warp::path!("api" / "v1" / "sources")
         .and(warp::get())
         .and(auth.clone())
-        .map(|app: Arc<App>| {
+        .map(|app: Arc<Services>| {
             respond(app.incidents.sources().map_err(ApiError::from).map(|items| {
                 let items: Vec<Value> = items.iter().map(source_view).collect();
                 json_reply(StatusCode::OK, &json!({ "items": items }))
@@ -333,7 +333,7 @@ fn source_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(auth.clone())
         .and(body::json::<SourceInput>(limit))
-        .then(|app: Arc<App>, input: SourceInput| async move {
+        .then(|app: Arc<Services>, input: SourceInput| async move {
             let (source, key) = app.incidents.create_source(&input.name).await?;
             let mut view = source_view(&source);
             // Shown once; only its hash is kept.
@@ -344,7 +344,7 @@ fn source_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let delete = warp::path!("api" / "v1" / "sources" / String)
         .and(warp::delete())
         .and(auth)
-        .then(|id: String, app: Arc<App>| async move {
+        .then(|id: String, app: Arc<Services>| async move {
             app.incidents.delete_source(&id).await?;
             Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
         })
@@ -352,13 +352,13 @@ fn source_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     list.or(create).unify().or(delete).unify().boxed()
 }
 
-fn rule_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+fn rule_routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.max_body_bytes;
     let auth = super::integrations::guarded(app);
     let list = warp::path!("api" / "v1" / "rules")
         .and(warp::get())
         .and(auth.clone())
-        .map(|app: Arc<App>| {
+        .map(|app: Arc<Services>| {
             respond(
                 app.incidents
                     .rule_views()
@@ -370,7 +370,7 @@ fn rule_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(auth.clone())
         .and(body::json::<RuleInput>(limit))
-        .then(|app: Arc<App>, input: RuleInput| async move {
+        .then(|app: Arc<Services>, input: RuleInput| async move {
             let known = app.integrations.get(&input.integration_id).is_some();
             let rule = app.incidents.save_rule(None, input, known).await?;
             Ok::<_, ApiError>(json_reply(StatusCode::CREATED, &rule))
@@ -379,7 +379,7 @@ fn rule_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let get = warp::path!("api" / "v1" / "rules" / String)
         .and(warp::get())
         .and(auth.clone())
-        .map(|id: String, app: Arc<App>| {
+        .map(|id: String, app: Arc<Services>| {
             respond(
                 app.incidents
                     .rule(&id)
@@ -392,7 +392,7 @@ fn rule_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::put())
         .and(auth.clone())
         .and(body::json::<RuleInput>(limit))
-        .then(|id: String, app: Arc<App>, input: RuleInput| async move {
+        .then(|id: String, app: Arc<Services>, input: RuleInput| async move {
             let known = app.integrations.get(&input.integration_id).is_some();
             let rule = app.incidents.save_rule(Some(&id), input, known).await?;
             Ok::<_, ApiError>(json_reply(StatusCode::OK, &rule))
@@ -401,7 +401,7 @@ fn rule_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let delete = warp::path!("api" / "v1" / "rules" / String)
         .and(warp::delete())
         .and(auth)
-        .then(|id: String, app: Arc<App>| async move {
+        .then(|id: String, app: Arc<Services>| async move {
             app.incidents.delete_rule(&id).await?;
             Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
         })
@@ -432,7 +432,7 @@ fn integration_key() -> impl Filter<Extract = (Option<String>,), Error = warp::R
         })
 }
 
-fn source_for(app: &App, key: Option<String>) -> Result<AlertSource, ApiError> {
+fn source_for(app: &Services, key: Option<String>) -> Result<AlertSource, ApiError> {
     let key = key.ok_or_else(|| {
         ApiError::unauthorized("give the source's integration_key as a query parameter or a bearer token")
     })?;
@@ -441,7 +441,7 @@ fn source_for(app: &App, key: Option<String>) -> Result<AlertSource, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("unknown integration_key"))
 }
 
-fn alert_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+fn alert_routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.max_body_bytes;
     let with_app = warp::any().map(move || app.clone());
     let alertmanager = warp::path!("api" / "v1" / "alerts" / "alertmanager")
@@ -449,54 +449,58 @@ fn alert_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(with_app.clone())
         .and(integration_key())
         .and(body::raw(limit))
-        .then(|app: Arc<App>, key: Option<String>, bytes: Bytes| async move {
-            let source = source_for(&app, key)?;
-            let payload: AlertmanagerPayload = body::decode_json(&bytes)?;
-            let event = payload.into_event()?;
-            let outcome = app.incidents.alert(&source, event).await?;
-            Ok::<_, ApiError>(json_reply(StatusCode::OK, &outcome))
-        })
+        .then(
+            |app: Arc<Services>, key: Option<String>, bytes: Bytes| async move {
+                let source = source_for(&app, key)?;
+                let payload: AlertmanagerPayload = body::decode_json(&bytes)?;
+                let event = payload.into_event()?;
+                let outcome = app.incidents.alert(&source, event).await?;
+                Ok::<_, ApiError>(json_reply(StatusCode::OK, &outcome))
+            },
+        )
         .map(respond);
     let standard = warp::path!("api" / "v1" / "alerts" / "standard")
         .and(warp::post())
         .and(with_app)
         .and(integration_key())
         .and(body::raw(limit))
-        .then(|app: Arc<App>, key: Option<String>, bytes: Bytes| async move {
-            let request_id = crate::ids::random_hex(16);
-            let result = async {
-                let source = source_for(&app, key)?;
-                let event: StandardEvent = body::decode_json(&bytes)?;
-                let event = event.into_event()?;
-                let alert_key = event.key.clone();
-                let outcome = app.incidents.alert(&source, event).await?;
-                Ok::<_, ApiError>((alert_key, outcome))
-            }
-            .await;
-            match result {
-                Ok((alert_key, outcome)) => {
-                    let mut data = serde_json::to_value(&outcome).unwrap_or(Value::Null);
-                    data["alert_key"] = json!(alert_key);
-                    json_reply(StatusCode::OK, &json!({"request_id": request_id, "data": data}))
+        .then(
+            |app: Arc<Services>, key: Option<String>, bytes: Bytes| async move {
+                let request_id = crate::ids::random_hex(16);
+                let result = async {
+                    let source = source_for(&app, key)?;
+                    let event: StandardEvent = body::decode_json(&bytes)?;
+                    let event = event.into_event()?;
+                    let alert_key = event.key.clone();
+                    let outcome = app.incidents.alert(&source, event).await?;
+                    Ok::<_, ApiError>((alert_key, outcome))
                 }
-                Err(e) => {
-                    let code = match e.status {
-                        StatusCode::UNAUTHORIZED => "Unauthorized",
-                        StatusCode::BAD_REQUEST => "InvalidParameter",
-                        StatusCode::NOT_FOUND => "ResourceNotFound",
-                        _ => "InternalError",
-                    };
-                    json_reply(
-                        e.status,
-                        &json!({"request_id": request_id, "error": {"code": code, "message": e.message}}),
-                    )
+                .await;
+                match result {
+                    Ok((alert_key, outcome)) => {
+                        let mut data = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+                        data["alert_key"] = json!(alert_key);
+                        json_reply(StatusCode::OK, &json!({"request_id": request_id, "data": data}))
+                    }
+                    Err(e) => {
+                        let code = match e.status {
+                            StatusCode::UNAUTHORIZED => "Unauthorized",
+                            StatusCode::BAD_REQUEST => "InvalidParameter",
+                            StatusCode::NOT_FOUND => "ResourceNotFound",
+                            _ => "InternalError",
+                        };
+                        json_reply(
+                            e.status,
+                            &json!({"request_id": request_id, "error": {"code": code, "message": e.message}}),
+                        )
+                    }
                 }
-            }
-        });
+            },
+        );
     alertmanager.or(standard).unify().boxed()
 }
 
-pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     incident_routes(app.clone())
         .or(member_routes(app.clone()))
         .unify()

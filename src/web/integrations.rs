@@ -12,10 +12,10 @@ use warp::{Filter, Reply};
 use super::admin::authenticated;
 use super::body;
 use super::error::{ApiError, json, respond};
-use crate::app::App;
 use crate::auth::Principal;
 use crate::integration::chats::{self, ChatsError};
 use crate::integration::{IntegrationError, IntegrationInput};
+use crate::services::Services;
 
 impl From<IntegrationError> for ApiError {
     fn from(e: IntegrationError) -> Self {
@@ -79,14 +79,14 @@ struct ChatsQuery {
     refresh: bool,
 }
 
-fn client(app: &App, id: &str) -> Result<Arc<crate::lark::LarkClient>, ApiError> {
+fn client(app: &Services, id: &str) -> Result<Arc<crate::lark::LarkClient>, ApiError> {
     app.integrations
         .get(id)
         .and_then(|_| app.lark.get(id))
         .ok_or_else(|| IntegrationError::NotFound(id.to_string()).into())
 }
 
-async fn chats(app: Arc<App>, id: String, query: ChatsQuery) -> Result<Response, ApiError> {
+async fn chats(app: Arc<Services>, id: String, query: ChatsQuery) -> Result<Response, ApiError> {
     let items = if query.refresh {
         let client = client(&app, &id)?;
         chats::refresh(&app.store, &client, &id, app.clock.now()).await?
@@ -98,7 +98,7 @@ async fn chats(app: Arc<App>, id: String, query: ChatsQuery) -> Result<Response,
 }
 
 /// Fetches a tenant token: proves the App ID and App Secret and that Lark is reachable.
-async fn check(app: Arc<App>, id: String) -> Result<Response, ApiError> {
+async fn check(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
     let client = client(&app, &id)?;
     client.ensure_tenant_token().await?;
     Ok(json(
@@ -107,14 +107,14 @@ async fn check(app: Arc<App>, id: String) -> Result<Response, ApiError> {
     ))
 }
 
-pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.max_body_bytes;
     let auth = guarded(app);
 
     let list = warp::path!("api" / "v1" / "integrations")
         .and(warp::get())
         .and(auth.clone())
-        .map(|app: Arc<App>| {
+        .map(|app: Arc<Services>| {
             let items: Vec<_> = app
                 .integrations
                 .all()
@@ -127,9 +127,8 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(auth.clone())
         .and(body::json::<IntegrationInput>(limit))
-        .then(|app: Arc<App>, input| async move {
+        .then(|app: Arc<Services>, input| async move {
             let live = app.integrations.create(input).await?;
-            app.integration_changed(&live);
             tracing::info!(integration = %live.id(), app_id = %live.record.app_id, "integration created");
             Ok(json(StatusCode::CREATED, &app.integrations.view(&live)))
         })
@@ -137,7 +136,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let get = warp::path!("api" / "v1" / "integrations" / String)
         .and(warp::get())
         .and(auth.clone())
-        .map(|id: String, app: Arc<App>| {
+        .map(|id: String, app: Arc<Services>| {
             respond(
                 app.integrations
                     .get(&id)
@@ -149,18 +148,16 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::patch().or(warp::put()).unify())
         .and(auth.clone())
         .and(body::json::<IntegrationInput>(limit))
-        .then(|id: String, app: Arc<App>, input| async move {
+        .then(|id: String, app: Arc<Services>, input| async move {
             let live = app.integrations.update(&id, input).await?;
-            app.integration_changed(&live);
             Ok(json(StatusCode::OK, &app.integrations.view(&live)))
         })
         .map(respond);
     let delete = warp::path!("api" / "v1" / "integrations" / String)
         .and(warp::delete())
         .and(auth.clone())
-        .then(|id: String, app: Arc<App>| async move {
+        .then(|id: String, app: Arc<Services>| async move {
             app.integrations.delete(&id).await?;
-            app.integration_removed(&id);
             tracing::info!(integration = %id, "integration deleted");
             Ok(StatusCode::NO_CONTENT.into_response())
         })
@@ -169,12 +166,12 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(auth.clone())
         .and(warp::query::<ChatsQuery>())
-        .then(|id: String, app: Arc<App>, q: ChatsQuery| chats(app, id, q))
+        .then(|id: String, app: Arc<Services>, q: ChatsQuery| chats(app, id, q))
         .map(respond);
     let check = warp::path!("api" / "v1" / "integrations" / String / "check")
         .and(warp::post())
         .and(auth)
-        .then(|id: String, app: Arc<App>| check(app, id))
+        .then(|id: String, app: Arc<Services>| check(app, id))
         .map(respond);
     list.or(create)
         .unify()
@@ -192,7 +189,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
 }
 
 /// Authenticates, then hands the handler the app.
-pub fn guarded(app: Arc<App>) -> BoxedFilter<(Arc<App>,)> {
+pub fn guarded(app: Arc<Services>) -> BoxedFilter<(Arc<Services>,)> {
     authenticated(app.clone())
         .map(move |_p: Principal| app.clone())
         .boxed()

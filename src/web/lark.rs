@@ -11,9 +11,9 @@ use warp::{Filter, Reply};
 
 use super::body;
 use super::error::{ApiError, respond};
-use crate::app::App;
 use crate::integration::inbound::InboundError;
 use crate::lark::callback::SignatureHeaders;
+use crate::services::Services;
 
 /// The one answer to every refused callback, whatever the reason: an unknown integration, a bad
 /// signature, a body that does not decrypt or parse. Telling them apart would make the endpoint a
@@ -42,7 +42,12 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn callback(app: Arc<App>, id: String, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn callback(
+    app: Arc<Services>,
+    id: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let signature = SignatureHeaders {
         timestamp: header(&headers, "x-lark-request-timestamp"),
         nonce: header(&headers, "x-lark-request-nonce"),
@@ -52,14 +57,18 @@ async fn callback(app: Arc<App>, id: String, headers: HeaderMap, body: Bytes) ->
     Ok(warp::reply::json(&reply).into_response())
 }
 
-pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.max_body_bytes;
     warp::path!("lark" / String / "callback")
         .and(warp::post())
         .and(warp::any().map(move || app.clone()))
         .and(warp::header::headers_cloned())
         .and(body::raw(limit))
-        .then(|id: String, app: Arc<App>, headers: HeaderMap, body: Bytes| callback(app, id, headers, body))
+        .then(
+            |id: String, app: Arc<Services>, headers: HeaderMap, body: Bytes| {
+                callback(app, id, headers, body)
+            },
+        )
         .map(respond)
         .boxed()
 }

@@ -9,8 +9,6 @@ pub mod error;
 pub mod incidents;
 pub mod integrations;
 pub mod lark;
-pub mod server;
-pub mod tls;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -22,10 +20,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use crate::app::App;
+use crate::services::Services;
 use crate::telemetry::HttpLabels;
 
-fn health(app: Arc<App>) -> BoxedFilter<(Response,)> {
+fn health(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
@@ -104,7 +102,7 @@ fn security_headers(headers: &mut warp::http::HeaderMap, path: &str, https: bool
 /// Wraps routes with the JSON error mapping and one log line (and metric) per request.
 fn finish(
     routes: BoxedFilter<(Response,)>,
-    app: Arc<App>,
+    app: Arc<Services>,
     listener: &'static str,
 ) -> BoxedFilter<(Response,)> {
     let https = app.settings.tls.is_some() || app.settings.public_url.scheme() == "https";
@@ -155,11 +153,11 @@ fn finish(
         .boxed()
 }
 
-fn public_only(app: Arc<App>) -> BoxedFilter<(Response,)> {
+fn public_only(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     health(app.clone()).or(lark::routes(app)).unify().boxed()
 }
 
-fn admin_only(app: Arc<App>) -> BoxedFilter<(Response,)> {
+fn admin_only(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     admin::routes(app.clone())
         .or(integrations::routes(app.clone()))
         .unify()
@@ -175,12 +173,12 @@ fn admin_only(app: Arc<App>) -> BoxedFilter<(Response,)> {
 }
 
 /// Routes of the public listener when a separate admin listener exists.
-pub fn public_routes(app: Arc<App>, listener: &'static str) -> BoxedFilter<(Response,)> {
+pub fn public_routes(app: Arc<Services>, listener: &'static str) -> BoxedFilter<(Response,)> {
     finish(public_only(app.clone()), app, listener)
 }
 
 /// Routes of the separate admin listener.
-pub fn admin_routes(app: Arc<App>, listener: &'static str) -> BoxedFilter<(Response,)> {
+pub fn admin_routes(app: Arc<Services>, listener: &'static str) -> BoxedFilter<(Response,)> {
     finish(
         health(app.clone()).or(admin_only(app.clone())).unify().boxed(),
         app,
@@ -189,7 +187,7 @@ pub fn admin_routes(app: Arc<App>, listener: &'static str) -> BoxedFilter<(Respo
 }
 
 /// Everything on one socket (no `server.admin_listen`).
-pub fn all_routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+pub fn all_routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     finish(
         public_only(app.clone())
             .or(admin_only(app.clone()))

@@ -11,7 +11,7 @@ use warp::{Filter, Reply};
 use super::body;
 use super::error::{ApiError, json, respond};
 use super::integrations::guarded;
-use crate::app::App;
+use crate::services::Services;
 use crate::webhook::{SubscriptionInput, SubscriptionView, WebhookError};
 
 impl From<WebhookError> for ApiError {
@@ -24,13 +24,13 @@ impl From<WebhookError> for ApiError {
     }
 }
 
-pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.max_body_bytes;
     let auth = guarded(app);
     let list = warp::path!("api" / "v1" / "webhooks")
         .and(warp::get())
         .and(auth.clone())
-        .map(|app: Arc<App>| {
+        .map(|app: Arc<Services>| {
             respond(app.webhooks.list().map_err(ApiError::from).map(|subs| {
                 let items: Vec<SubscriptionView> = subs.iter().map(SubscriptionView::from).collect();
                 json(StatusCode::OK, &serde_json::json!({ "items": items }))
@@ -40,7 +40,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(auth.clone())
         .and(body::json::<SubscriptionInput>(limit))
-        .then(|app: Arc<App>, input| async move {
+        .then(|app: Arc<Services>, input| async move {
             let (sub, secret) = app.webhooks.create(input).await?;
             let mut view = serde_json::to_value(SubscriptionView::from(&sub)).expect("view serializes");
             view["secret"] = serde_json::Value::String(secret);
@@ -50,7 +50,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let get = warp::path!("api" / "v1" / "webhooks" / String)
         .and(warp::get())
         .and(auth.clone())
-        .map(|id: String, app: Arc<App>| {
+        .map(|id: String, app: Arc<Services>| {
             respond(
                 app.webhooks
                     .get(&id)
@@ -62,7 +62,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::patch().or(warp::put()).unify())
         .and(auth.clone())
         .and(body::json::<SubscriptionInput>(limit))
-        .then(|id: String, app: Arc<App>, input| async move {
+        .then(|id: String, app: Arc<Services>, input| async move {
             let sub = app.webhooks.update(&id, input).await?;
             Ok(json(StatusCode::OK, &SubscriptionView::from(&sub)))
         })
@@ -70,7 +70,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let delete = warp::path!("api" / "v1" / "webhooks" / String)
         .and(warp::delete())
         .and(auth)
-        .then(|id: String, app: Arc<App>| async move {
+        .then(|id: String, app: Arc<Services>| async move {
             app.webhooks.delete(&id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         })

@@ -1,4 +1,4 @@
-//! In-process harness: the appliance itself (`App::open_with_clock` + `app::start`) in the test's
+//! In-process harness: the appliance itself (`Services::open_with_clock` + `app::start`) in the test's
 //! runtime, on a clock the test moves, beside the Lark simulator on the same clock — a throwaway
 //! state directory, an API token, and an integration pointed at the simulator, driven over
 //! real HTTP. Test files add their own domain helpers in `impl Harness` blocks of their own.
@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lark_oncall::app::{self, App, Running};
+use lark_oncall::app::{self, Running};
 use lark_oncall::clock::ShiftedClock;
 use lark_oncall::config::{Config, Settings};
+use lark_oncall::services::Services;
 use lark_oncall::sim::{CardCallbackVersion, SimApp, SimConfig, SimMessage, Simulator};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -147,7 +148,7 @@ async fn start_simulator(
 
 /// Opens the state with `settings` on `clock` and serves.
 async fn serve(settings: &Settings, clock: &Arc<ShiftedClock>) -> Running {
-    let app = App::open_with_clock(settings.clone(), clock.clone())
+    let app = Services::open_with_clock(settings.clone(), clock.clone())
         .await
         .unwrap();
     app::start(app).await.unwrap()
@@ -203,7 +204,7 @@ impl Harness {
         }
     }
 
-    pub fn app(&self) -> &Arc<App> {
+    pub fn app(&self) -> &Arc<Services> {
         &self.running.as_ref().unwrap().app
     }
 
