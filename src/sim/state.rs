@@ -24,6 +24,7 @@ pub(crate) struct Shared {
     pub faults: Mutex<Faults>,
     pub http: reqwest::Client,
     pub stop: watch::Sender<bool>,
+    pub long_connections: super::long_connection::Hub,
     state: Mutex<State>,
 }
 
@@ -44,6 +45,7 @@ impl Shared {
             faults: Mutex::new(Faults::default()),
             http,
             stop,
+            long_connections: super::long_connection::Hub::new(config.long_connection),
             state: Mutex::new(State {
                 world: config.world,
                 tokens: HashMap::new(),
