@@ -42,6 +42,7 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub integrations: Arc<Integrations>,
     pub inbound: Arc<InboundPipeline>,
+    pub receivers: Arc<crate::integration::receiver::Receivers>,
     pub scheduler: Arc<Scheduler>,
     pub delivery: Arc<Delivery>,
     /// The Open API client of each integration.
@@ -76,6 +77,13 @@ impl App {
         ));
         let scheduler = Scheduler::new().await?;
         let metrics = Arc::new(Metrics::new());
+        let receivers = Arc::new(crate::integration::receiver::Receivers::new(
+            integrations.clone(),
+            inbound.clone(),
+            clock.clone(),
+            settings.allow_api_base_url_override,
+            receiver_metrics(&metrics),
+        ));
         let commits = store.commit_metrics();
         metrics.register(
             "store_commit_seconds",
@@ -118,6 +126,7 @@ impl App {
             clock,
             integrations,
             inbound,
+            receivers,
             scheduler,
             delivery,
             lark,
@@ -258,6 +267,7 @@ impl App {
     /// outbox, a new Open API client for its (possibly new) credentials.
     pub fn integration_changed(&self, live: &Live) {
         self.delivery.set_plan(live.id(), live.record.plan);
+        self.receivers.apply(live);
         let base = match live.record.api_base_url.as_deref() {
             Some(_) if !self.settings.allow_api_base_url_override => {
                 // Set while the switch was on; with it off, the App Secret goes to Lark only.
@@ -286,6 +296,7 @@ impl App {
 
     pub fn integration_removed(&self, id: &str) {
         self.lark.remove(id);
+        self.receivers.remove(id);
     }
 
     /// Counts in the quota ledger the calls made outside the outbox (token fetches, look-ups,
@@ -458,6 +469,7 @@ pub async fn start(app: Arc<App>) -> anyhow::Result<Running> {
     }
     app.start_scheduler().await?;
     app.inbound.resume().await?;
+    app.receivers.start(stop_rx.clone());
     tokio::spawn(
         app.delivery
             .clone()
@@ -528,4 +540,29 @@ pub async fn wait_for_termination() {
         _ = term.recv() => {},
         _ = int.recv() => {},
     }
+}
+
+fn receiver_metrics(metrics: &Metrics) -> crate::integration::receiver::ReceiverMetrics {
+    let m = crate::integration::receiver::ReceiverMetrics::default();
+    metrics.register(
+        "long_connection_connected",
+        "1 while the integration's long connection to Lark is open",
+        m.connected.clone(),
+    );
+    metrics.register(
+        "long_connection_reconnects",
+        "Long connections opened after the first one",
+        m.reconnects.clone(),
+    );
+    metrics.register(
+        "long_connection_events",
+        "Payloads received over the long connection",
+        m.events.clone(),
+    );
+    metrics.register(
+        "long_connection_stopped",
+        "1 when the long connection stopped retrying (the reason is on the integration)",
+        m.stopped.clone(),
+    );
+    m
 }

@@ -144,8 +144,12 @@ pub struct LongConnection {
     tls: Arc<rustls::ClientConfig>,
     handler: Arc<dyn PayloadHandler>,
     status: Arc<Mutex<ConnectionStatus>>,
+    on_change: Option<StatusObserver>,
     clock: Arc<dyn Clock>,
 }
+
+/// Told of every status change (the metrics).
+pub type StatusObserver = Arc<dyn Fn(&ConnectionStatus) + Send + Sync>;
 
 /// How one open session ended.
 enum SessionEnd {
@@ -179,8 +183,14 @@ impl LongConnection {
             tls: Arc::new(tls),
             handler,
             status: Arc::new(Mutex::new(ConnectionStatus::default())),
+            on_change: None,
             clock,
         })
+    }
+
+    pub fn on_change(mut self, observer: StatusObserver) -> LongConnection {
+        self.on_change = Some(observer);
+        self
     }
 
     /// The live status, shared with whoever shows it.
@@ -189,7 +199,11 @@ impl LongConnection {
     }
 
     fn update(&self, f: impl FnOnce(&mut ConnectionStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut status);
+        if let Some(observer) = &self.on_change {
+            observer(&status);
+        }
     }
 
     fn note(&self, e: &ConnectError, retrying: bool) {
