@@ -181,10 +181,9 @@ async fn push_event_once(
 
 /// Pushes an event now; when that fails, redelivers it in the background on the schedule.
 async fn deliver_event(shared: &Arc<Shared>, app: &SimApp, event_type: &str, event: Value) {
-    let over_connection = shared.long_connections.connected(&app.app_id);
-    if app.request_url.is_none() && !over_connection {
-        return;
-    }
+    // Without a Request URL the app is in long-connection mode: Lark keeps its events until a
+    // client connects.
+    let over_connection = app.request_url.is_none() || shared.long_connections.connected(&app.app_id);
     let tenant_key = shared.lock().world.tenant_key.clone();
     let (event_id, body) = envelope(shared, app, &tenant_key, event_type, event);
     let plaintext = serde_json::to_vec(&body).expect("JSON serializes");

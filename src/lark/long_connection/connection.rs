@@ -255,6 +255,7 @@ impl LongConnection {
                         }
                         s.state = ConnectionState::Connected;
                         s.connected_since = Some(now);
+                        s.settings = Some(config);
                     });
                     tracing::info!(app_id = %self.app_id, "long connection open");
                     ever_connected = true;
@@ -432,6 +433,7 @@ impl LongConnection {
                                     tracing::info!(app_id = %self.app_id, ?new_config, "Lark sent new connection settings");
                                     let ping_changed = new_config.ping_interval != config.ping_interval;
                                     *config = new_config;
+                                    self.update(|s| s.settings = Some(new_config));
                                     if ping_changed {
                                         next_ping = tokio::time::Instant::now() + Duration::from_secs(config.ping_interval.max(1));
                                     }

@@ -119,6 +119,8 @@ pub struct ConnectionStatus {
     pub events_received: u64,
     /// Frames dropped: not decodable, for another service, or incomplete past the TTL.
     pub frames_refused: u64,
+    /// Lark's keep-alive and reconnect settings in force (from the endpoint or a pong).
+    pub settings: Option<ServerClientConfig>,
     pub last_error: Option<ConnectionErrorNote>,
 }
 
