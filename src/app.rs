@@ -129,6 +129,7 @@ pub async fn start(app: Arc<Services>) -> anyhow::Result<Running> {
     }
     app.start_scheduler().await?;
     app.inbound.resume().await?;
+    app.receivers.start(stop_rx.clone());
     tokio::spawn(
         app.delivery
             .clone()

@@ -31,6 +31,8 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     pub integrations: Arc<Integrations>,
     pub inbound: Arc<InboundPipeline>,
+    /// The long-connection receiver of each integration in that receive mode.
+    pub receivers: Arc<crate::integration::receiver::Receivers>,
     pub scheduler: Arc<Scheduler>,
     pub delivery: Arc<Delivery>,
     /// The Open API client of each integration.
@@ -66,6 +68,13 @@ impl Services {
         ));
         let scheduler = Scheduler::new().await?;
         let metrics = Arc::new(Metrics::new());
+        let receivers = Arc::new(crate::integration::receiver::Receivers::new(
+            integrations.clone(),
+            inbound.clone(),
+            clock.clone(),
+            settings.allow_api_base_url_override,
+            receiver_metrics(&metrics),
+        ));
         let commits = store.commit_metrics();
         metrics.register(
             "store_commit_seconds",
@@ -108,6 +117,7 @@ impl Services {
             clock,
             integrations,
             inbound,
+            receivers,
             scheduler,
             delivery,
             lark,
@@ -121,8 +131,14 @@ impl Services {
                 return;
             };
             match change {
-                IntegrationChange::Saved(live) => services.integration_saved(live),
-                IntegrationChange::Removed(id) => drop(services.lark.remove(id)),
+                IntegrationChange::Saved(live) => {
+                    services.integration_saved(live);
+                    services.receivers.apply(live);
+                }
+                IntegrationChange::Removed(id) => {
+                    services.lark.remove(id);
+                    services.receivers.remove(id);
+                }
             }
         }));
         app.inbound.on_event(
@@ -343,4 +359,29 @@ impl Services {
             Err(format!("{refreshed} refreshed; failed: {}", failed.join(", ")))
         }
     }
+}
+
+fn receiver_metrics(metrics: &Metrics) -> crate::integration::receiver::ReceiverMetrics {
+    let m = crate::integration::receiver::ReceiverMetrics::default();
+    metrics.register(
+        "long_connection_connected",
+        "1 while the integration's long connection to Lark is open",
+        m.connected.clone(),
+    );
+    metrics.register(
+        "long_connection_reconnects",
+        "Long connections opened after the first one",
+        m.reconnects.clone(),
+    );
+    metrics.register(
+        "long_connection_events",
+        "Payloads received over the long connection",
+        m.events.clone(),
+    );
+    metrics.register(
+        "long_connection_stopped",
+        "1 when the long connection stopped retrying (the reason is on the integration)",
+        m.stopped.clone(),
+    );
+    m
 }

@@ -143,6 +143,39 @@ impl InboundPipeline {
                     "Lark callback refused (refusals are logged at most once a second)");
             }
         })?;
+        self.dispatch(live, inbound, now).await
+    }
+
+    /// Handles one payload from the integration's long connection (§7): plaintext, so nothing
+    /// to verify but its shape, then the same dedup, inbox and handlers as the Request URL.
+    /// `Some` is a card action's answer for the ack; events have nothing to return.
+    pub async fn handle_long_connection(
+        self: &Arc<Self>,
+        integration_id: &str,
+        payload: &[u8],
+    ) -> Result<Option<Value>, InboundError> {
+        let live = self
+            .integrations
+            .get(integration_id)
+            .ok_or_else(|| InboundError::UnknownIntegration(integration_id.to_string()))?;
+        let inbound = callback::parse_long_connection(payload).inspect_err(|e| {
+            if let Some(not_logged) = live.note_error(e.reason(), &e.to_string()) {
+                tracing::warn!(integration = %live.id(), reason = e.reason(), error = %e, not_logged,
+                    "long-connection payload refused (refusals are logged at most once a second)");
+            }
+        })?;
+        let is_card_action = matches!(inbound, Inbound::CardAction(_));
+        let answer = self.dispatch(live, inbound, self.clock.now()).await?;
+        Ok(is_card_action.then_some(answer))
+    }
+
+    /// Dedups, queues and dispatches a verified request; `Ok` is the answer for Lark.
+    async fn dispatch(
+        self: &Arc<Self>,
+        live: Arc<Live>,
+        inbound: Inbound,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Value, InboundError> {
         let keys = inbound.dedup_keys();
         match inbound {
             Inbound::Challenge { challenge } => {

@@ -5,6 +5,7 @@
 
 pub mod chats;
 pub mod inbound;
+pub mod receiver;
 pub mod secrets;
 pub mod tables;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::delivery::quota::Plan;
 use crate::lark::Domain;
 use crate::lark::crypto::Cipher;
+use crate::lark::long_connection::ConnectionStatus;
 use crate::store::{Store, StoreError};
 use secrets::{Sealed, SecretBox, SecretError};
 
@@ -40,9 +42,42 @@ pub struct IntegrationRecord {
     /// an Encrypt Key is set (issue 12.5); off unless an admin opts in.
     #[serde(default)]
     pub allow_card_v1_token_signature: bool,
+    /// How Lark reaches this integration (issue 19); records from before it used the Request URL.
+    #[serde(default = "webhook_only")]
+    pub receive_modes: Vec<ReceiveMode>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+/// How events and card callbacks arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiveMode {
+    /// Lark posts to the Message Card Request URL (needs a public endpoint).
+    Webhook,
+    /// The appliance holds an outbound WebSocket to Lark (no public endpoint; the old
+    /// `card.action.trigger_v1` does not come this way).
+    LongConnection,
+}
+
+fn webhook_only() -> Vec<ReceiveMode> {
+    vec![ReceiveMode::Webhook]
+}
+
+impl IntegrationRecord {
+    pub fn receives_by(&self, mode: ReceiveMode) -> bool {
+        self.receive_modes.contains(&mode)
+    }
+}
+
+/// The developer-console steps for long-connection mode, in the order that works: Lark saves
+/// the mode only while a client is connected.
+pub const LONG_CONNECTION_CONSOLE_STEPS: &[&str] = &[
+    "Start the appliance with this integration in long_connection mode first, and wait until connected_since is set.",
+    "Then, in the developer console, choose \"receive through persistent connection\" (使用长连接接收) on the Events page and on the Callbacks page.",
+    "Save each page; Lark refuses to save while no client is connected.",
+    "Subscribe to card.action.trigger (the new card callback): card.action.trigger_v1 is webhook-only.",
+];
 
 /// What an admin sends to create (all required fields) or update (any subset) an integration.
 /// On update, an empty `encrypt_key` or `api_base_url` clears it.
@@ -62,6 +97,8 @@ pub struct IntegrationInput {
     pub monthly_quota: Option<u64>,
     pub war_room: Option<bool>,
     pub allow_card_v1_token_signature: Option<bool>,
+    /// `["webhook"]`, `["long_connection"]` or both (during a migration).
+    pub receive_modes: Option<Vec<ReceiveMode>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -205,9 +242,19 @@ pub struct IntegrationView {
     /// Settings that weaken what the callback endpoint checks, in words, for the admin to see.
     pub warnings: Vec<String>,
     pub urls: ConsoleUrls,
+    pub receive_modes: Vec<ReceiveMode>,
+    /// The long connection's state while `receive_modes` has `long_connection`.
+    pub long_connection: Option<LongConnectionView>,
     pub callback_stats: CallbackStats,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LongConnectionView {
+    /// `None` until the receiver has started (the service is not serving yet).
+    pub status: Option<ConnectionStatus>,
+    pub console_steps: &'static [&'static str],
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -226,6 +273,8 @@ pub struct Integrations {
     allow_base_url_override: bool,
     live: RwLock<HashMap<String, Arc<Live>>>,
     observers: RwLock<Vec<ChangeObserver>>,
+    /// Each long-connection receiver's status, by integration id ([`receiver`] keeps it).
+    connections: RwLock<HashMap<String, Arc<Mutex<ConnectionStatus>>>>,
 }
 
 /// What the other domains hear when an integration changes.
@@ -263,6 +312,7 @@ impl Integrations {
             allow_base_url_override,
             live: RwLock::new(live),
             observers: RwLock::new(Vec::new()),
+            connections: RwLock::new(HashMap::new()),
         })
     }
 
@@ -315,6 +365,22 @@ impl Integrations {
         all
     }
 
+    /// Where the receiver of `id` keeps its status (`None`: no receiver).
+    pub fn set_connection_status(&self, id: &str, status: Option<Arc<Mutex<ConnectionStatus>>>) {
+        let mut all = self.connections.write().expect("connections lock");
+        match status {
+            Some(s) => all.insert(id.to_string(), s),
+            None => all.remove(id),
+        };
+    }
+
+    pub fn connection_status(&self, id: &str) -> Option<ConnectionStatus> {
+        let all = self.connections.read().expect("connections lock");
+        let status = all.get(id)?;
+        let status = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Some(status)
+    }
+
     pub fn urls(&self, id: &str) -> ConsoleUrls {
         let base = format!("{}/lark/{id}", self.public_base);
         ConsoleUrls {
@@ -346,6 +412,13 @@ impl Integrations {
             allow_card_v1_token_signature: r.allow_card_v1_token_signature,
             warnings: security_warnings(live),
             urls: self.urls(&r.id),
+            receive_modes: r.receive_modes.clone(),
+            long_connection: r
+                .receives_by(ReceiveMode::LongConnection)
+                .then(|| LongConnectionView {
+                    status: self.connection_status(&r.id),
+                    console_steps: LONG_CONNECTION_CONSOLE_STEPS,
+                }),
             callback_stats: live.stats.lock().expect("stats lock").clone(),
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -372,6 +445,7 @@ impl Integrations {
             verification_token: self.secrets.seal(""),
             encrypt_key: None,
             allow_card_v1_token_signature: false,
+            receive_modes: webhook_only(),
             created_at: now,
             updated_at: now,
         };
@@ -387,6 +461,7 @@ impl Integrations {
             monthly_quota: input.monthly_quota,
             war_room: None,
             allow_card_v1_token_signature: input.allow_card_v1_token_signature,
+            receive_modes: input.receive_modes,
         };
         self.apply(&mut record, changes)?;
         let created = self.save(record, true).await?;
@@ -415,6 +490,7 @@ impl Integrations {
             .write(move |w| w.remove(&tables::INTEGRATIONS, key.as_str()))
             .await?;
         self.live.write().expect("integrations lock").remove(id);
+        self.set_connection_status(id, None);
         if existed {
             self.changed(IntegrationChange::Removed(id));
             Ok(())
@@ -490,6 +566,22 @@ impl Integrations {
         }
         if let Some(allow) = input.allow_card_v1_token_signature {
             record.allow_card_v1_token_signature = allow;
+        }
+        if let Some(modes) = input.receive_modes {
+            if modes.is_empty() {
+                return Err(invalid(
+                    "receive_modes",
+                    "must name at least one of webhook, long_connection",
+                ));
+            }
+            let mut unique = Vec::new();
+            for mode in modes {
+                if unique.contains(&mode) {
+                    return Err(invalid("receive_modes", "must not name a mode twice"));
+                }
+                unique.push(mode);
+            }
+            record.receive_modes = unique;
         }
         Ok(())
     }

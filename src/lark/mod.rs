@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod event;
+pub mod long_connection;
 pub mod token;
 
 pub use api::{

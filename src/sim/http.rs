@@ -61,7 +61,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: 
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| route(shared.clone(), req));
             let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
     }
@@ -98,6 +98,20 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().to_string();
     if path == "/sim" || path.starts_with("/sim/") {
         return Ok(control(&shared, req).await);
+    }
+    match path.as_str() {
+        "/callback/ws/endpoint" if req.method() == hyper::Method::POST => {
+            let host = req
+                .headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = body_of(req).await.unwrap_or_default();
+            return Ok(super::long_connection::endpoint(&shared, &host, &body));
+        }
+        "/ws/v2" => return Ok(super::long_connection::upgrade(&shared, req)),
+        _ => {}
     }
     match path.as_str() {
         "/open-apis/authen/v1/authorize" => Ok(authorize_page(&shared, &query_of(&req))),
@@ -305,6 +319,7 @@ fn sim_error(e: &SimError) -> Response<Full<Bytes>> {
         | SimError::Disbanded(_)
         | SimError::NotACard(_)
         | SimError::NoRequestUrl(_)
+        | SimError::NoLongConnection(_)
         | SimError::NoApps => (409, "conflict"),
         SimError::Verification(_) => (502, "verification_failed"),
         SimError::Bind { .. } | SimError::World { .. } => (500, "internal"),
@@ -440,6 +455,17 @@ async fn control(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<
             Ok(a) => done(push::verify_url(shared, &a.app_id).await),
             Err(e) => control_error(400, "bad_request", &e),
         },
+        ("GET", "/sim/api/long_connections") => ok(json!(shared.long_connections.connections())),
+        ("POST", "/sim/api/long_connections/drop") => match parse::<DropBody>(&body) {
+            Ok(d) => ok(json!({"dropped": shared.long_connections.drop_connections(d.app_id.as_deref())})),
+            Err(e) => control_error(400, "bad_request", &e),
+        },
         _ => control_error(404, "not_found", "no such simulator endpoint"),
     }
+}
+
+#[derive(Deserialize)]
+struct DropBody {
+    #[serde(default)]
+    app_id: Option<String>,
 }

@@ -38,6 +38,7 @@
 mod chats;
 mod http;
 mod limits;
+mod long_connection;
 mod oauth;
 mod openapi;
 mod push;
@@ -54,6 +55,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use chats::SimPin;
+pub use long_connection::{EndpointFault, LongConnectionSettings, SimConnection};
 pub use world::{DEFAULT_APP_ID, SimChat, SimUser, World};
 
 use crate::clock::{Clock, SystemClock};
@@ -74,6 +76,8 @@ pub struct SimConfig {
     /// Off: no frequency limits and no quota (for load tests of the appliance itself).
     pub enforce_limits: bool,
     pub redelivery: RedeliverySchedule,
+    /// The long-connection service (endpoint, WebSocket, 50-connection limit).
+    pub long_connection: LongConnectionSettings,
 }
 
 impl SimConfig {
@@ -90,6 +94,7 @@ impl SimConfig {
             monthly_quota: Some(10_000),
             enforce_limits: true,
             redelivery: RedeliverySchedule::lark(),
+            long_connection: LongConnectionSettings::default(),
         }
     }
 
@@ -370,6 +375,8 @@ pub enum SimError {
     Disbanded(String),
     #[error("no app to talk to: the simulator has no apps")]
     NoApps,
+    #[error("应用未建立长连接: app {0} has no long connection open")]
+    NoLongConnection(String),
     #[error("url_verification failed: {0}")]
     Verification(String),
 }
@@ -510,6 +517,39 @@ impl Simulator {
     /// Key) and checks that the answer echoes the challenge within 1 s.
     pub async fn verify_url(&self, app_id: &str) -> Result<(), SimError> {
         push::verify_url(&self.shared, app_id).await
+    }
+
+    /// The long connections open now, oldest first.
+    pub fn long_connections(&self) -> Vec<SimConnection> {
+        self.shared.long_connections.connections()
+    }
+
+    /// Drops the long connections of `app_id` (every app's with `None`) without a close frame,
+    /// as a network failure does; returns how many.
+    pub fn drop_long_connections(&self, app_id: Option<&str>) -> usize {
+        self.shared.long_connections.drop_connections(app_id)
+    }
+
+    /// The next pong to each client of `app_id` carries `config`.
+    pub fn push_client_config(&self, app_id: &str, config: crate::lark::long_connection::ServerClientConfig) {
+        self.shared.long_connections.push_client_config(app_id, config);
+    }
+
+    /// Makes the endpoint call answer `fault` (or behave again with `None`).
+    pub fn set_endpoint_fault(&self, fault: Option<EndpointFault>) {
+        self.shared.long_connections.set_endpoint_fault(fault);
+    }
+
+    /// The developer console's save of "receive through persistent connection": Lark refuses
+    /// it unless a client of the app is connected (next §5.6).
+    pub fn console_save_long_connection(&self, app_id: &str) -> Result<(), SimError> {
+        if self.shared.app(app_id).is_none() {
+            return Err(SimError::UnknownApp(app_id.to_string()));
+        }
+        if !self.shared.long_connections.connected(app_id) {
+            return Err(SimError::NoLongConnection(app_id.to_string()));
+        }
+        Ok(())
     }
 
     /// Stops serving and cancels pending redeliveries.

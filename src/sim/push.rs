@@ -67,6 +67,8 @@ enum PostError {
     Timeout,
     Connect(String),
     Other(String),
+    /// A card callback over a long connection failed with this client error code.
+    LongConnection(u32),
 }
 
 impl PostError {
@@ -75,6 +77,7 @@ impl PostError {
             PostError::Timeout => "no answer in time".to_string(),
             PostError::Connect(e) => format!("connection failed: {e}"),
             PostError::Other(e) => e.clone(),
+            PostError::LongConnection(code) => format!("long connection: client error {code}"),
         }
     }
 }
@@ -179,12 +182,17 @@ async fn push_event_once(
 
 /// Pushes an event now; when that fails, redelivers it in the background on the schedule.
 async fn deliver_event(shared: &Arc<Shared>, app: &SimApp, event_type: &str, event: Value) {
-    if app.request_url.is_none() {
-        return;
-    }
+    // Without a Request URL the app is in long-connection mode: Lark keeps its events until a
+    // client connects.
+    let over_connection = app.request_url.is_none() || shared.long_connections.connected(&app.app_id);
     let tenant_key = shared.lock().world.tenant_key.clone();
     let (event_id, body) = envelope(shared, app, &tenant_key, event_type, event);
     let plaintext = serde_json::to_vec(&body).expect("JSON serializes");
+    // An app with a client connected receives its events that way (plaintext, §7).
+    if over_connection {
+        super::long_connection::deliver(shared, app, event_id, event_type, plaintext).await;
+        return;
+    }
     if push_event_once(shared, app, &event_id, event_type, &plaintext, 0).await {
         return;
     }
@@ -393,10 +401,15 @@ pub(crate) async fn press_button(
             .app(app_id)
             .cloned()
             .ok_or_else(|| SimError::UnknownApp(app_id.clone()))?;
-        let url = app
-            .request_url
-            .clone()
-            .ok_or_else(|| SimError::NoRequestUrl(app.app_id.clone()))?;
+        // The new callback goes over a long connection when one is open; the old one is
+        // webhook-only (§7).
+        let over_connection =
+            app.card_callback == CardCallbackVersion::V2 && shared.long_connections.connected(&app.app_id);
+        let url = match (&app.request_url, over_connection) {
+            (_, true) => None,
+            (Some(url), false) => Some(url.clone()),
+            (None, false) => return Err(SimError::NoRequestUrl(app.app_id.clone())),
+        };
         (
             app,
             url,
@@ -438,8 +451,21 @@ pub(crate) async fn press_button(
     };
     let plaintext = serde_json::to_vec(&body).expect("JSON serializes");
     let at = shared.clock.now();
-    let sealed = seal(shared, &app, &plaintext, signing);
-    let result = post(shared, &url, sealed, ANSWER_TIMEOUT).await;
+    let result = match url {
+        Some(url) => {
+            post(
+                shared,
+                &url,
+                seal(shared, &app, &plaintext, signing),
+                ANSWER_TIMEOUT,
+            )
+            .await
+        }
+        None => match super::long_connection::card_callback(shared, &app.app_id, &plaintext).await {
+            Ok(answer) => Ok((200, bytes::Bytes::from(answer.to_string()))),
+            Err(code) => Err(PostError::LongConnection(code)),
+        },
+    };
     let mut outcome = CallbackOutcome {
         status: None,
         toast: None,
@@ -454,6 +480,7 @@ pub(crate) async fn press_button(
                 PostError::Timeout => 200341,
                 PostError::Connect(_) => 200342,
                 PostError::Other(_) => 200080,
+                PostError::LongConnection(code) => *code,
             });
             error = Some(e.describe());
         }

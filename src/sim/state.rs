@@ -25,6 +25,7 @@ pub(crate) struct Shared {
     pub faults: Mutex<Faults>,
     pub http: reqwest::Client,
     pub stop: watch::Sender<bool>,
+    pub long_connections: super::long_connection::Hub,
     state: Mutex<State>,
 }
 
@@ -45,6 +46,7 @@ impl Shared {
             faults: Mutex::new(Faults::default()),
             http,
             stop,
+            long_connections: super::long_connection::Hub::new(config.long_connection),
             state: Mutex::new(State {
                 world: config.world,
                 tokens: HashMap::new(),
