@@ -10,6 +10,7 @@ pub mod incidents;
 pub mod integrations;
 pub mod lark;
 pub mod server;
+pub mod setup;
 pub mod tls;
 pub mod webhooks;
 
@@ -167,7 +168,9 @@ fn admin_only(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(delivery::routes(app.clone()))
         .unify()
-        .or(incidents::routes(app))
+        .or(incidents::routes(app.clone()))
+        .unify()
+        .or(setup::routes(app))
         .unify()
         .or(assets::routes())
         .unify()
