@@ -254,13 +254,14 @@ async function incidentDetail(inc) {
     button(t("snooze"), act("snooze", { minutes: 30 })), button(t("resolve"), act("resolve"), { id: "resolve" }),
   ];
   const room = h("div", { id: "war-room" });
-  const showRoom = (r) => room.replaceChildren(r && (r.share_link || r.chat_id)
-    ? h("p", {}, `${t("war_room_link")}: `, r.share_link ? h("a", { href: r.share_link, rel: "noopener" }, r.share_link) : h("code", {}, r.chat_id), r.status ? ` (${r.status})` : "")
-    : h("p", { class: "muted" }, t("war_room_none")), button(t("war_room_open"), async () => {
+  const roomLink = (chatId) => `https://applink.feishu.cn/client/chat/open?openChatId=${enc(chatId)}`;
+  const showRoom = (r, link) => room.replaceChildren(r && r.chat_id
+    ? h("p", {}, `${t("war_room_link")}: `, h("a", { href: link || roomLink(r.chat_id), rel: "noopener", id: "war-room-link" }, r.name || r.chat_id), ` (${r.state})`)
+    : h("p", { class: "muted" }, t("war_room_none")), r && r.chat_id ? null : button(t("war_room_open"), async () => {
       const opened = await guard(() => api("POST", `/api/v1/incidents/${enc(inc.id)}/war-room`, {}));
-      if (opened) showRoom(opened.room || opened);
+      if (opened) showRoom(opened.war_room, opened.presser?.link);
     }, { id: "open-war-room" }));
-  api("GET", `/api/v1/incidents/${enc(inc.id)}/war-room`).then((r) => showRoom(r.room || r)).catch(() => showRoom(null));
+  api("GET", `/api/v1/incidents/${enc(inc.id)}/war-room`).then((r) => showRoom(r.war_room || r)).catch(() => showRoom(null));
   const log = h("div", {}, h("p", { class: "empty" }, t("loading")));
   api("GET", `/api/v1/oplog?incident=${enc(inc.id)}`).then(({ items }) => log.replaceChildren(oplogTable(items))).catch((e) => log.replaceChildren(e.message));
   return [
@@ -541,9 +542,9 @@ function backupPage() {
 function accountPage() {
   const form = formOf([
     field({ name: "current_password", label: t("current_password"), type: "password", autocomplete: "current-password", required: true }),
-    field({ name: "new_password", label: t("new_password"), type: "password", autocomplete: "new-password", required: true }),
+    field({ name: "password", label: t("new_password"), type: "password", autocomplete: "new-password", required: true }),
   ], async (data, f) => {
-    await api("PUT", "/api/v1/account/password", { current_password: data.get("current_password"), new_password: data.get("new_password") });
+    await api("PUT", "/api/v1/account/password", { current_password: data.get("current_password"), password: data.get("password") });
     f.reset();
     toast(t("password_changed"));
   }, t("change_password"));
