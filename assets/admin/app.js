@@ -103,7 +103,7 @@ async function route() {
   const content = h("div", { class: "stack" }, h("p", { class: "empty" }, t("loading")));
   shell(page[0], content);
   try {
-    content.replaceChildren(...[await page[1](id, sub)].flat());
+    content.replaceChildren(...[await page[1](id, sub)].flat(Infinity).filter((x) => x !== null && x !== undefined));
   } catch (e) {
     if (e.status === 401) {
       session = null;
@@ -458,7 +458,7 @@ async function quotaPage() {
       h("h2", {}, i.name),
       h("p", {}, h("strong", { class: "quota-used" }, `${i18n.number(q.used)} / ${i18n.number(q.limit)}`), ` ${t("used")} (${q.percent_used}%)`),
       meter(q.used, q.limit, { label: t("used") }),
-      (q.warnings || []).length ? h("p", { class: "flagged" }, `${t("warnings")}: ${q.warnings.map((w) => w.message || w.level || JSON.stringify(w)).join("; ")}`) : null,
+      (q.warnings || []).length ? h("p", { class: "flagged" }, `${t("warnings")}: ${q.warnings.map((w) => `${w} %`).join(", ")}`) : null,
       h("p", {}, `${t("forecast")}: ${q.forecast_exhausted_on || t("no_forecast")} · ${t("resets")}: ${i18n.date(q.resets_at)}`),
       h("h3", {}, t("by_class")),
       chart(Object.entries(q.by_class || {}).map(([label, value]) => ({ label, value })), { title: t("by_class") }),
