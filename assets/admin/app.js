@@ -255,12 +255,12 @@ async function incidentDetail(inc) {
   ];
   const room = h("div", { id: "war-room" });
   const roomLink = (chatId) => `https://applink.feishu.cn/client/chat/open?openChatId=${enc(chatId)}`;
-  const showRoom = (r, link) => room.replaceChildren(r && r.chat_id
+  const showRoom = (r, link) => room.replaceChildren(...[r && r.chat_id
     ? h("p", {}, `${t("war_room_link")}: `, h("a", { href: link || roomLink(r.chat_id), rel: "noopener", id: "war-room-link" }, r.name || r.chat_id), ` (${r.state})`)
     : h("p", { class: "muted" }, t("war_room_none")), r && r.chat_id ? null : button(t("war_room_open"), async () => {
       const opened = await guard(() => api("POST", `/api/v1/incidents/${enc(inc.id)}/war-room`, {}));
       if (opened) showRoom(opened.war_room, opened.presser?.link);
-    }, { id: "open-war-room" }));
+    }, { id: "open-war-room" })].filter(Boolean));
   api("GET", `/api/v1/incidents/${enc(inc.id)}/war-room`).then((r) => showRoom(r.war_room || r)).catch(() => showRoom(null));
   const log = h("div", {}, h("p", { class: "empty" }, t("loading")));
   api("GET", `/api/v1/oplog?incident=${enc(inc.id)}`).then(({ items }) => log.replaceChildren(oplogTable(items))).catch((e) => log.replaceChildren(e.message));
