@@ -85,6 +85,10 @@ export const dictionaries = {
     oplog: "操作日志", outcome: "结果", receiver: "接收者", incident: "事件", when: "时间", older: "更早", resend: "重新发送",
     quota: "配额与限流", used: "本月已用", per_day: "每日调用", forecast: "预计耗尽", sources: "告警源", webhooks: "出站 Webhook",
     tokens: "API 令牌", revoke: "吊销", scheduler: "定时任务", run_now: "立即运行", backup: "备份", download: "下载备份",
+    fix_encrypt_key_set: "已设置 Encrypt Key：请求已加密并签名。", fix_no_encrypt_key: "未设置 Encrypt Key：请在“事件与回调 → 加密策略”和此处设置。",
+    fix_members_found: "已按邮箱或手机号找到 {detail} 名成员。", fix_no_lookup_yet: "尚未查找任何成员：添加成员后点击“关联所有人”。",
+    fix_signed_in: "{detail} 名成员已从主页登录。", fix_no_sign_in_yet: "还没有人在飞书中打开主页。", fix_refused: "上一个请求被拒绝（{reason}）：{detail}",
+    health_ok: "正常", linked_lookup: "已通过查找关联", linked_oauth: "已通过 OAuth 关联", linked_manual: "手动关联",
     account: "账户", current_password: "当前密码", new_password: "新密码（至少 12 个字符）", change_password: "修改密码", loading: "加载中…",
   },
 };
