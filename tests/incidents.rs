@@ -257,7 +257,15 @@ async fn unacknowledged_incidents_repeat_then_escalate() {
         .collect();
     assert_eq!(
         kinds,
-        ["triggered", "notified", "notified", "escalated", "notified"]
+        [
+            "triggered",
+            "responders_added",
+            "notified",
+            "notified",
+            "escalated",
+            "responders_added",
+            "notified"
+        ]
     );
     env.stop().await;
 }

@@ -225,7 +225,7 @@ fn elements(
         field(l.pick("状态", "Status"), &status_text(incident, ctx.now, l)),
         field(l.pick("级别", "Severity"), severity_text(incident.severity, l)),
         field(l.pick("开始时间", "Started"), &incident.created_at.format("%Y-%m-%d %H:%M UTC").to_string()),
-        field(l.pick("处理人", "Assignees"), &assignees),
+        field(l.pick("处理人", "Responders"), &assignees),
         field(l.pick("认领人", "Acknowledged by"), &acked),
     ]})];
     if let Some(labels) = labels_text(incident, ctx, l) {

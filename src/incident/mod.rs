@@ -742,6 +742,55 @@ impl Incidents {
         Ok(after)
     }
 
+    /// Records that `actor` tried `attempted` (e.g. "acknowledge") and was refused for their
+    /// role: a timeline event and an operation-log entry, and nothing else changes.
+    pub async fn record_refused_attempt(
+        &self,
+        reference: &str,
+        actor: Actor,
+        role: &str,
+        attempted: &str,
+    ) -> Result<(), IncidentError> {
+        let current = self.get(reference)?;
+        let now = self.clock.now();
+        let id = current.id.clone();
+        let integration = current.integration_id.clone().unwrap_or_default();
+        let detail = format!("{attempted} refused: role {role}");
+        let (role, attempted) = (role.to_string(), attempted.to_string());
+        self.store
+            .write(move |w| {
+                let Some(mut inc) = w.get(&tables::INCIDENTS, id.as_str())? else {
+                    return Ok(());
+                };
+                push_event(&mut inc, now, "action_refused", &actor, Some(detail));
+                inc.updated_at = now;
+                w.put(&tables::INCIDENTS, id.as_str(), &inc)?;
+                crate::delivery::oplog::append(
+                    w,
+                    crate::delivery::oplog::OpEntry {
+                        seq: 0,
+                        at: now,
+                        integration_id: integration,
+                        incident_id: Some(id.clone()),
+                        job_id: None,
+                        receiver: actor.who.clone(),
+                        kind: attempted,
+                        outcome: "refused_role".into(),
+                        reason: Some(role),
+                        lark_code: None,
+                        lark_message: None,
+                        attempts: 0,
+                        latency_ms: None,
+                        message_id: None,
+                        chat_id: None,
+                    },
+                )?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Opens the war room a rule asks for, after the incident is committed; a failure is on
     /// the incident and in the operation log.
     fn open_war_room_in_background(&self, incident_id: &str, rule: &str) {
@@ -839,6 +888,17 @@ impl Incidents {
         answered_card: Option<&str>,
     ) -> Result<(), IncidentError> {
         let cards = self.cards(&incident.id)?;
+        self.refresh_these_cards(incident, cards, cosmetic, answered_card)
+            .await
+    }
+
+    async fn refresh_these_cards(
+        &self,
+        incident: &Incident,
+        cards: Vec<SentCard>,
+        cosmetic: bool,
+        answered_card: Option<&str>,
+    ) -> Result<(), IncidentError> {
         if cards.is_empty() {
             return Ok(());
         }
@@ -956,6 +1016,18 @@ impl Incidents {
         Ok(())
     }
 
+    /// Sends the incident's card to one member (after they link their Lark account, say), as a
+    /// page would: through the outbox, or recorded as unsendable.
+    pub async fn notify_member(
+        &self,
+        incident: &Incident,
+        integration: &str,
+        member_id: &str,
+    ) -> Result<(), IncidentError> {
+        self.notify_people(incident, integration, &[member_id.to_string()])
+            .await
+    }
+
     async fn notify_level(
         &self,
         incident: &Incident,
@@ -1057,10 +1129,48 @@ impl Incidents {
         };
         let before = esc.clone();
         let plan = escalation::advance(esc, &incident, rule, now);
+        // The people of a level notified for the first time become responders before their
+        // cards render, so the cards name them; cards already out are updated after the write.
+        let mut incident = incident;
+        let mut joining: Vec<String> = Vec::new();
+        for step in &plan.steps {
+            if let Step::Notify { level, repeat: false } = step {
+                for member in &rule.levels[*level].members {
+                    if !incident.assignees.contains(member)
+                        && !joining.contains(member)
+                        && self.members.get(member).is_ok()
+                    {
+                        joining.push(member.clone());
+                    }
+                }
+            }
+        }
+        let old_version = incident.version;
+        // Cards sent from here on already name the new responders.
+        let cards_before = if joining.is_empty() {
+            Vec::new()
+        } else {
+            self.cards(&incident.id)?
+        };
+        if !joining.is_empty() {
+            incident.assignees.extend(joining.iter().cloned());
+            incident.version += 1;
+        }
         let mut events = Vec::new();
         for step in &plan.steps {
             match step {
                 Step::Notify { level, repeat } => {
+                    if !*repeat {
+                        let added: Vec<&String> = rule.levels[*level]
+                            .members
+                            .iter()
+                            .filter(|m| joining.contains(m))
+                            .collect();
+                        if !added.is_empty() {
+                            let ids: Vec<&str> = added.iter().map(|m| m.as_str()).collect();
+                            events.push(("responders_added", ids.join(", ")));
+                        }
+                    }
                     self.notify_level(&incident, &before.integration_id, &rule.levels[*level])
                         .await?;
                     if !*repeat
@@ -1098,6 +1208,17 @@ impl Incidents {
                 match incident {
                     Some(mut incident) if !events.is_empty() => {
                         let from = incident.timeline.len();
+                        let mut grew = false;
+                        for member in joining {
+                            if !incident.assignees.contains(&member) {
+                                incident.assignees.push(member);
+                                grew = true;
+                            }
+                        }
+                        if grew {
+                            incident.version += 1;
+                            incident.updated_at = now;
+                        }
                         for (kind, detail) in events {
                             push_event(&mut incident, now, kind, &Actor::system(), Some(detail));
                         }
@@ -1108,6 +1229,13 @@ impl Incidents {
                 }
             })
             .await?;
+        if let Some((incident, _)) = &updated
+            && incident.version != old_version
+            && !cards_before.is_empty()
+        {
+            self.refresh_these_cards(incident, cards_before, true, None)
+                .await?;
+        }
         if let Some((incident, from)) = updated {
             self.publish_since(&incident, from).await;
             if let Err(e) = self.war_room_follow(&incident, from).await {
@@ -1196,6 +1324,14 @@ fn apply(
             inc.status = Status::Acknowledged;
             inc.acknowledged_by.push(name.to_string());
             push_event(inc, now, "acknowledged", actor, None);
+            // A member who acknowledges is working on it: they become a responder.
+            if matches!(actor.via, Via::Card | Via::Bot | Via::Homepage)
+                && let Some(member) = &actor.who
+                && !inc.assignees.contains(member)
+            {
+                inc.assignees.push(member.clone());
+                push_event(inc, now, "responders_added", actor, Some(member.clone()));
+            }
             EscalationChange::Keep
         }
         Action::Unacknowledge => {
