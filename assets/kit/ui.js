@@ -11,6 +11,8 @@ export function h(tag, attrs = {}, ...children) {
     if (value === undefined || value === null || value === false) continue;
     if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
     else if (key === "class") el.className = value;
+    // Through the CSSOM: the pages' CSP (style-src 'self') refuses style attributes.
+    else if (key === "style") el.style.cssText = value;
     else if (key === "dataset") Object.assign(el.dataset, value);
     else if (key in el && typeof value !== "string") el[key] = value;
     else el.setAttribute(key, value === true ? "" : value);
@@ -118,7 +120,7 @@ export function toast(message, kind = "") {
   }
   const el = h("div", { class: `toast ${kind}` }, message);
   toastHost.append(el);
-  setTimeout(() => el.remove(), 5000);
+  setTimeout(() => el.remove(), 3000);
   return el;
 }
 

@@ -9,6 +9,7 @@ pub mod error;
 pub mod incidents;
 pub mod integrations;
 pub mod lark;
+pub mod setup;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -165,7 +166,9 @@ fn admin_only(app: Arc<Services>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(delivery::routes(app.clone()))
         .unify()
-        .or(incidents::routes(app))
+        .or(incidents::routes(app.clone()))
+        .unify()
+        .or(setup::routes(app))
         .unify()
         .or(assets::routes())
         .unify()

@@ -1,0 +1,194 @@
+//! `GET /api/v1/integrations/{id}/setup`: the live checks of the admin UI's set-up guide, each
+//! `ok`, `bad` or `pending` with the evidence behind it. The UI turns `reason` into words; a
+//! script reads the same answer. Credentials and chats are checked with a real Lark call now;
+//! the Request URL, encryption and sign-in checks read what has arrived so far.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::error::{ApiError, json, respond};
+use super::integrations::guarded;
+use crate::app::App;
+use crate::integration::IntegrationError;
+use crate::integration::chats;
+use crate::lark::LarkError;
+
+#[derive(Serialize, Clone, Copy, PartialEq, Debug)]
+#[serde(rename_all = "snake_case")]
+enum State {
+    Ok,
+    Bad,
+    Pending,
+}
+
+#[derive(Serialize)]
+struct Check {
+    /// `credentials`, `request_url`, `encryption`, `chats`, `user_lookup` or `homepage`.
+    id: &'static str,
+    state: State,
+    /// Why, as a stable code: `lark_10014`, `no_request_yet`, `refused:<reason>`, …
+    reason: String,
+    /// The evidence in plain English (Lark's code and message, a count, a time).
+    detail: String,
+}
+
+fn lark_failure(e: &LarkError) -> (String, String) {
+    match e.answer() {
+        Some(a) => (
+            a.code
+                .map_or_else(|| e.reason().to_string(), |c| format!("lark_{c}")),
+            format!(
+                "HTTP {}, code {}",
+                a.http_status,
+                a.code.map_or("none".into(), |c| c.to_string())
+            ),
+        ),
+        None => (e.reason().to_string(), e.to_string()),
+    }
+}
+
+async fn checks(app: Arc<App>, id: String) -> Result<Response, ApiError> {
+    let live = app
+        .integrations
+        .get(&id)
+        .ok_or_else(|| ApiError::from(IntegrationError::NotFound(id.clone())))?;
+    let client = app
+        .lark
+        .get(&id)
+        .ok_or_else(|| ApiError::from(IntegrationError::NotFound(id.clone())))?;
+    let view = app.integrations.view(&live);
+    let stats = view.callback_stats;
+    let mut out = Vec::new();
+
+    let credentials = client.ensure_tenant_token().await;
+    out.push(match &credentials {
+        Ok(_) => Check {
+            id: "credentials",
+            state: State::Ok,
+            reason: "token_obtained".into(),
+            detail: String::new(),
+        },
+        Err(e) => {
+            let (reason, detail) = lark_failure(e);
+            Check {
+                id: "credentials",
+                state: State::Bad,
+                reason,
+                detail,
+            }
+        }
+    });
+
+    let verified = stats.challenges + stats.accepted;
+    out.push(match (&stats.last_error, verified) {
+        (Some(note), _) if stats.last_accepted_at.is_none_or(|at| note.at > at) => Check {
+            id: "request_url",
+            state: State::Bad,
+            reason: format!("refused:{}", note.reason),
+            detail: format!("{} ({})", note.message, note.at.to_rfc3339()),
+        },
+        (_, 0) => Check {
+            id: "request_url",
+            state: State::Pending,
+            reason: "no_request_yet".into(),
+            detail: String::new(),
+        },
+        _ => Check {
+            id: "request_url",
+            state: State::Ok,
+            reason: "verified".into(),
+            detail: format!(
+                "{verified} verified requests; last at {}",
+                stats.last_accepted_at.map_or("—".into(), |t| t.to_rfc3339())
+            ),
+        },
+    });
+
+    out.push(Check {
+        id: "encryption",
+        state: if view.secrets.encrypt_key {
+            State::Ok
+        } else {
+            State::Bad
+        },
+        reason: if view.secrets.encrypt_key {
+            "encrypt_key_set".into()
+        } else {
+            "no_encrypt_key".into()
+        },
+        detail: String::new(),
+    });
+
+    out.push(if credentials.is_err() {
+        Check {
+            id: "chats",
+            state: State::Pending,
+            reason: "needs_credentials".into(),
+            detail: String::new(),
+        }
+    } else {
+        match chats::refresh(&app.store, &client, &id, app.clock.now()).await {
+            Ok(items) => Check {
+                id: "chats",
+                state: State::Ok,
+                reason: "listed".into(),
+                detail: items.len().to_string(),
+            },
+            Err(chats::ChatsError::Lark(e)) => {
+                let (reason, detail) = lark_failure(&e);
+                Check {
+                    id: "chats",
+                    state: State::Bad,
+                    reason,
+                    detail,
+                }
+            }
+            Err(chats::ChatsError::Store(e)) => return Err(e.into()),
+        }
+    });
+
+    let members = app.incidents.members.list()?;
+    let linked = |via: &str| {
+        members
+            .iter()
+            .filter(|m| m.lark.get(&id).is_some_and(|l| l.linked_via == via))
+            .count()
+    };
+    let (looked_up, signed_in) = (linked("lookup"), linked("oauth"));
+    out.push(Check {
+        id: "user_lookup",
+        state: if looked_up > 0 { State::Ok } else { State::Pending },
+        reason: if looked_up > 0 {
+            "members_found".into()
+        } else {
+            "no_lookup_yet".into()
+        },
+        detail: looked_up.to_string(),
+    });
+    out.push(Check {
+        id: "homepage",
+        state: if signed_in > 0 { State::Ok } else { State::Pending },
+        reason: if signed_in > 0 {
+            "signed_in".into()
+        } else {
+            "no_sign_in_yet".into()
+        },
+        detail: signed_in.to_string(),
+    });
+
+    Ok(json(StatusCode::OK, &serde_json::json!({ "checks": out })))
+}
+
+pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    warp::path!("api" / "v1" / "integrations" / String / "setup")
+        .and(warp::get())
+        .and(guarded(app))
+        .then(|id: String, app: Arc<App>| checks(app, id))
+        .map(respond)
+        .boxed()
+}
