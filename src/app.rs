@@ -49,6 +49,8 @@ pub struct App {
     pub webhooks: Arc<crate::webhook::Webhooks>,
     /// Incidents, members, alert sources, escalation rules and their cards.
     pub incidents: Arc<Incidents>,
+    /// The app homepage inside Lark: logins, sessions, member linking.
+    pub homepage: Arc<crate::homepage::Homepage>,
     /// False once shutdown starts, so `/readyz` tells load balancers to stop sending.
     pub ready: AtomicBool,
 }
@@ -110,6 +112,15 @@ impl App {
             settings.public_base(),
         );
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());
+        let homepage = crate::homepage::Homepage::open(
+            store.clone(),
+            clock.clone(),
+            incidents.clone(),
+            lark.clone(),
+            delivery.clone(),
+            settings.public_base(),
+            settings.homepage.clone(),
+        )?;
         let app = Arc::new(App {
             settings,
             store,
@@ -123,6 +134,7 @@ impl App {
             lark,
             webhooks,
             incidents,
+            homepage,
             ready: AtomicBool::new(false),
         });
         for live in app.integrations.all() {

@@ -20,6 +20,28 @@ pub struct Config {
     pub lark: LarkConfig,
     pub delivery: DeliverySection,
     pub webhooks: WebhooksSection,
+    pub homepage: HomepageSection,
+}
+
+/// The app homepage inside Lark.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HomepageSection {
+    /// Whom a person whose Lark account matches no on-call member should ask (a name, an email,
+    /// a chat), shown on the page that tells them so.
+    pub admin_contact: String,
+    /// Cards that could not reach a person (`app_not_linked`) this many hours back are re-sent
+    /// once they log in to the homepage.
+    pub resend_window_hours: u64,
+}
+
+impl Default for HomepageSection {
+    fn default() -> Self {
+        HomepageSection {
+            admin_contact: String::new(),
+            resend_window_hours: 24,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -225,6 +247,7 @@ pub struct Settings {
     pub allow_api_base_url_override: bool,
     /// `webhooks.allow_private_targets`.
     pub allow_private_webhook_targets: bool,
+    pub homepage: crate::homepage::HomepageConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -326,6 +349,18 @@ impl Config {
         if !(4..=65_536).contains(&self.storage.cache_mb) {
             return Err(ConfigError::new("storage.cache_mb", "must be 4 to 65536 (MiB)"));
         }
+        if !(1..=24 * 30).contains(&self.homepage.resend_window_hours) {
+            return Err(ConfigError::new(
+                "homepage.resend_window_hours",
+                "must be 1 to 720 (hours)",
+            ));
+        }
+        if self.homepage.admin_contact.chars().count() > 200 {
+            return Err(ConfigError::new(
+                "homepage.admin_contact",
+                "must be at most 200 characters",
+            ));
+        }
         if !(8..=24 * 30).contains(&self.lark.dedup_ttl_hours) {
             return Err(ConfigError::new(
                 "lark.dedup_ttl_hours",
@@ -361,6 +396,10 @@ impl Config {
             trusted_proxies,
             allow_api_base_url_override: self.lark.allow_api_base_url_override,
             allow_private_webhook_targets: self.webhooks.allow_private_targets,
+            homepage: crate::homepage::HomepageConfig {
+                admin_contact: self.homepage.admin_contact.trim().to_string(),
+                resend_window: chrono::Duration::hours(self.homepage.resend_window_hours as i64),
+            },
         })
     }
 
