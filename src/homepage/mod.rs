@@ -109,8 +109,6 @@ pub enum HomepageError {
     UnknownIntegration(String),
     #[error("the login state is not valid: {}", .0.as_str())]
     BadState(StateProblem),
-    #[error("the person declined to log in at Lark")]
-    AccessDenied,
     /// Lark refused the code (used, expired, unknown) or the user (no access to the app).
     #[error("Lark refused the login code: {reason}")]
     CodeRejected { code: Option<i64>, reason: String },
@@ -132,7 +130,6 @@ impl HomepageError {
         match self {
             HomepageError::UnknownIntegration(_) => "unknown_integration",
             HomepageError::BadState(p) => p.as_str(),
-            HomepageError::AccessDenied => "access_denied",
             HomepageError::CodeRejected { .. } => "code_rejected",
             HomepageError::LarkUnavailable(_) => "lark_unavailable",
             HomepageError::NoMember(_) => "no_member",
