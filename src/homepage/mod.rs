@@ -517,23 +517,39 @@ impl Homepage {
     async fn resend_after_link(&self, integration: &str, member: &Member) -> Result<usize, HomepageError> {
         let since = self.clock.now() - self.config.resend_window;
         let receiver = format!("member:{}", member.id);
-        let missed = oplog::query(
-            &self.store,
-            &oplog::OpQuery {
-                integration: Some(integration.to_string()),
-                outcome: Some("app_not_linked".into()),
-                limit: Some(oplog::MAX_PAGE),
-                ..Default::default()
-            },
-        )?;
+        let entries_with = |outcome: &str| {
+            oplog::query(
+                &self.store,
+                &oplog::OpQuery {
+                    integration: Some(integration.to_string()),
+                    outcome: Some(outcome.into()),
+                    limit: Some(oplog::MAX_PAGE),
+                    ..Default::default()
+                },
+            )
+        };
+        // Newest first: the first entry per incident is its latest.
+        let mut handled: Vec<(String, u64)> = Vec::new();
+        for outcome in ["resent_after_link", "not_resent_closed"] {
+            for e in entries_with(outcome)? {
+                if e.receiver.as_deref() == Some(receiver.as_str())
+                    && let Some(id) = e.incident_id
+                {
+                    handled.push((id, e.seq));
+                }
+            }
+        }
         let mut incidents: Vec<String> = Vec::new();
-        for entry in missed {
+        for entry in entries_with("app_not_linked")? {
             if entry.at < since || entry.receiver.as_deref() != Some(receiver.as_str()) {
                 continue;
             }
-            if let Some(id) = entry.incident_id
-                && !incidents.contains(&id)
-            {
+            let Some(id) = entry.incident_id else {
+                continue;
+            };
+            // Already re-sent (an earlier login) after this miss.
+            let done = handled.iter().any(|(h, seq)| *h == id && *seq > entry.seq);
+            if !done && !incidents.contains(&id) {
                 incidents.push(id);
             }
         }
