@@ -698,7 +698,10 @@ fn render_incident(
     }
     main.push_str("</ul>");
     let title = format!("#{} {}", incident.number, incident.title);
-    Ok(html_response(StatusCode::OK, page(visit, &title, "", &main)))
+    Ok(html_response(
+        StatusCode::OK,
+        page(visit, &title, "incident", &main),
+    ))
 }
 
 fn render_me(app: &App, visit: &Visit, session: &HomeSession) -> Result<Response, ApiError> {
