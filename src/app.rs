@@ -154,6 +154,7 @@ impl App {
             app.incidents.clone(),
             app.delivery.clone(),
             app.settings.public_base(),
+            app.settings.admin_contact.clone(),
         ));
         app.inbound.on_card_action(actions.clone());
         app.inbound.on_event("im.message.receive_v1", actions);

@@ -143,6 +143,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<String>,
+    /// Whom people in Lark are told to ask when they may not act or are not a member yet,
+    /// e.g. "the SRE team (sre@example.com)".
+    pub admin_contact: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,6 +185,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             max_connections: 4096,
             trusted_proxies: Vec::new(),
+            admin_contact: None,
         }
     }
 }
@@ -243,6 +247,8 @@ pub struct Settings {
     pub oplog_retention: chrono::Duration,
     /// Peers whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
     pub trusted_proxies: Vec<crate::auth::client_ip::Cidr>,
+    /// `server.admin_contact`, trimmed; `None` when unset or empty.
+    pub admin_contact: Option<String>,
     /// `lark.allow_api_base_url_override`.
     pub allow_api_base_url_override: bool,
     /// `webhooks.allow_private_targets`.
@@ -377,6 +383,16 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let admin_contact = match s.admin_contact.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(contact) if contact.chars().count() > 200 || contact.chars().any(char::is_control) => {
+                return Err(ConfigError::new(
+                    "server.admin_contact",
+                    "at most 200 characters on one line",
+                ));
+            }
+            Some(contact) => Some(contact.to_string()),
+        };
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::new("log.level", format!("invalid filter {:?}: {e}", self.log.level))
         })?;
@@ -394,6 +410,7 @@ impl Config {
             delivery,
             oplog_retention: chrono::Duration::days(self.delivery.oplog_retention_days as i64),
             trusted_proxies,
+            admin_contact,
             allow_api_base_url_override: self.lark.allow_api_base_url_override,
             allow_private_webhook_targets: self.webhooks.allow_private_targets,
             homepage: crate::homepage::HomepageConfig {

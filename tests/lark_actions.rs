@@ -422,3 +422,98 @@ async fn bot_commands_act_and_answer_in_the_thread() {
     assert!(missing.contains("no incident 999"), "{missing}");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_viewer_is_told_whom_to_ask_and_nothing_changes_until_made_a_responder() {
+    let env = Harness::builder(APP_ID, APP_SECRET)
+        .callbacks(CardCallbackVersion::V2)
+        .tune(|s| s.admin_contact = Some("the SRE desk (sre@example.com)".into()))
+        .start()
+        .await;
+    let inc = env.paged_incident().await;
+    let id = inc["id"].as_str().unwrap();
+    let (alice, chat) = (env.open_id("alice@example.com"), env.chat());
+    let (_, members) = env.api(Method::GET, "/api/v1/members", Value::Null).await;
+    let alice_member = members["items"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(members["items"][0]["role"], "responder", "the default role");
+
+    let (status, body) = env
+        .api(
+            Method::PATCH,
+            &format!("/api/v1/members/{alice_member}"),
+            json!({"role": "owner"}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "an unknown role is refused: {body}"
+    );
+    let (status, viewer) = env
+        .api(
+            Method::PATCH,
+            &format!("/api/v1/members/{alice_member}"),
+            json!({"role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{viewer}");
+    assert_eq!(viewer["role"], "viewer");
+    let before = env.incident(id).await;
+
+    // A press on the group card: a toast naming her role and whom to ask; nothing changes.
+    let group_card = env.cards_to(&chat)[0].clone();
+    let ack = json!({"action": "ack", "incident": id});
+    let outcome = env
+        .sim
+        .press_button(&alice, &group_card.message_id, ack.clone())
+        .await
+        .unwrap();
+    let toast = outcome.toast.clone().unwrap();
+    assert_eq!(toast["type"], "warning", "{toast}");
+    let text = toast["content"].as_str().unwrap();
+    assert!(text.contains("role is viewer"), "{text}");
+    assert!(text.contains("the SRE desk (sre@example.com)"), "{text}");
+    assert!(!outcome.card_replaced);
+    let after = env.incident(id).await;
+    assert_eq!(after["status"], "triggered");
+    assert_eq!(after["version"], before["version"], "the incident did not change");
+    let refused = after["timeline"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(refused["kind"], "action_refused", "{refused}");
+    assert_eq!(refused["actor"]["who"], alice_member.as_str());
+    assert_eq!(refused["detail"], "acknowledge refused: role viewer");
+    let (_, log) = env
+        .api(
+            Method::GET,
+            &format!("/api/v1/oplog?incident={id}&outcome=refused_role"),
+            Value::Null,
+        )
+        .await;
+    let entry = &log["items"][0];
+    assert_eq!(entry["receiver"], alice_member.as_str(), "{log}");
+    assert_eq!(entry["kind"], "acknowledge");
+    assert_eq!(entry["reason"], "viewer");
+
+    // The bot answers a command likewise.
+    let number = inc["number"].as_u64().unwrap();
+    let reply = env.ask(&alice, Some(&chat), &format!("ack {number}")).await;
+    assert!(reply.contains("role is viewer"), "{reply}");
+    assert_eq!(env.incident(id).await["status"], "triggered");
+
+    // Made a responder, the same press acts.
+    let (status, _) = env
+        .api(
+            Method::PATCH,
+            &format!("/api/v1/members/{alice_member}"),
+            json!({"role": "responder"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let outcome = env
+        .sim
+        .press_button(&alice, &group_card.message_id, ack)
+        .await
+        .unwrap();
+    assert_eq!(outcome.toast.unwrap()["type"], "success");
+    assert_eq!(env.incident(id).await["status"], "acknowledged");
+    env.stop().await;
+}

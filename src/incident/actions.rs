@@ -57,12 +57,19 @@ pub struct LarkActions {
     incidents: Arc<Incidents>,
     delivery: Arc<Delivery>,
     public_base: String,
+    /// Whom people are told to ask when they may not act (`server.admin_contact`).
+    admin_contact: Option<String>,
     /// Bot replies per (integration, sender open_id).
     replies: DefaultKeyedRateLimiter<(String, String)>,
 }
 
 impl LarkActions {
-    pub fn new(incidents: Arc<Incidents>, delivery: Arc<Delivery>, public_base: &str) -> LarkActions {
+    pub fn new(
+        incidents: Arc<Incidents>,
+        delivery: Arc<Delivery>,
+        public_base: &str,
+        admin_contact: Option<String>,
+    ) -> LarkActions {
         let quota = Quota::with_period(Duration::from_secs(REPLY_INTERVAL_SECS))
             .expect("non-zero period")
             .allow_burst(NonZeroU32::new(REPLY_BURST).expect("non-zero"));
@@ -70,6 +77,7 @@ impl LarkActions {
             incidents,
             delivery,
             public_base: public_base.trim_end_matches('/').to_string(),
+            admin_contact,
             replies: RateLimiter::keyed(quota),
         }
     }
@@ -89,6 +97,17 @@ impl LarkActions {
             .list()?
             .into_iter()
             .find(|m| m.lark.get(integration).is_some_and(|i| i.open_id == open_id)))
+    }
+
+    /// What a member whose role does not let them act is told, and whom to ask.
+    pub fn role_refusal(&self, role: &str) -> String {
+        let ask = match &self.admin_contact {
+            Some(contact) => contact.clone(),
+            None => "an administrator of lark-oncall".to_string(),
+        };
+        format!(
+            "Your on-call role is {role}: you can see incidents but not act on them. Ask {ask} to make you a responder."
+        )
     }
 
     /// What an unlinked person is told: the homepage links their Lark account to their member.
@@ -115,14 +134,27 @@ impl LarkActions {
             Ok(incident) => incident,
             Err(e) => return refused(e),
         };
-        if let Some(what) = already_done(&current, &action) {
-            return Outcome::AlreadyDone(Box::new(current), what);
-        }
         let actor = Actor {
             via,
             who: Some(member.id.clone()),
             name: Some(member.name.clone()),
         };
+        if !member.role.may_act() {
+            let attempted = action_word(&action);
+            let role = member.role.as_str();
+            if let Err(e) = self
+                .incidents
+                .record_refused_attempt(&current.id, actor, role, attempted)
+                .await
+            {
+                tracing::warn!(incident = %current.id, error = %e, "cannot record a refused attempt");
+            }
+            tracing::info!(incident = %current.id, member = %member.id, role, attempted, "refused an action for the member's role");
+            return Outcome::Refused(self.role_refusal(role));
+        }
+        if let Some(what) = already_done(&current, &action) {
+            return Outcome::AlreadyDone(Box::new(current), what);
+        }
         let acted = self
             .incidents
             .act_answering(&current.id, action.clone(), actor, answered_card)
@@ -508,6 +540,19 @@ fn refused_message(e: IncidentError) -> String {
 
 fn refused(e: IncidentError) -> Outcome {
     Outcome::Refused(refused_message(e))
+}
+
+/// The word for an action in the timeline and the operation log.
+fn action_word(action: &Action) -> &'static str {
+    match action {
+        Action::Acknowledge => "acknowledge",
+        Action::Unacknowledge => "unacknowledge",
+        Action::Resolve => "resolve",
+        Action::Snooze { .. } => "snooze",
+        Action::Reopen => "reopen",
+        Action::Reassign { .. } => "reassign",
+        Action::Note { .. } => "note",
+    }
 }
 
 fn toast(kind: &str, content: String) -> Toast {

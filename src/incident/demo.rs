@@ -45,6 +45,7 @@ impl Incidents {
                     email: Some(p.email.clone()),
                     mobile: Some(p.mobile.clone()),
                     lark_open_ids: BTreeMap::new(),
+                    role: None,
                 })
                 .await?;
             member_ids.push(member.id);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::IncidentError;
-use super::model::{LarkIdentity, Member};
+use super::model::{LarkIdentity, Member, MemberRole};
 use crate::clock::Clock;
 use crate::lark::LarkClient;
 use crate::store::{Store, tables};
@@ -23,6 +23,8 @@ pub struct MemberInput {
     /// open_ids by integration id, for people linked by other means than a look-up.
     #[serde(default)]
     pub lark_open_ids: BTreeMap<String, String>,
+    /// `responder` (the default), `viewer` or `admin`.
+    pub role: Option<MemberRole>,
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> IncidentError {
@@ -88,6 +90,7 @@ impl Members {
                     )
                 })
                 .collect(),
+            role: input.role.unwrap_or_default(),
             created_at: now,
         };
         let stored = member.clone();
@@ -127,6 +130,9 @@ impl Members {
         }
         if input.mobile.is_some() {
             member.mobile = non_empty(input.mobile);
+        }
+        if let Some(role) = input.role {
+            member.role = role;
         }
         let now = self.clock.now();
         for (integration, open_id) in input.lark_open_ids {

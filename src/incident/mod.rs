@@ -742,6 +742,55 @@ impl Incidents {
         Ok(after)
     }
 
+    /// Records that `actor` tried `attempted` (e.g. "acknowledge") and was refused for their
+    /// role: a timeline event and an operation-log entry, and nothing else changes.
+    pub async fn record_refused_attempt(
+        &self,
+        reference: &str,
+        actor: Actor,
+        role: &str,
+        attempted: &str,
+    ) -> Result<(), IncidentError> {
+        let current = self.get(reference)?;
+        let now = self.clock.now();
+        let id = current.id.clone();
+        let integration = current.integration_id.clone().unwrap_or_default();
+        let detail = format!("{attempted} refused: role {role}");
+        let (role, attempted) = (role.to_string(), attempted.to_string());
+        self.store
+            .write(move |w| {
+                let Some(mut inc) = w.get(&tables::INCIDENTS, id.as_str())? else {
+                    return Ok(());
+                };
+                push_event(&mut inc, now, "action_refused", &actor, Some(detail));
+                inc.updated_at = now;
+                w.put(&tables::INCIDENTS, id.as_str(), &inc)?;
+                crate::delivery::oplog::append(
+                    w,
+                    crate::delivery::oplog::OpEntry {
+                        seq: 0,
+                        at: now,
+                        integration_id: integration,
+                        incident_id: Some(id.clone()),
+                        job_id: None,
+                        receiver: actor.who.clone(),
+                        kind: attempted,
+                        outcome: "refused_role".into(),
+                        reason: Some(role),
+                        lark_code: None,
+                        lark_message: None,
+                        attempts: 0,
+                        latency_ms: None,
+                        message_id: None,
+                        chat_id: None,
+                    },
+                )?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Opens the war room a rule asks for, after the incident is committed; a failure is on
     /// the incident and in the operation log.
     fn open_war_room_in_background(&self, incident_id: &str, rule: &str) {

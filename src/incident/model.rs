@@ -98,8 +98,9 @@ impl Actor {
 pub struct TimelineEvent {
     pub at: DateTime<Utc>,
     /// `triggered`, `acknowledged`, `unacknowledged`, `resolved`, `snoozed`, `snooze_ended`,
-    /// `reopened`, `reassigned`, `responders_added`, `note`, `notified`, `escalated`, `not_linked`, `war_room_opened`,
-    /// `war_room_joined`, `war_room_failed`, `war_room_closed`.
+    /// `reopened`, `reassigned`, `responders_added`, `note`, `notified`, `escalated`, `not_linked`,
+    /// `war_room_opened`, `war_room_joined`, `war_room_failed`, `war_room_closed`,
+    /// `action_refused` (someone whose role does not let them act tried to).
     pub kind: String,
     pub actor: Actor,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,7 +168,38 @@ pub struct Member {
     pub mobile: Option<String>,
     /// Lark identity by integration id; a member without one for an integration is "not linked".
     pub lark: BTreeMap<String, LarkIdentity>,
+    /// What the member may do from Lark (cards, bot commands, the homepage).
+    #[serde(default)]
+    pub role: MemberRole,
     pub created_at: DateTime<Utc>,
+}
+
+/// What a member may do from Lark. Members stored before roles existed are responders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberRole {
+    /// May act on incidents from cards, bot commands and the homepage.
+    #[default]
+    Responder,
+    /// May look, not act.
+    Viewer,
+    /// May act, and change settings from the homepage.
+    Admin,
+}
+
+impl MemberRole {
+    /// The one answer to "may this member act on an incident from Lark?".
+    pub fn may_act(self) -> bool {
+        matches!(self, MemberRole::Responder | MemberRole::Admin)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Responder => "responder",
+            MemberRole::Viewer => "viewer",
+            MemberRole::Admin => "admin",
+        }
+    }
 }
 
 /// Somewhere alerts come from, authenticated by its own integration key.

@@ -96,10 +96,10 @@ impl Browser {
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(answer) = http.get(format!("{base}/status")).send().await {
-                if answer.status().is_success() {
-                    break;
-                }
+            if let Ok(answer) = http.get(format!("{base}/status")).send().await
+                && answer.status().is_success()
+            {
+                break;
             }
             assert!(
                 Instant::now() < deadline,
@@ -228,10 +228,10 @@ impl Browser {
     pub async fn wait_for(&self, css: &str) -> Element {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(element) = self.find(css).await {
-                if self.displayed(&element).await {
-                    return element;
-                }
+            if let Some(element) = self.find(css).await
+                && self.displayed(&element).await
+            {
+                return element;
             }
             if Instant::now() > deadline {
                 let shot = self.screenshot("timeout").await;
