@@ -27,9 +27,6 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HomepageSection {
-    /// Whom a person whose Lark account matches no on-call member should ask (a name, an email,
-    /// a chat), shown on the page that tells them so.
-    pub admin_contact: String,
     /// Cards that could not reach a person (`app_not_linked`) this many hours back are re-sent
     /// once they log in to the homepage.
     pub resend_window_hours: u64,
@@ -38,7 +35,6 @@ pub struct HomepageSection {
 impl Default for HomepageSection {
     fn default() -> Self {
         HomepageSection {
-            admin_contact: String::new(),
             resend_window_hours: 24,
         }
     }
@@ -361,12 +357,6 @@ impl Config {
                 "must be 1 to 720 (hours)",
             ));
         }
-        if self.homepage.admin_contact.chars().count() > 200 {
-            return Err(ConfigError::new(
-                "homepage.admin_contact",
-                "must be at most 200 characters",
-            ));
-        }
         if !(8..=24 * 30).contains(&self.lark.dedup_ttl_hours) {
             return Err(ConfigError::new(
                 "lark.dedup_ttl_hours",
@@ -410,11 +400,11 @@ impl Config {
             delivery,
             oplog_retention: chrono::Duration::days(self.delivery.oplog_retention_days as i64),
             trusted_proxies,
-            admin_contact,
+            admin_contact: admin_contact.clone(),
             allow_api_base_url_override: self.lark.allow_api_base_url_override,
             allow_private_webhook_targets: self.webhooks.allow_private_targets,
             homepage: crate::homepage::HomepageConfig {
-                admin_contact: self.homepage.admin_contact.trim().to_string(),
+                admin_contact: admin_contact.clone(),
                 resend_window: chrono::Duration::hours(self.homepage.resend_window_hours as i64),
             },
         })

@@ -144,7 +144,7 @@ fn form_token(html: &str) -> String {
 async fn start() -> Harness {
     Harness::builder(APP_ID, APP_SECRET)
         .sim_config(|c| c.apps[0].user_scopes = vec![EMAIL_SCOPE.into(), MOBILE_SCOPE.into()])
-        .tune(|s| s.homepage.admin_contact = "Ops desk (ops@example.com)".into())
+        .tune(|s| s.homepage.admin_contact = Some("Ops desk (ops@example.com)".into()))
         .start()
         .await
 }
@@ -525,7 +525,7 @@ async fn the_stylesheet_is_cached_with_an_etag_and_pages_in_chinese_by_the_brows
     let env = start().await;
     let http = no_redirects();
     let res = http
-        .get(format!("{}/lark/assets/home.css", env.admin))
+        .get(format!("{}/lark/assets/home/home.css", env.admin))
         .send()
         .await
         .unwrap();
@@ -538,7 +538,7 @@ async fn the_stylesheet_is_cached_with_an_etag_and_pages_in_chinese_by_the_brows
             .contains("max-age")
     );
     let again = http
-        .get(format!("{}/lark/assets/home.css", env.admin))
+        .get(format!("{}/lark/assets/home/home.css", env.admin))
         .header("if-none-match", &etag)
         .send()
         .await

@@ -49,8 +49,8 @@ pub const COOKIE: &str = "lko_home";
 /// What the homepage may be configured with (`[homepage]` in the config file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HomepageConfig {
-    /// Whom a person with no matching member is told to ask (`homepage.admin_contact`).
-    pub admin_contact: String,
+    /// Whom a person with no matching member is told to ask (`server.admin_contact`).
+    pub admin_contact: Option<String>,
     /// Cards that did not reach someone (`app_not_linked`) this far back are re-sent once they
     /// link (`homepage.resend_window_hours`).
     pub resend_window: Duration,
@@ -59,7 +59,7 @@ pub struct HomepageConfig {
 impl Default for HomepageConfig {
     fn default() -> Self {
         HomepageConfig {
-            admin_contact: String::new(),
+            admin_contact: None,
             resend_window: Duration::hours(24),
         }
     }
@@ -209,7 +209,12 @@ impl Homepage {
             }
         })?;
         Ok(Arc::new(Homepage {
-            actions: LarkActions::new(incidents.clone(), delivery, public_base),
+            actions: LarkActions::new(
+                incidents.clone(),
+                delivery,
+                public_base,
+                config.admin_contact.clone(),
+            ),
             store,
             clock,
             incidents,

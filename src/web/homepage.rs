@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use rust_embed::RustEmbed;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
@@ -24,10 +23,6 @@ use crate::incident::actions::Outcome;
 use crate::incident::model::{Incident, Member, Severity, Status, Via};
 use crate::incident::war_room::Requester;
 use crate::incident::{Action, IncidentQuery};
-
-#[derive(RustEmbed)]
-#[folder = "assets/home/"]
-struct HomeAssets;
 
 /// The language cookie (`zh_cn` or `en_us`), set by the switch on every page.
 const LANG_COOKIE: &str = "lko_lang";
@@ -189,7 +184,8 @@ fn page(visit: &Visit, title: &str, current: &str, main: &str) -> String {
     format!(
         "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{title}</title><link rel=\"stylesheet\" href=\"/lark/assets/home.css\"></head>\
+         <title>{title}</title><link rel=\"stylesheet\" href=\"/lark/assets/kit/kit.css\">\
+         <link rel=\"stylesheet\" href=\"/lark/assets/home/home.css\"></head>\
          <body><header class=\"bar\"><nav aria-label=\"{navlabel}\">{nav}</nav>\
          <a class=\"lang\" href=\"?lang={code}\" lang=\"{code_html}\">{other_name}</a></header>\
          <main id=\"main\">{main}</main></body></html>",
@@ -973,11 +969,12 @@ fn login_problem(app: &App, visit: &Visit, e: HomepageError) -> Response {
             true,
         ),
         HomepageError::NoMember(info) => {
-            let contact = if app.homepage.config.admin_contact.is_empty() {
-                l.pick("值班系统的管理员", "the on-call admin").to_string()
-            } else {
-                app.homepage.config.admin_contact.clone()
-            };
+            let contact = app
+                .homepage
+                .config
+                .admin_contact
+                .clone()
+                .unwrap_or_else(|| l.pick("值班系统的管理员", "the on-call admin").to_string());
             let mut known = vec![escape(&info.name)];
             for extra in [info.email.as_deref(), info.mobile.as_deref()].into_iter().flatten() {
                 if !extra.is_empty() {
@@ -1202,39 +1199,6 @@ async fn logout(app: Arc<App>, visit: Visit, form: HashMap<String, String>) -> R
     Ok(r)
 }
 
-fn asset(file: &str, if_none_match: Option<String>) -> Response {
-    let Some(found) = HomeAssets::get(file) else {
-        let mut r = Response::new(Vec::<u8>::new().into());
-        *r.status_mut() = StatusCode::NOT_FOUND;
-        return r;
-    };
-    let etag = format!("\"{}\"", hex::encode(&found.metadata.sha256_hash()[..16]));
-    let mut r = if if_none_match.as_deref() == Some(etag.as_str()) {
-        let mut r = Response::new(Vec::<u8>::new().into());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
-    } else {
-        let mut r = Response::new(found.data.into_owned().into());
-        let mime = found.metadata.mimetype().to_string();
-        let mime = if mime.starts_with("text/") || mime.ends_with("javascript") {
-            format!("{mime}; charset=utf-8")
-        } else {
-            mime
-        };
-        if let Ok(v) = HeaderValue::from_str(&mime) {
-            r.headers_mut().insert(header::CONTENT_TYPE, v);
-        }
-        r
-    };
-    let h = r.headers_mut();
-    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex is ASCII"));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=86400"),
-    );
-    r
-}
-
 fn visit_filter()
 -> impl Filter<Extract = ((Option<String>, Option<String>, Option<String>),), Error = warp::Rejection> + Clone
 {
@@ -1290,10 +1254,18 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         let app = app.clone();
         warp::any().map(move || app.clone())
     };
-    let assets = warp::path!("lark" / "assets" / String)
-        .and(warp::get())
+    // Only the shared kit and the homepage's own files: the admin UI stays on the admin listener.
+    let assets = warp::path!("lark" / "assets" / String / String)
+        .and(warp::get().or(warp::head()).unify())
         .and(warp::header::optional::<String>("if-none-match"))
-        .map(|file: String, inm| asset(&file, inm));
+        .and(warp::header::optional::<String>("accept-encoding"))
+        .map(|dir: String, file: String, inm, encoding| {
+            if !matches!(dir.as_str(), "kit" | "home") {
+                return ApiError::not_found(format!("no asset {dir}/{file}")).into_response();
+            }
+            super::assets::serve(&format!("{dir}/{file}"), inm, encoding)
+                .unwrap_or_else(|e| e.into_response())
+        });
     let callback_route = warp::path!("lark" / String / "oauth" / "callback")
         .and(warp::get())
         .and(with_app.clone())
