@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lark_oncall::app;
-use lark_oncall::services::Services;
 use lark_oncall::clock::SystemClock;
 use lark_oncall::config::Config;
 use lark_oncall::integration::{IntegrationInput, ReceiveMode};
 use lark_oncall::lark::long_connection::ServerClientConfig;
+use lark_oncall::services::Services;
 use lark_oncall::sim::{SimApp, SimConfig, Simulator};
 
 const APP_ID: &str = "cli_benchlongconn";

@@ -22,6 +22,24 @@ pub struct Config {
     pub lark: LarkConfig,
     pub delivery: DeliverySection,
     pub webhooks: WebhooksSection,
+    pub homepage: HomepageSection,
+}
+
+/// The app homepage inside Lark.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HomepageSection {
+    /// Cards that could not reach a person (`app_not_linked`) this many hours back are re-sent
+    /// once they log in to the homepage.
+    pub resend_window_hours: u64,
+}
+
+impl Default for HomepageSection {
+    fn default() -> Self {
+        HomepageSection {
+            resend_window_hours: 24,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,6 +227,7 @@ pub struct Settings {
     pub allow_api_base_url_override: bool,
     /// `webhooks.allow_private_targets`.
     pub allow_private_webhook_targets: bool,
+    pub homepage: crate::homepage::HomepageConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -310,6 +329,12 @@ impl Config {
         if !(4..=65_536).contains(&self.storage.cache_mb) {
             return Err(ConfigError::new("storage.cache_mb", "must be 4 to 65536 (MiB)"));
         }
+        if !(1..=24 * 30).contains(&self.homepage.resend_window_hours) {
+            return Err(ConfigError::new(
+                "homepage.resend_window_hours",
+                "must be 1 to 720 (hours)",
+            ));
+        }
         if !(8..=24 * 30).contains(&self.lark.dedup_ttl_hours) {
             return Err(ConfigError::new(
                 "lark.dedup_ttl_hours",
@@ -353,9 +378,13 @@ impl Config {
             delivery,
             oplog_retention: chrono::Duration::days(self.delivery.oplog_retention_days as i64),
             trusted_proxies,
-            admin_contact,
+            admin_contact: admin_contact.clone(),
             allow_api_base_url_override: self.lark.allow_api_base_url_override,
             allow_private_webhook_targets: self.webhooks.allow_private_targets,
+            homepage: crate::homepage::HomepageConfig {
+                admin_contact: admin_contact.clone(),
+                resend_window: chrono::Duration::hours(self.homepage.resend_window_hours as i64),
+            },
         })
     }
 

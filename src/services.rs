@@ -40,6 +40,8 @@ pub struct Services {
     pub webhooks: Arc<crate::webhook::Webhooks>,
     /// Incidents, members, alert sources, escalation rules and their cards.
     pub incidents: Arc<Incidents>,
+    /// The app homepage inside Lark: logins, sessions, member linking.
+    pub homepage: Arc<crate::homepage::Homepage>,
     /// False once shutdown starts, so `/readyz` tells load balancers to stop sending.
     pub ready: AtomicBool,
 }
@@ -109,6 +111,15 @@ impl Services {
             settings.public_base(),
         );
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());
+        let homepage = crate::homepage::Homepage::open(
+            store.clone(),
+            clock.clone(),
+            incidents.clone(),
+            lark.clone(),
+            delivery.clone(),
+            settings.public_base(),
+            settings.homepage.clone(),
+        )?;
         let app = Arc::new(Services {
             settings,
             store,
@@ -123,6 +134,7 @@ impl Services {
             lark,
             webhooks,
             incidents,
+            homepage,
             ready: AtomicBool::new(false),
         });
         let services = Arc::downgrade(&app);

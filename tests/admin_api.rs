@@ -416,7 +416,7 @@ async fn embedded_ui_is_served_with_caching_headers() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
     let res = http
-        .get(format!("{}/admin.js", server.admin))
+        .get(format!("{}/admin/app.js", server.admin))
         .send()
         .await
         .unwrap();

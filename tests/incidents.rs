@@ -457,7 +457,7 @@ async fn resolving_updates_every_card_and_old_cards_are_superseded() {
     assert!(card.content.len() < 30 * 1024, "{} bytes", card.content.len());
     assert!(card.content.contains("View in app for the full text"));
     assert!(card.content.contains(&format!(
-        "https://oncall.example.com/lark/{}/app#/incidents/{id}",
+        "https://oncall.example.com/lark/{}/app/incidents/{id}",
         env.integration
     )));
     env.wait_for("the cards to be recorded", |e| {

@@ -365,7 +365,11 @@ async fn log_in(lark: &Lark, open_id: &str, redirect: &str) -> String {
 
 #[tokio::test]
 async fn oauth_login_yields_the_user() {
-    let lark = Lark::start().await;
+    // Granted the email scope, user_info carries the address (without it, no email: sim_fidelity).
+    let lark = Lark::start_with(|c| {
+        c.apps[0].user_scopes = vec![lark_oncall::sim::EMAIL_SCOPE.to_string()];
+    })
+    .await;
     let redirect = "https://oncall.example.com/oauth/callback";
     let page = lark.client.authorize_url(redirect, "csrf-state-1", &[]);
     let shown = reqwest::get(page).await.unwrap();

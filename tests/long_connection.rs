@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use common::inprocess::{Harness, call};
 use lark_oncall::app;
-use lark_oncall::services::Services;
 use lark_oncall::clock::ShiftedClock;
 use lark_oncall::config::Config;
 use lark_oncall::lark::long_connection::ServerClientConfig;
+use lark_oncall::services::Services;
 use lark_oncall::sim::{RedeliverySchedule, SimConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -320,7 +320,7 @@ mod tests {
 
     fn ctx() -> CardContext {
         CardContext {
-            incident_url: "https://oncall.example.com/lark/i1/app#/incidents/inc_1".into(),
+            incident_url: "https://oncall.example.com/lark/i1/app/incidents/inc_1".into(),
             assignee_names: vec!["张伟".into()],
             now: Utc::now(),
             war_room: WarRoomButton::Absent,

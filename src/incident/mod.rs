@@ -790,7 +790,7 @@ impl Incidents {
             .collect();
         let ctx = CardContext {
             incident_url: format!(
-                "{}/lark/{integration}/app#/incidents/{}",
+                "{}/lark/{integration}/app/incidents/{}",
                 self.public_base, incident.id
             ),
             assignee_names,

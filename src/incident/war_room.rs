@@ -998,7 +998,7 @@ impl Incidents {
         };
         let integration = incident.integration_id.as_deref().unwrap_or("-");
         let summary = format!(
-            "Incident #{} resolved: {}\nDuration: {duration}\nAcknowledged by: {acknowledged}\nResolved by: {}\nTimeline highlights:\n{}\nIncident page: {}/lark/{integration}/app#/incidents/{}",
+            "Incident #{} resolved: {}\nDuration: {duration}\nAcknowledged by: {acknowledged}\nResolved by: {}\nTimeline highlights:\n{}\nIncident page: {}/lark/{integration}/app/incidents/{}",
             incident.number,
             incident.title,
             who_did(incident, "resolved"),

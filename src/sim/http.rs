@@ -116,6 +116,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
     match path.as_str() {
         "/open-apis/authen/v1/authorize" => Ok(authorize_page(&shared, &query_of(&req))),
         "/open-apis/authen/v1/authorize/grant" => Ok(authorize_grant(&shared, &query_of(&req))),
+        "/open-apis/authen/v1/authorize/deny" => Ok(authorize_deny(&shared, &query_of(&req))),
         _ => open_api(&shared, req).await,
     }
 }
@@ -284,14 +285,33 @@ fn authorize_page(shared: &Shared, query: &HashMap<String, String>) -> Response<
             escape_html(&user.email)
         ));
     }
+    let mut deny = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in query {
+        if k != "open_id" {
+            deny.append_pair(k, v);
+        }
+    }
     html_page(
         200,
         "Log in with Lark (simulated)",
         &format!(
-            "<p>App <code>{}</code> asks who you are.</p>{links}",
-            escape_html(&app_id)
+            "<p>App <code>{}</code> asks who you are.</p>{links}\
+             <p><a id=\"deny\" href=\"/open-apis/authen/v1/authorize/deny?{}\">Deny</a></p>",
+            escape_html(&app_id),
+            escape_html(&deny.finish())
         ),
     )
+}
+
+fn authorize_deny(shared: &Shared, query: &HashMap<String, String>) -> Response<Full<Bytes>> {
+    match oauth::authorize_deny(shared, query) {
+        Ok(location) => Response::builder()
+            .status(StatusCode::FOUND)
+            .header("Location", location)
+            .body(Full::new(Bytes::new()))
+            .expect("a URL is a valid header"),
+        Err(reason) => html_page(400, "Authorization failed", &escape_html(&reason)),
+    }
 }
 
 fn authorize_grant(shared: &Shared, query: &HashMap<String, String>) -> Response<Full<Bytes>> {

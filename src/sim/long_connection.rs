@@ -33,8 +33,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key, protocol::Role};
 
 use super::state::{Shared, stopped};
-use crate::ids::random_hex;
 use super::{PushRecord, SimApp};
+use crate::ids::random_hex;
 use crate::lark::long_connection::frame::{METHOD_CONTROL, METHOD_DATA};
 use crate::lark::long_connection::{
     AUTH_CODE_TOO_MANY_CONNECTIONS, AckAnswer, CODE_OK, EndpointData, EndpointRequest, Frame,

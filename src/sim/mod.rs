@@ -140,7 +140,15 @@ pub struct SimApp {
     /// Granted `im:message.group_msg`: the bot receives every message of its groups, not only
     /// those that @-mention it.
     pub group_messages: bool,
+    /// Scopes the app was granted that change what `user_info` returns:
+    /// `contact:user.email:readonly` (email) and `contact:user.phone:readonly` (mobile).
+    pub user_scopes: Vec<String>,
 }
+
+/// The scope `user_info` needs to return a user's email.
+pub const EMAIL_SCOPE: &str = "contact:user.email:readonly";
+/// The scope `user_info` needs to return a user's mobile.
+pub const MOBILE_SCOPE: &str = "contact:user.phone:readonly";
 
 impl SimApp {
     /// An app without Encrypt Key and Request URL, with the new card callback.
@@ -153,6 +161,7 @@ impl SimApp {
             request_url: None,
             card_callback: CardCallbackVersion::V2,
             group_messages: false,
+            user_scopes: Vec::new(),
         }
     }
 
@@ -172,6 +181,7 @@ impl std::fmt::Debug for SimApp {
             .field("request_url", &self.request_url)
             .field("card_callback", &self.card_callback)
             .field("group_messages", &self.group_messages)
+            .field("user_scopes", &self.user_scopes)
             .finish()
     }
 }

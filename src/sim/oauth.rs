@@ -2,7 +2,9 @@
 //! the v2 token exchange (`authorization_code` → `u-…` user access token) and `user_info`.
 //! The v2 error codes (20001 bad request, 20002 bad client, 20003 unknown code, 20004 expired
 //! code, 20010 user without access) follow the reference where it names them (20010) and the
-//! v2 documentation's numbering otherwise; no refresh tokens are issued.
+//! v2 documentation's numbering otherwise; no refresh tokens are issued. `user_info` carries the
+//! email and mobile only when the app was granted their scopes, as Lark's does; a person who
+//! declines on the authorize page is sent back with `error=access_denied`.
 
 use std::collections::HashMap;
 
@@ -35,16 +37,30 @@ pub(super) fn user_info(
         .ok_or_else(|| Reject::lark(400, 99991668, "user access token invalid"))?;
     record.receiver = Some(open_id.clone());
     record.summary = "user info".to_string();
-    Ok(ok(user_json(user, &st.world.tenant_key)))
+    let scopes = shared
+        .app(&app_id)
+        .map(|a| a.user_scopes.clone())
+        .unwrap_or_default();
+    Ok(ok(user_json(user, &st.world.tenant_key, &scopes)))
 }
 
-fn user_json(u: &SimUser, tenant_key: &str) -> Value {
-    json!({
+fn user_json(u: &SimUser, tenant_key: &str, scopes: &[String]) -> Value {
+    let mut info = json!({
         "name": u.name, "en_name": u.en_name, "avatar_url": "", "avatar_thumb": "",
         "avatar_middle": "", "avatar_big": "", "open_id": u.open_id, "union_id": u.union_id,
-        "email": u.email, "enterprise_email": "", "user_id": u.user_id, "mobile": u.mobile,
         "tenant_key": tenant_key, "employee_no": ""
-    })
+    });
+    if scopes.iter().any(|s| s == super::EMAIL_SCOPE) {
+        info["email"] = u.email.clone().into();
+        info["enterprise_email"] = "".into();
+    }
+    if scopes.iter().any(|s| s == super::MOBILE_SCOPE) {
+        info["mobile"] = u.mobile.clone().into();
+    }
+    if scopes.iter().any(|s| s == "contact:user.employee_id:readonly") {
+        info["user_id"] = u.user_id.clone().into();
+    }
+    info
 }
 
 /// The v2 token endpoint takes JSON (and, leniently, a form body).
@@ -142,6 +158,16 @@ pub(crate) fn authorize_check<'a>(
         .filter(|u| matches!(u.scheme(), "http" | "https"))
         .ok_or("redirect_uri must be an absolute http(s) URL")?;
     Ok((&app.app_id, redirect))
+}
+
+/// The person declined: back to the redirect with `error=access_denied` and the state.
+pub(crate) fn authorize_deny(shared: &Shared, query: &HashMap<String, String>) -> Result<String, String> {
+    let (_, mut redirect) = authorize_check(shared, query)?;
+    redirect
+        .query_pairs_mut()
+        .append_pair("error", "access_denied")
+        .append_pair("state", query.get("state").map_or("", String::as_str));
+    Ok(redirect.to_string())
 }
 
 /// Issues a code for `open_id` and returns the redirect target with `code` and `state`.

@@ -57,7 +57,9 @@ fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
     })
 }
 
-fn serve(
+/// One embedded file, gzipped when the client takes it, with its ETag (also for the homepage's
+/// kit and page styles on the public listener).
+pub fn serve(
     path: &str,
     if_none_match: Option<String>,
     accept_encoding: Option<String>,

@@ -6,6 +6,7 @@ pub mod assets;
 pub mod body;
 pub mod delivery;
 pub mod error;
+pub mod homepage;
 pub mod incidents;
 pub mod integrations;
 pub mod lark;
@@ -155,7 +156,12 @@ fn finish(
 }
 
 fn public_only(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    health(app.clone()).or(lark::routes(app)).unify().boxed()
+    health(app.clone())
+        .or(lark::routes(app.clone()))
+        .unify()
+        .or(homepage::routes(app))
+        .unify()
+        .boxed()
 }
 
 fn admin_only(app: Arc<Services>) -> BoxedFilter<(Response,)> {
@@ -168,7 +174,9 @@ fn admin_only(app: Arc<Services>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(incidents::routes(app.clone()))
         .unify()
-        .or(setup::routes(app))
+        .or(setup::routes(app.clone()))
+        .unify()
+        .or(homepage::admin_routes(app))
         .unify()
         .or(assets::routes())
         .unify()

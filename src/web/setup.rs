@@ -13,10 +13,10 @@ use warp::reply::Response;
 
 use super::error::{ApiError, json, respond};
 use super::integrations::guarded;
-use crate::app::App;
 use crate::integration::IntegrationError;
 use crate::integration::chats;
 use crate::lark::LarkError;
+use crate::services::Services;
 
 #[derive(Serialize, Clone, Copy, PartialEq, Debug)]
 #[serde(rename_all = "snake_case")]
@@ -52,7 +52,7 @@ fn lark_failure(e: &LarkError) -> (String, String) {
     }
 }
 
-async fn checks(app: Arc<App>, id: String) -> Result<Response, ApiError> {
+async fn checks(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
     let live = app
         .integrations
         .get(&id)
@@ -184,11 +184,11 @@ async fn checks(app: Arc<App>, id: String) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, &serde_json::json!({ "checks": out })))
 }
 
-pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     warp::path!("api" / "v1" / "integrations" / String / "setup")
         .and(warp::get())
         .and(guarded(app))
-        .then(|id: String, app: Arc<App>| checks(app, id))
+        .then(|id: String, app: Arc<Services>| checks(app, id))
         .map(respond)
         .boxed()
 }

@@ -1,0 +1,556 @@
+//! The app homepage inside Lark, end to end over HTTP: the appliance and the simulator on one
+//! clock, a person going through Lark's (simulated) authorize page, the callback linking their
+//! member (`linked_via: "oauth"`), the session cookie, the pages and their actions, the re-send
+//! of a card that could not reach them before, and a clear page for every bad input.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::inprocess::Harness;
+use lark_oncall::sim::{EMAIL_SCOPE, MOBILE_SCOPE};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const APP_ID: &str = "cli_homepage000001";
+const APP_SECRET: &str = "homepage-secret";
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn location(res: &reqwest::Response) -> String {
+    res.headers()["location"].to_str().unwrap().to_string()
+}
+
+/// The `lko_home` cookie a response sets, if any.
+fn session_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("lko_home="))
+        .map(|v| v.split(';').next().unwrap().to_string())
+}
+
+fn query_of(url: &str) -> HashMap<String, String> {
+    url::Url::parse(url).unwrap().query_pairs().into_owned().collect()
+}
+
+struct Browser {
+    http: reqwest::Client,
+    /// Where the appliance really listens (the public URL is `https://oncall.example.com`).
+    base: String,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn new(env: &Harness) -> Browser {
+        Browser {
+            http: no_redirects(),
+            base: env.admin.clone(),
+            cookie: None,
+        }
+    }
+
+    /// The public URL's path on the real listener.
+    fn local(&self, url: &str) -> String {
+        if url.starts_with('/') {
+            return format!("{}{url}", self.base);
+        }
+        url.replace("https://oncall.example.com", &self.base)
+    }
+
+    async fn get(&self, url: &str) -> reqwest::Response {
+        let mut req = self
+            .http
+            .get(self.local(url))
+            .header("accept-language", "en-US,en");
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn post(&self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let mut body = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in form {
+            body.append_pair(k, v);
+        }
+        let mut req = self
+            .http
+            .post(self.local(url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.finish());
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Visits `path` below the homepage without a session: the 302 to Lark's authorize page.
+    async fn authorize_url(&self, integration: &str, path: &str) -> String {
+        let res = self.get(&format!("/lark/{integration}/app{path}")).await;
+        assert_eq!(res.status(), StatusCode::FOUND);
+        location(&res)
+    }
+
+    /// Picks `open_id` on the simulated authorize page: the callback URL Lark sends back to.
+    async fn pick_user(&self, authorize: &str, open_id: &str) -> String {
+        let page = self.http.get(authorize).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let grant = authorize.replace("/authorize?", "/authorize/grant?") + "&open_id=" + open_id;
+        let res = self.http.get(&grant).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::FOUND);
+        location(&res)
+    }
+
+    /// The whole login as `open_id`, starting at `path`; keeps the cookie; returns the page
+    /// the callback sent the person back to.
+    async fn login(&mut self, integration: &str, path: &str, open_id: &str) -> String {
+        // Lark's "switch account" logs in again with the old cookie still in the web view.
+        let old = self.cookie.take();
+        let authorize = self.authorize_url(integration, path).await;
+        self.cookie = old;
+        let callback = self.pick_user(&authorize, open_id).await;
+        let res = self.get(&callback).await;
+        assert_eq!(res.status(), StatusCode::FOUND, "{}", res.text().await.unwrap());
+        let cookie = session_cookie(&res).expect("a session cookie");
+        let set = res.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Secure"),
+            "{set}"
+        );
+        assert!(set.contains(&format!("Path=/lark/{integration}/")), "{set}");
+        self.cookie = Some(cookie);
+        location(&res)
+    }
+
+    async fn page(&self, path: &str) -> (StatusCode, String) {
+        let res = self.get(path).await;
+        (res.status(), res.text().await.unwrap())
+    }
+}
+
+/// The hidden form token of a page.
+fn form_token(html: &str) -> String {
+    let at = html.find("name=\"token\" value=\"").expect("a form token") + 20;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+async fn start() -> Harness {
+    Harness::builder(APP_ID, APP_SECRET)
+        .sim_config(|c| c.apps[0].user_scopes = vec![EMAIL_SCOPE.into(), MOBILE_SCOPE.into()])
+        .tune(|s| s.homepage.admin_contact = Some("Ops desk (ops@example.com)".into()))
+        .start()
+        .await
+}
+
+impl Harness {
+    async fn member_record(&self, id: &str) -> Value {
+        let (status, m) = self
+            .api(Method::GET, &format!("/api/v1/members/{id}"), Value::Null)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{m}");
+        m
+    }
+
+    async fn incident(&self, id: &str) -> Value {
+        let (status, inc) = self
+            .api(Method::GET, &format!("/api/v1/incidents/{id}"), Value::Null)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{inc}");
+        inc
+    }
+}
+
+#[tokio::test]
+async fn a_person_logs_in_through_lark_is_linked_and_gets_the_card_they_missed() {
+    let env = start().await;
+    // Alice's mobile is written without its "+": the look-up by mobile misses her, so her page
+    // ends `app_not_linked`; her login (which returns the mobile) links her.
+    let alice = env
+        .create(
+            "/api/v1/members",
+            json!({"name": "Alice Chen", "mobile": "14155550101"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bob = env.member("Bob Smith", "bob@example.com").await;
+    env.rule(json!([{"members": [alice]}])).await;
+    let inc = env
+        .create(
+            "/api/v1/incidents",
+            json!({"title": "Checkout errors", "severity": "critical"}),
+        )
+        .await;
+    let id = inc["id"].as_str().unwrap().to_string();
+    env.app().incidents.tick().await.unwrap();
+    let alice_open = env.open_id("alice@example.com");
+    env.settle().await;
+    assert!(env.cards_to(&alice_open).is_empty());
+    assert!(
+        env.member_record(&alice).await["lark"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+
+    // First visit: the incident's page, without a session, goes to Lark's authorize page with
+    // the integration's client id, Redirect URL and a state.
+    let mut browser = Browser::new(&env);
+    let authorize = browser
+        .authorize_url(&env.integration, &format!("/incidents/{id}"))
+        .await;
+    let q = query_of(&authorize);
+    assert!(authorize.starts_with(&env.sim.base_url()), "{authorize}");
+    assert_eq!(q["client_id"], APP_ID);
+    assert_eq!(
+        q["redirect_uri"],
+        format!(
+            "https://oncall.example.com/lark/{}/oauth/callback",
+            env.integration
+        )
+    );
+    assert!(q["state"].len() > 20);
+
+    let back_to = browser
+        .login(&env.integration, &format!("/incidents/{id}"), &alice_open)
+        .await;
+    assert_eq!(back_to, format!("/lark/{}/app/incidents/{id}", env.integration));
+    let member = env.member_record(&alice).await;
+    let identity = &member["lark"][&env.integration];
+    assert_eq!(identity["linked_via"], "oauth", "{member}");
+    assert_eq!(identity["open_id"], alice_open.as_str());
+
+    // The card she missed reaches her now, and the operation log says so.
+    env.wait_for("the re-sent card", |h| h.cards_to(&alice_open).len() == 1)
+        .await;
+    let log = common::oplog::all(&env.http, &env.admin, &env.token, &format!("incident={id}")).await;
+    assert!(log.iter().any(|e| e["outcome"] == "resent_after_link"), "{log:?}");
+
+    // Second visit: no authorize step, the page itself.
+    let (status, html) = browser.page(&back_to).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("Checkout errors") && html.contains("Acknowledge"),
+        "{html}"
+    );
+    assert!(html.contains("Alice Chen"), "responders: {html}");
+    let (status, mine) = browser.page(&format!("/lark/{}/app", env.integration)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(mine.contains(&format!("/incidents/{id}")), "{mine}");
+
+    // Acknowledge from the homepage: the card's rules, the card updated, the timeline says so.
+    let token = form_token(&html);
+    let res = browser
+        .post(
+            &format!("/lark/{}/app/incidents/{id}/act", env.integration),
+            &[("token", &token), ("action", "ack")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (_, after) = browser.page(&location(&res)).await;
+    assert!(after.contains("acknowledged: escalation stops"), "{after}");
+    let now = env.incident(&id).await;
+    assert_eq!(now["status"], "acknowledged");
+    assert_eq!(
+        now["timeline"].as_array().unwrap().last().unwrap()["actor"]["via"],
+        "homepage"
+    );
+    env.wait_for("the card acknowledged", |h| {
+        h.cards_to(&alice_open)[0].content.contains("Acknowledged")
+    })
+    .await;
+    // Again: nothing changes, and the page says who did it.
+    let res = browser
+        .post(
+            &format!("/lark/{}/app/incidents/{id}/act", env.integration),
+            &[("token", &token), ("action", "ack")],
+        )
+        .await;
+    let (_, again) = browser.page(&location(&res)).await;
+    assert!(again.contains("already acknowledged by Alice Chen"), "{again}");
+    // A post without the page's token is refused.
+    let res = browser
+        .post(
+            &format!("/lark/{}/app/incidents/{id}/act", env.integration),
+            &[("action", "resolve")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = browser
+        .post(
+            &format!("/lark/{}/app/incidents/{id}/act", env.integration),
+            &[
+                ("token", &token),
+                ("action", "snooze_custom"),
+                ("custom_minutes", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = browser
+        .post(
+            &format!("/lark/{}/app/incidents/{id}/act", env.integration),
+            &[
+                ("token", &token),
+                ("action", "note"),
+                ("text", "rolled back the deploy"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        env.incident(&id).await["timeline"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["detail"],
+        "rolled back the deploy"
+    );
+
+    // All open, filtered; a bad filter is a 400 page.
+    let (status, open) = browser
+        .page(&format!("/lark/{}/app/open?severity=critical", env.integration))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(open.contains("Checkout errors"));
+    let (status, _) = browser
+        .page(&format!("/lark/{}/app/open?severity=info", env.integration))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, bad) = browser
+        .page(&format!("/lark/{}/app/open?severity=loud", env.integration))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+
+    // Who am I, in Chinese on request.
+    let (status, me) = browser
+        .page(&format!("/lark/{}/app/me?lang=zh_cn", env.integration))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        me.contains("我是谁") && me.contains("oauth") && me.contains(&alice_open),
+        "{me}"
+    );
+
+    // The admin sees the session and can revoke it: the next visit goes to Lark again.
+    let (status, sessions) = env
+        .api(Method::GET, "/api/v1/homepage/sessions", Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let items = sessions["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert!(!sessions.to_string().contains("secret"), "{sessions}");
+    let session_id = items[0]["id"].as_str().unwrap();
+    let (status, _) = env
+        .api(
+            Method::DELETE,
+            &format!("/api/v1/homepage/sessions/{session_id}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let res = browser.get(&format!("/lark/{}/app", env.integration)).await;
+    assert_eq!(res.status(), StatusCode::FOUND);
+
+    // Switch account: Bob logs in in the same browser; his member is linked by email.
+    browser.login(&env.integration, "", &alice_open).await;
+    let bob_open = env.open_id("bob@example.com");
+    browser.login(&env.integration, "/me", &bob_open).await;
+    assert_eq!(
+        env.member_record(&bob).await["lark"][&env.integration]["linked_via"],
+        "oauth"
+    );
+    let (_, me) = browser.page(&format!("/lark/{}/app/me", env.integration)).await;
+    assert!(me.contains("Bob Smith"), "{me}");
+    let (_, sessions) = env
+        .api(Method::GET, "/api/v1/homepage/sessions", Value::Null)
+        .await;
+    assert_eq!(
+        sessions["items"].as_array().unwrap().len(),
+        1,
+        "the old session ended: {sessions}"
+    );
+    // Logging out ends the session.
+    let token = form_token(&me);
+    let res = browser
+        .post(
+            &format!("/lark/{}/app/logout", env.integration),
+            &[("token", &token)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = browser.get(&format!("/lark/{}/app/me", env.integration)).await;
+    assert_eq!(res.status(), StatusCode::FOUND);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn every_bad_login_gets_its_page_and_a_4xx() {
+    let env = start().await;
+    env.member("Alice Chen", "alice@example.com").await;
+    let alice_open = env.open_id("alice@example.com");
+    let carol_open = env.open_id("carol@example.com");
+    let browser = Browser::new(&env);
+    let callback = format!("/lark/{}/oauth/callback", env.integration);
+    let expect = async |url: &str, status: StatusCode, words: &str| {
+        let res = browser.get(url).await;
+        assert_eq!(res.status(), status, "{url}");
+        assert!(session_cookie(&res).is_none());
+        let html = res.text().await.unwrap();
+        assert!(html.contains(words), "{url}: {html}");
+    };
+
+    // A forged state.
+    expect(
+        &format!("{callback}?code=abc&state=forged.state"),
+        StatusCode::BAD_REQUEST,
+        "not valid",
+    )
+    .await;
+    // Nothing at all.
+    expect(&callback, StatusCode::BAD_REQUEST, "incomplete").await;
+    // Lark's authorize page answered access_denied.
+    let authorize = browser.authorize_url(&env.integration, "").await;
+    let deny = authorize.replace("/authorize?", "/authorize/deny?");
+    let res = browser.http.get(&deny).send().await.unwrap();
+    let denied = location(&res);
+    assert_eq!(query_of(&denied)["error"], "access_denied");
+    expect(&denied, StatusCode::FORBIDDEN, "did not allow").await;
+
+    // A code Lark rejects (with a good state).
+    let authorize = browser.authorize_url(&env.integration, "").await;
+    let state = query_of(&authorize)["state"].clone();
+    expect(
+        &format!("{callback}?code=not-a-code&state={}", urlencode(&state)),
+        StatusCode::BAD_REQUEST,
+        "Lark refused this login",
+    )
+    .await;
+    // The same state again: replayed.
+    let good = browser
+        .pick_user(&browser.authorize_url(&env.integration, "").await, &alice_open)
+        .await;
+    let res = browser.get(&good).await;
+    assert_eq!(res.status(), StatusCode::FOUND);
+    expect(&good, StatusCode::BAD_REQUEST, "already used").await;
+    // A code used twice, with a fresh state.
+    let used_code = query_of(&browser.local(&good))["code"].clone();
+    let fresh = query_of(&browser.authorize_url(&env.integration, "").await)["state"].clone();
+    expect(
+        &format!("{callback}?code={used_code}&state={}", urlencode(&fresh)),
+        StatusCode::BAD_REQUEST,
+        "Lark refused this login",
+    )
+    .await;
+    // An expired state (more than 10 minutes at Lark's page).
+    let slow = browser
+        .pick_user(&browser.authorize_url(&env.integration, "").await, &alice_open)
+        .await;
+    env.clock.advance(chrono::Duration::minutes(11));
+    expect(&slow, StatusCode::BAD_REQUEST, "took too long").await;
+    // A state signed for another integration is not good here.
+    let other = browser
+        .pick_user(&browser.authorize_url(&env.integration, "").await, &alice_open)
+        .await;
+    let moved = other.replace(&format!("/lark/{}/", env.integration), "/lark/int_nothere/");
+    expect(&moved, StatusCode::NOT_FOUND, "no configured Lark app").await;
+    // An unknown integration.
+    expect(
+        "/lark/int_nothere/app",
+        StatusCode::NOT_FOUND,
+        "no configured Lark app",
+    )
+    .await;
+    // Somebody no member matches: told who they are and whom to ask; no member is created.
+    let carol = browser
+        .pick_user(&browser.authorize_url(&env.integration, "").await, &carol_open)
+        .await;
+    expect(&carol, StatusCode::FORBIDDEN, "Ops desk (ops@example.com)").await;
+    expect(
+        &browser
+            .pick_user(&browser.authorize_url(&env.integration, "").await, &carol_open)
+            .await,
+        StatusCode::FORBIDDEN,
+        "Carol Liu",
+    )
+    .await;
+    let (_, members) = env.api(Method::GET, "/api/v1/members", Value::Null).await;
+    assert_eq!(members["items"].as_array().unwrap().len(), 1);
+    // Someone outside the app's availability (Lark's 20010).
+    let chen = env
+        .sim
+        .world()
+        .users
+        .iter()
+        .find(|u| !u.app_visible)
+        .unwrap()
+        .open_id
+        .clone();
+    expect(
+        &browser
+            .pick_user(&browser.authorize_url(&env.integration, "").await, &chen)
+            .await,
+        StatusCode::FORBIDDEN,
+        "availability",
+    )
+    .await;
+    // A forged session cookie is no session.
+    let mut forged = Browser::new(&env);
+    forged.cookie = Some("lko_home=abc.def".into());
+    assert_eq!(
+        forged
+            .get(&format!("/lark/{}/app", env.integration))
+            .await
+            .status(),
+        StatusCode::FOUND
+    );
+    // The log names the integration and the reason.
+    env.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn the_stylesheet_is_cached_with_an_etag_and_pages_in_chinese_by_the_browser_language() {
+    let env = start().await;
+    let http = no_redirects();
+    let res = http
+        .get(format!("{}/lark/assets/home/home.css", env.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let etag = res.headers()["etag"].to_str().unwrap().to_string();
+    assert!(
+        res.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age")
+    );
+    let again = http
+        .get(format!("{}/lark/assets/home/home.css", env.admin))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    let res = http
+        .get(format!("{}/lark/int_nothere/app", env.admin))
+        .header("accept-language", "zh-CN,zh;q=0.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(res.text().await.unwrap().contains("没有这个应用"));
+    env.stop().await;
+}
