@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::tables;
 use crate::store::{Store, StoreError, WriteTx};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// `Default` is for entries that record no Lark call (a refused attempt, a re-send decision):
+/// they name what they know and leave the call's fields empty.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct OpEntry {
     pub seq: u64,
     pub at: DateTime<Utc>,

@@ -575,21 +575,14 @@ impl Homepage {
                 "not_resent_closed"
             };
             let entry = OpEntry {
-                seq: 0,
                 at: self.clock.now(),
                 integration_id: integration.to_string(),
                 incident_id: Some(incident.id.clone()),
-                job_id: None,
                 receiver: Some(receiver.clone()),
                 kind: "send".into(),
                 outcome: outcome.into(),
                 reason: Some("linked_by_homepage_login".into()),
-                lark_code: None,
-                lark_message: None,
-                attempts: 0,
-                latency_ms: None,
-                message_id: None,
-                chat_id: None,
+                ..OpEntry::default()
             };
             self.store
                 .write(move |w| oplog::append(w, entry).map(drop))

@@ -733,21 +733,14 @@ impl Incidents {
                 crate::delivery::oplog::append(
                     w,
                     crate::delivery::oplog::OpEntry {
-                        seq: 0,
                         at: now,
                         integration_id: integration,
                         incident_id: Some(id.clone()),
-                        job_id: None,
                         receiver: actor.who.clone(),
                         kind: attempted,
                         outcome: "refused_role".into(),
                         reason: Some(role),
-                        lark_code: None,
-                        lark_message: None,
-                        attempts: 0,
-                        latency_ms: None,
-                        message_id: None,
-                        chat_id: None,
+                        ..Default::default()
                     },
                 )?;
                 Ok(())
