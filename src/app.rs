@@ -130,11 +130,13 @@ pub async fn start(app: Arc<Services>) -> anyhow::Result<Running> {
     app.start_scheduler().await?;
     app.inbound.resume().await?;
     app.receivers.start(stop_rx.clone());
-    tokio::spawn(
-        app.delivery
-            .clone()
-            .run(Arc::new(LarkExecutor::new(app.lark.clone())), stop_rx.clone()),
-    );
+    tokio::spawn(app.delivery.clone().run(
+        Arc::new(crate::bot_webhook::WithBotWebhooks {
+            inner: LarkExecutor::new(app.lark.clone()),
+            hooks: app.bot_webhooks.clone(),
+        }),
+        stop_rx.clone(),
+    ));
     tokio::spawn(app.webhooks.clone().run(stop_rx.clone()));
     tokio::spawn(app.incidents.clone().run(stop_rx.clone()));
     let dir = settings.state_dir();

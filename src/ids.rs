@@ -12,6 +12,7 @@ pub mod prefix {
     pub const ALERT_SOURCE: &str = "src_";
     pub const ALERT_SOURCE_KEY: &str = "lkoik_";
     pub const RULE: &str = "rule_";
+    pub const BOT_WEBHOOK: &str = "bwh_";
 }
 
 /// `bytes` random bytes from the OS, hex-encoded (twice as many characters).

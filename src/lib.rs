@@ -3,7 +3,7 @@
 //! Domains: [`store`] (the redb state file), [`auth`] (admin accounts and tokens), [`lark`] (Lark's
 //! wire protocol and Open API client), [`integration`] (connected Lark apps and their callback
 //! pipeline), [`delivery`] (the outbox), [`incident`] (incidents, alerts, escalation, cards),
-//! [`homepage`] (the app homepage inside Lark: OAuth login, member linking, sessions),
+//! [`bot_webhook`] (custom group-bot webhooks as notification targets), [`homepage`] (the app homepage inside Lark: OAuth login, member linking, sessions),
 //! [`scheduler`] (periodic jobs), [`sim`] (a fake Lark for tests and the demo), [`webhook`]
 //! (outbound incident webhooks), [`web`] (HTTP routes), with [`app`] wiring them into a running service and
 //! [`cli`] as the entry point; [`memory`] makes the allocator return what it no longer needs,
@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bot_webhook;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -14,6 +14,7 @@ pub fn table_names() -> Vec<&'static str> {
         crate::integration::tables::NAMES,
         crate::incident::tables::NAMES,
         crate::webhook::tables::NAMES,
+        crate::bot_webhook::tables::NAMES,
         crate::homepage::TABLE_NAMES,
     ]
     .concat()

@@ -38,6 +38,8 @@ pub struct Services {
     /// The Open API client of each integration.
     pub lark: Arc<LarkClients>,
     pub webhooks: Arc<crate::webhook::Webhooks>,
+    /// Custom group-bot webhooks (notification targets) and the sender of their posts.
+    pub bot_webhooks: Arc<crate::bot_webhook::BotWebhooks>,
     /// Incidents, members, alert sources, escalation rules and their cards.
     pub incidents: Arc<Incidents>,
     /// The app homepage inside Lark: logins, sessions, member linking.
@@ -60,7 +62,7 @@ impl Services {
             settings.state_dir(),
             settings.public_base(),
             settings.allow_api_base_url_override,
-            crate::webhook::any_subscription(&store)?,
+            crate::webhook::any_subscription(&store)? || crate::bot_webhook::any(&store)?,
         )?);
         let inbound = Arc::new(InboundPipeline::new(
             integrations.clone(),
@@ -102,12 +104,19 @@ impl Services {
             crate::webhook::RetryPolicy::default(),
             settings.allow_private_webhook_targets,
         );
+        let bot_webhooks = crate::bot_webhook::BotWebhooks::open(
+            store.clone(),
+            integrations.secret_box(),
+            clock.clone(),
+            settings.allow_api_base_url_override,
+        )?;
         let incidents = Incidents::new(
             store.clone(),
             clock.clone(),
             delivery.clone(),
             lark.clone(),
             webhooks.clone(),
+            bot_webhooks.clone(),
             settings.public_base(),
         );
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());
@@ -133,6 +142,7 @@ impl Services {
             delivery,
             lark,
             webhooks,
+            bot_webhooks,
             incidents,
             homepage,
             ready: AtomicBool::new(false),
@@ -163,6 +173,13 @@ impl Services {
                 incidents: app.incidents.clone(),
             }),
         );
+        let membership = Arc::new(crate::integration::chats::MembershipHandler {
+            store: app.store.clone(),
+            clock: app.clock.clone(),
+        });
+        for event_type in crate::integration::chats::MEMBERSHIP_EVENTS {
+            app.inbound.on_event(event_type, membership.clone());
+        }
         let actions = Arc::new(crate::incident::actions::LarkActions::new(
             app.incidents.clone(),
             app.delivery.clone(),

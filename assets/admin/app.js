@@ -206,7 +206,7 @@ function setupGuide(i) {
       url(t("url_web"), t("url_web_where"), i.urls.web_configuration, "web"),
       url(t("url_callback"), t("url_callback_where"), i.urls.message_card_request, "callback"),
       url(t("url_redirect"), t("url_redirect_where"), i.urls.redirect, "redirect")),
-    h("section", { class: "card stack" }, h("h2", {}, t("step_events")), codes(["im.message.receive_v1", "im.chat.disbanded_v1", "im.chat.member.bot.deleted_v1"]),
+    h("section", { class: "card stack" }, h("h2", {}, t("step_events")), codes(["im.message.receive_v1", "im.chat.disbanded_v1", "im.chat.member.bot.added_v1", "im.chat.member.bot.deleted_v1", "im.chat.updated_v1"]),
       h("h2", {}, t("step_callbacks")), codes(["card.action.trigger", "card.action.trigger_v1"]),
       h("h2", {}, t("step_permissions")), codes(["im:chat", "im:message", "im:message:send_as_bot", "contact:user.id:readonly", "contact:user.base:readonly"]),
       h("h2", {}, t("step_publish")), h("p", {}, t("step_publish_text"))),

@@ -82,7 +82,23 @@ struct Lane {
     /// When Lark last took a call of this integration (delivered, or refused for a business
     /// reason, which it counts too).
     last_accepted: Option<DateTime<Utc>>,
+    /// A group-bot webhook's lane: its windows run on the injected clock (see
+    /// [`Delivery::lane_now`]) and it has no monthly quota.
+    clocked: bool,
 }
+
+/// Whether a lane is a group-bot webhook's (its key is the webhook's id) rather than an
+/// integration's.
+pub fn is_bot_webhook_lane(lane: &str) -> bool {
+    lane.starts_with(crate::ids::prefix::BOT_WEBHOOK)
+}
+
+/// Remembered group-bot state changes before the ones older than the spacing are forgotten.
+const MAX_HOOK_STATE_ENTRIES: usize = 10_000;
+
+/// A state change to a group-bot webhook waits this long after the previous one of its
+/// incident, and later ones merge into it.
+pub const BOT_WEBHOOK_STATE_SPACING: chrono::Duration = chrono::Duration::minutes(1);
 
 /// On a plan with a quota, after this long without a call Lark took (and after a start), one
 /// call goes out alone first: other tools of the tenant may have spent the quota meanwhile, and
@@ -146,6 +162,9 @@ struct Inner {
     jobs: HashMap<u64, Job>,
     /// Pending card updates by (integration, message id), for coalescing.
     pending_updates: HashMap<(String, String), u64>,
+    /// Group-bot state changes by (webhook, incident): the pending job, if any, and when the
+    /// latest one was scheduled to go.
+    hook_state_changes: HashMap<(String, String), (Option<u64>, DateTime<Utc>)>,
     in_flight_ids: std::collections::HashSet<u64>,
 }
 
@@ -157,6 +176,9 @@ pub struct Delivery {
     wake: Notify,
     pub metrics: DeliveryMetrics,
     delivered_hook: std::sync::RwLock<Option<DeliveredHook>>,
+    /// A monotonic instant and the clock's reading at that instant, mapping the clock onto
+    /// instants for clocked lanes.
+    epoch: (Instant, DateTime<Utc>),
 }
 
 /// Runs inside the commit that records a delivered job, with the id Lark returned, so what a
@@ -171,7 +193,12 @@ fn job_uuid(id: u64) -> String {
 }
 
 /// Gives a new job its id and uuid and writes it to the outbox, pending.
-fn write_new_job(w: &crate::store::WriteTx<'_>, new: NewJob, now: DateTime<Utc>) -> Result<Job, StoreError> {
+fn write_new_job(
+    w: &crate::store::WriteTx<'_>,
+    new: NewJob,
+    now: DateTime<Utc>,
+    not_before: Option<DateTime<Utc>>,
+) -> Result<Job, StoreError> {
     let id = w.next_sequence("outbox")?;
     let job = Job {
         id,
@@ -184,7 +211,7 @@ fn write_new_job(w: &crate::store::WriteTx<'_>, new: NewJob, now: DateTime<Utc>)
         created_at: now,
         first_attempt_at: None,
         attempts: 0,
-        next_attempt_at: None,
+        next_attempt_at: not_before,
         state: JobState::Pending,
     };
     w.put(&tables::OUTBOX, &id, &job)?;
@@ -198,6 +225,21 @@ fn hold_outcome(job: &Job) -> &'static str {
             reason: HoldReason::QuotaReserved,
         } => "quota_reserved",
         _ => "held_quota",
+    }
+}
+
+/// (webhook, incident) of a group-bot state change, the unit it is spaced and merged by.
+fn hook_state_key(job: &Job) -> Option<(String, String)> {
+    match (&job.kind, &job.incident_id) {
+        (
+            JobKind::BotHook {
+                webhook_id,
+                state_change: true,
+                ..
+            },
+            Some(incident),
+        ) => Some((webhook_id.clone(), incident.clone())),
+        _ => None,
     }
 }
 
@@ -216,17 +258,19 @@ impl Delivery {
         let stored = store.read(|r| r.page(&tables::OUTBOX, None, usize::MAX, false))?;
         let delivery = Arc::new(Delivery {
             store,
-            clock,
             config,
             inner: Mutex::new(Inner {
                 lanes: HashMap::new(),
                 jobs: HashMap::new(),
                 pending_updates: HashMap::new(),
+                hook_state_changes: HashMap::new(),
                 in_flight_ids: Default::default(),
             }),
             wake: Notify::new(),
             metrics,
             delivered_hook: std::sync::RwLock::new(None),
+            epoch: (Instant::now(), clock.now()),
+            clock,
         });
         let resumes = delivery.resumes(&stored)?;
         {
@@ -236,10 +280,10 @@ impl Delivery {
                     delivery.admit(&mut inner, job);
                 }
             }
-            let now = Instant::now();
-            for (integration, resume) in resumes {
+            for (lane_key, resume) in resumes {
+                let now = delivery.lane_now(is_bot_webhook_lane(&lane_key), Instant::now());
                 delivery
-                    .lane(&mut inner.lanes, &integration)
+                    .lane(&mut inner.lanes, &lane_key)
                     .limits
                     .resume(&resume, now);
             }
@@ -252,12 +296,19 @@ impl Delivery {
     /// flight is still pending in the outbox, and at most `max_in_flight` were.
     fn resumes(&self, stored: &[(u64, Job)]) -> Result<HashMap<String, Resume>, StoreError> {
         let wall = self.clock.now();
-        let now = Instant::now();
         let mut resumes: HashMap<String, Resume> = HashMap::new();
         for entry in oplog::calls_since(&self.store, wall - RESUME_LOOKBACK)? {
             let Some(api) = JobKind::api_of(&entry.kind) else {
                 continue;
             };
+            let hook_lane = entry
+                .receiver
+                .as_deref()
+                .and_then(|r| r.strip_prefix(super::job::BOT_WEBHOOK_RECEIVER))
+                .filter(|_| entry.kind == "bot_hook")
+                .map(str::to_string);
+            let now = self.lane_now(hook_lane.is_some(), Instant::now());
+            let lane_key = hook_lane.unwrap_or_else(|| entry.integration_id.clone());
             let ago = (wall - entry.at).to_std().unwrap_or_default();
             let call = CallShape {
                 api,
@@ -266,14 +317,10 @@ impl Delivery {
                 message: entry.message_id.filter(|_| entry.kind == "update_card"),
             };
             let answered = now.checked_sub(ago).unwrap_or(now);
-            resumes
-                .entry(entry.integration_id)
-                .or_default()
-                .calls
-                .push((call, answered));
+            resumes.entry(lane_key).or_default().calls.push((call, answered));
         }
         for (_, job) in stored.iter().filter(|(_, j)| j.state == JobState::Pending) {
-            let resume = resumes.entry(job.integration_id.clone()).or_default();
+            let resume = resumes.entry(job.lane().to_string()).or_default();
             resume.unrecorded += 1;
             resume.unrecorded_sends += usize::from(JobKind::is_send(job.kind.name()));
         }
@@ -284,21 +331,43 @@ impl Delivery {
         Ok(resumes)
     }
 
+    /// Where a lane's windows stand now. An integration's run on the monotonic clock; a
+    /// group-bot webhook's on the injected clock mapped onto instants, so a test moves it
+    /// through a minute of 100 posts instead of waiting (wall-clock jumps would move them too,
+    /// which at worst delays or hastens posts by the jump).
+    fn lane_now(&self, clocked: bool, real: Instant) -> Instant {
+        if !clocked {
+            return real;
+        }
+        let (instant, wall) = self.epoch;
+        instant + (self.clock.now() - wall).to_std().unwrap_or_default()
+    }
+
     fn lane<'a>(&self, lanes: &'a mut HashMap<String, Lane>, integration: &str) -> &'a mut Lane {
         lanes.entry(integration.to_string()).or_insert_with(|| {
             let month = quota::month_key(self.clock.now(), self.config.quota_timezone);
             let usage = self.load_usage(integration, &month);
+            let clocked = is_bot_webhook_lane(integration);
+            let (limits, plan) = if clocked {
+                (LimitConfig::bot_webhook(self.config.limits.margin), Plan::Paid)
+            } else {
+                (
+                    self.config.limits.clone(),
+                    Plan::BasicFree {
+                        monthly_quota: 10_000,
+                    },
+                )
+            };
             Lane {
-                limits: AppLimits::new(self.config.limits.clone()),
-                plan: Plan::BasicFree {
-                    monthly_quota: 10_000,
-                },
+                limits: AppLimits::new(limits),
+                plan,
                 ranks: BTreeMap::new(),
                 in_flight: 0,
                 month,
                 usage,
                 quota_refused: false,
                 last_accepted: None,
+                clocked,
             }
         })
     }
@@ -322,8 +391,18 @@ impl Delivery {
                 .pending_updates
                 .insert((job.integration_id.clone(), message_id.clone()), id);
         }
+        if let (Some(key), JobState::Pending) = (hook_state_key(&job), &job.state) {
+            let at = job.next_attempt_at.unwrap_or(job.created_at);
+            if inner.hook_state_changes.len() >= MAX_HOOK_STATE_ENTRIES {
+                let cutoff = self.clock.now() - BOT_WEBHOOK_STATE_SPACING;
+                inner
+                    .hook_state_changes
+                    .retain(|_, (pending, last)| pending.is_some() || *last > cutoff);
+            }
+            inner.hook_state_changes.insert(key, (Some(id), at));
+        }
         if job.state == JobState::Pending {
-            let lane = self.lane(&mut inner.lanes, &job.integration_id);
+            let lane = self.lane(&mut inner.lanes, job.lane());
             lane.ranks
                 .entry(job.rank())
                 .or_default()
@@ -354,7 +433,7 @@ impl Delivery {
         let held: Vec<u64> = inner
             .jobs
             .values()
-            .filter(|j| j.integration_id == integration && matches!(j.state, JobState::Held { .. }))
+            .filter(|j| j.lane() == integration && matches!(j.state, JobState::Held { .. }))
             .map(|j| j.id)
             .collect();
         for id in held {
@@ -401,7 +480,51 @@ impl Delivery {
             }
         }
         let now = self.clock.now();
-        let job = self.store.write(move |w| write_new_job(w, new, now)).await?;
+        let mut not_before = None;
+        if let (
+            JobKind::BotHook {
+                webhook_id,
+                body,
+                state_change: true,
+            },
+            Some(incident),
+        ) = (&new.kind, &new.incident_id)
+        {
+            let key = (webhook_id.clone(), incident.clone());
+            let merged = {
+                let mut inner = self.inner.lock().expect("delivery lock");
+                let inner = &mut *inner;
+                match inner.hook_state_changes.get(&key).copied() {
+                    Some((Some(id), _))
+                        if !inner.in_flight_ids.contains(&id) && inner.jobs.contains_key(&id) =>
+                    {
+                        let job = inner.jobs.get_mut(&id).expect("pending state change");
+                        if let JobKind::BotHook { body: waiting, .. } = &mut job.kind {
+                            waiting.clone_from(body);
+                        }
+                        job.priority = job.priority.min(new.priority);
+                        Some(job.clone())
+                    }
+                    Some((_, last)) => {
+                        not_before = Some((last + BOT_WEBHOOK_STATE_SPACING).max(now));
+                        None
+                    }
+                    None => None,
+                }
+            };
+            if let Some(job) = merged {
+                let id = job.id;
+                self.store
+                    .write(move |w| w.put(&tables::OUTBOX, &job.id, &job))
+                    .await?;
+                self.metrics.coalesced.inc();
+                return Ok(id);
+            }
+        }
+        let job = self
+            .store
+            .write(move |w| write_new_job(w, new, now, not_before))
+            .await?;
         let id = job.id;
         self.admit(&mut self.inner.lock().expect("delivery lock"), job);
         self.wake.notify_one();
@@ -446,7 +569,15 @@ impl Delivery {
         let mut ids = vec![0; jobs.len()];
         let mut fresh = Vec::with_capacity(jobs.len());
         for (i, new) in jobs.into_iter().enumerate() {
-            if matches!(new.kind, JobKind::UpdateCard { .. }) {
+            let merges = matches!(
+                new.kind,
+                JobKind::UpdateCard { .. }
+                    | JobKind::BotHook {
+                        state_change: true,
+                        ..
+                    }
+            );
+            if merges {
                 ids[i] = self.enqueue(new).await?;
             } else {
                 fresh.push((i, new));
@@ -461,7 +592,7 @@ impl Delivery {
             .write(move |w| {
                 let mut written = Vec::with_capacity(fresh.len());
                 for (i, new) in fresh {
-                    written.push((i, write_new_job(w, new, now)?));
+                    written.push((i, write_new_job(w, new, now, None)?));
                 }
                 Ok(written)
             })
@@ -611,11 +742,7 @@ impl Delivery {
     /// Jobs of one integration waiting or in flight.
     pub fn pending_for(&self, integration: &str) -> usize {
         let inner = self.inner.lock().expect("delivery lock");
-        inner
-            .jobs
-            .values()
-            .filter(|j| j.integration_id == integration)
-            .count()
+        inner.jobs.values().filter(|j| j.lane() == integration).count()
             + inner.lanes.get(integration).map_or(0, |l| l.in_flight)
     }
 
@@ -690,6 +817,7 @@ impl Delivery {
                 holds.extend(waiting.into_iter().map(|id| (id, HoldReason::QuotaExhausted)));
                 continue;
             }
+            let lane_now = self.lane_now(lane.clocked, now);
             let probing = lane.plan.limit().is_some()
                 && lane.last_accepted.is_none_or(|t| wall - t >= QUOTA_PROBE_AFTER);
             let max_in_flight = if probing { 1 } else { self.config.max_in_flight };
@@ -729,8 +857,9 @@ impl Delivery {
                             continue;
                         }
                         let shape = job.kind.shape();
-                        let at = lane.limits.available_at(&shape, now);
-                        if at > now {
+                        let at = lane.limits.available_at(&shape, lane_now);
+                        if at > lane_now {
+                            let at = now + (at - lane_now);
                             wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
                             queue.turn.push_back(receiver);
                             continue;
@@ -756,7 +885,7 @@ impl Delivery {
                 break;
             }
             lane.ranks.retain(|_, q| !q.turn.is_empty());
-            lane.limits.forget_idle(now);
+            lane.limits.forget_idle(lane_now);
         }
         self.hold(inner, holds);
         (ready, wake_at)
@@ -807,16 +936,16 @@ impl Delivery {
     ) -> Result<(), StoreError> {
         let (quota_key, usage, crossed) = {
             let mut inner = self.inner.lock().expect("delivery lock");
-            let lane = self.lane(&mut inner.lanes, &job.integration_id);
+            let lane = self.lane(&mut inner.lanes, job.lane());
             lane.quota_refused = true;
             let crossed = quota::learn_exhausted(&mut lane.usage, lane.plan);
             (
-                format!("{}/{}", job.integration_id, lane.month),
+                format!("{}/{}", job.lane(), lane.month),
                 lane.usage.clone(),
                 crossed,
             )
         };
-        self.warn_quota(&job.integration_id, &crossed);
+        self.warn_quota(job.lane(), &crossed);
         job.state = JobState::Held {
             reason: HoldReason::QuotaExhausted,
         };
@@ -828,7 +957,7 @@ impl Delivery {
         self.metrics.outcome(job.kind.name(), outcome);
         let mut inner = self.inner.lock().expect("delivery lock");
         inner.in_flight_ids.remove(&job.id);
-        if let Some(lane) = inner.lanes.get_mut(&job.integration_id) {
+        if let Some(lane) = inner.lanes.get_mut(job.lane()) {
             lane.in_flight -= 1;
         }
         inner.jobs.insert(job.id, job);
@@ -910,8 +1039,9 @@ impl Delivery {
         let outcome = executor.execute(&job).await;
         {
             let mut inner = self.inner.lock().expect("delivery lock");
-            let lane = self.lane(&mut inner.lanes, &job.integration_id);
-            lane.limits.answered(&job.kind.shape(), Instant::now());
+            let lane = self.lane(&mut inner.lanes, job.lane());
+            let answered = self.lane_now(lane.clocked, Instant::now());
+            lane.limits.answered(&job.kind.shape(), answered);
             let taken = match &outcome {
                 CallOutcome::Delivered { .. } => true,
                 CallOutcome::Failed(f) => matches!(f.kind, FailureKind::Permanent { .. }),
@@ -946,13 +1076,19 @@ impl Delivery {
     fn done_in_memory(&self, inner: &mut Inner, job: &Job) {
         inner.jobs.remove(&job.id);
         inner.in_flight_ids.remove(&job.id);
+        if let Some(key) = hook_state_key(job)
+            && let Some((pending, _)) = inner.hook_state_changes.get_mut(&key)
+            && *pending == Some(job.id)
+        {
+            *pending = None;
+        }
         if let JobKind::UpdateCard { message_id, .. } = &job.kind {
             let key = (job.integration_id.clone(), message_id.clone());
             if inner.pending_updates.get(&key) == Some(&job.id) {
                 inner.pending_updates.remove(&key);
             }
         }
-        if let Some(lane) = inner.lanes.get_mut(&job.integration_id) {
+        if let Some(lane) = inner.lanes.get_mut(job.lane()) {
             lane.in_flight -= 1;
         }
         self.metrics.queued(job.kind.name(), -1);
@@ -963,7 +1099,7 @@ impl Delivery {
         job.next_attempt_at = at;
         job.state = JobState::Pending;
         let (rank, receiver, id) = (job.rank(), receiver_key(&job), job.id);
-        let lane = self.lane(&mut inner.lanes, &job.integration_id);
+        let lane = self.lane(&mut inner.lanes, job.lane());
         lane.in_flight -= 1;
         lane.ranks.entry(rank).or_default().push(receiver, id);
         inner.jobs.insert(id, job);
@@ -971,13 +1107,10 @@ impl Delivery {
 
     /// Counts one call of `class` in the lane's current month; returns the quota row to write.
     fn count_in_lane(&self, inner: &mut Inner, job: &Job) -> (String, MonthUsage) {
-        let lane = self.lane(&mut inner.lanes, &job.integration_id);
+        let lane = self.lane(&mut inner.lanes, job.lane());
         let crossed = quota::count(&mut lane.usage, job.kind.class(), 1, lane.plan);
-        self.warn_quota(&job.integration_id, &crossed);
-        (
-            format!("{}/{}", job.integration_id, lane.month),
-            lane.usage.clone(),
-        )
+        self.warn_quota(job.lane(), &crossed);
+        (format!("{}/{}", job.lane(), lane.month), lane.usage.clone())
     }
 
     async fn finish_delivered(
@@ -1032,11 +1165,8 @@ impl Delivery {
             if matches!(failure.kind, FailureKind::Permanent { .. }) {
                 self.count_in_lane(&mut inner, &job)
             } else {
-                let lane = self.lane(&mut inner.lanes, &job.integration_id);
-                (
-                    format!("{}/{}", job.integration_id, lane.month),
-                    lane.usage.clone(),
-                )
+                let lane = self.lane(&mut inner.lanes, job.lane());
+                (format!("{}/{}", job.lane(), lane.month), lane.usage.clone())
             }
         };
         let gave_up = job
@@ -1050,9 +1180,9 @@ impl Delivery {
             _ if gave_up => None,
             FailureKind::RateLimited { retry_after } => {
                 let mut inner = self.inner.lock().expect("delivery lock");
-                let lane = self.lane(&mut inner.lanes, &job.integration_id);
-                lane.limits
-                    .honour_reset(&job.kind.shape(), Instant::now() + *retry_after);
+                let lane = self.lane(&mut inner.lanes, job.lane());
+                let until = self.lane_now(lane.clocked, Instant::now()) + *retry_after;
+                lane.limits.honour_reset(&job.kind.shape(), until);
                 Some(now + chrono::Duration::from_std(*retry_after).unwrap_or_default())
             }
             // Held by `hold_refused` above unless it gave up.

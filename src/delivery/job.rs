@@ -26,10 +26,12 @@ pub enum CallClass {
     UserLookup,
     Oauth,
     Other,
+    /// Posts to group-bot webhooks: outside the app's quota, counted on the webhook's own line.
+    BotWebhook,
 }
 
 impl CallClass {
-    pub const ALL: [CallClass; 8] = [
+    pub const ALL: [CallClass; 9] = [
         CallClass::Token,
         CallClass::SendToPerson,
         CallClass::SendToChat,
@@ -38,6 +40,7 @@ impl CallClass {
         CallClass::UserLookup,
         CallClass::Oauth,
         CallClass::Other,
+        CallClass::BotWebhook,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,9 +53,19 @@ impl CallClass {
             CallClass::UserLookup => "user_lookup",
             CallClass::Oauth => "oauth",
             CallClass::Other => "other",
+            CallClass::BotWebhook => "bot_webhook",
         }
     }
+
+    /// Whether Lark counts this class against the app's monthly quota (group-bot webhooks are
+    /// not the app's calls).
+    pub fn counts_against_quota(self) -> bool {
+        self != CallClass::BotWebhook
+    }
 }
+
+/// The receiver prefix of a group-bot webhook job (`bot_webhook:bwh_…`).
+pub const BOT_WEBHOOK_RECEIVER: &str = "bot_webhook:";
 
 /// The Lark call a job makes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +94,14 @@ pub enum JobKind {
     },
     /// `POST /im/v1/chats/:id/members`.
     AddMembers { chat_id: String, open_ids: Vec<String> },
+    /// A post to a custom group bot's webhook: `body` is the message JSON before the keyword
+    /// and signature are added at send time. A `state_change` waits for (and is merged into)
+    /// the previous one of its incident, so each incident sends at most one a minute.
+    BotHook {
+        webhook_id: String,
+        body: String,
+        state_change: bool,
+    },
 }
 
 impl JobKind {
@@ -91,6 +112,7 @@ impl JobKind {
             JobKind::UpdateCard { .. } => "update_card",
             JobKind::CreateChat { .. } => "create_chat",
             JobKind::AddMembers { .. } => "add_members",
+            JobKind::BotHook { .. } => "bot_hook",
         }
     }
 
@@ -106,13 +128,14 @@ impl JobKind {
             "update_card" => "im.message.patch",
             "create_chat" => "im.chat.create",
             "add_members" => "im.chat.members.create",
+            "bot_hook" => "bot.v2.hook",
             _ => return None,
         })
     }
 
     /// Whether a kind of job counts against the send-message minute budget, by its name.
     pub fn is_send(name: &str) -> bool {
-        matches!(name, "send" | "reply")
+        matches!(name, "send" | "reply" | "bot_hook")
     }
 
     pub fn class(&self) -> CallClass {
@@ -124,6 +147,7 @@ impl JobKind {
             JobKind::Send { .. } | JobKind::Reply { .. } => CallClass::SendToPerson,
             JobKind::UpdateCard { .. } => CallClass::CardUpdate,
             JobKind::CreateChat { .. } | JobKind::AddMembers { .. } => CallClass::ChatManagement,
+            JobKind::BotHook { .. } => CallClass::BotWebhook,
         }
     }
 
@@ -136,6 +160,7 @@ impl JobKind {
                 ..
             } => Some(format!("{}:{receive_id}", receive_id_type.as_str())),
             JobKind::AddMembers { chat_id, .. } => Some(format!("chat_id:{chat_id}")),
+            JobKind::BotHook { webhook_id, .. } => Some(format!("{BOT_WEBHOOK_RECEIVER}{webhook_id}")),
             _ => None,
         }
     }
@@ -197,6 +222,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// Whose limits, schedule and ledger the job is in: its integration's, or a group-bot
+    /// webhook's own (Lark limits each custom bot apart from the app).
+    pub fn lane(&self) -> &str {
+        match &self.kind {
+            JobKind::BotHook { webhook_id, .. } => webhook_id,
+            _ => &self.integration_id,
+        }
+    }
+
     /// Scheduling rank: critical, then warning, then card updates, then info sends.
     pub fn rank(&self) -> u8 {
         match (self.priority, &self.kind) {

@@ -128,12 +128,23 @@ impl LarkExecutor {
                 }
                 Ok(None)
             }
+            JobKind::BotHook { .. } => unreachable!("execute hands group-bot posts elsewhere"),
         }
     }
 }
 
 impl Executor for LarkExecutor {
     async fn execute(&self, job: &Job) -> CallOutcome {
+        if matches!(job.kind, JobKind::BotHook { .. }) {
+            // Not a call of the app: the group-bot sender wraps this executor and takes these.
+            return CallOutcome::Failed(CallFailure {
+                kind: FailureKind::Permanent {
+                    reason: "no_bot_webhook_sender",
+                },
+                code: None,
+                message: "group-bot webhook posts need the bot-webhook sender".into(),
+            });
+        }
         let Some(client) = self.clients.get(&job.integration_id) else {
             return CallOutcome::Failed(CallFailure {
                 kind: FailureKind::Permanent {

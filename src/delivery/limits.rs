@@ -46,6 +46,20 @@ impl Default for LimitConfig {
     }
 }
 
+impl LimitConfig {
+    /// A custom group bot's limits (next §2): 5/s and 100/min per bot, whatever the app.
+    pub fn bot_webhook(margin: Duration) -> LimitConfig {
+        LimitConfig {
+            per_api_per_second: 5,
+            shared_api_bucket: false,
+            sends_per_minute: 100,
+            per_receiver_per_second: 5,
+            per_message_per_second: 5,
+            margin,
+        }
+    }
+}
+
 /// One exact sliding window: at most `limit` calls in any span of `window`, counting calls in
 /// flight as well as calls answered within the window.
 #[derive(Debug)]

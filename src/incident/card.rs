@@ -70,7 +70,7 @@ impl Locale {
     }
 }
 
-fn template(incident: &Incident, now: DateTime<Utc>) -> &'static str {
+pub(super) fn template(incident: &Incident, now: DateTime<Utc>) -> &'static str {
     if incident.status == Status::Resolved {
         return "green";
     }
@@ -131,7 +131,7 @@ pub fn neutralize_mentions(text: &str) -> String {
     text.replace('<', "\u{FF1C}")
 }
 
-fn cut_chars(text: &str, max: usize) -> String {
+pub(super) fn cut_chars(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_string(),

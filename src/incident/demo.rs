@@ -60,6 +60,7 @@ impl Incidents {
         let mut levels = vec![Level {
             members: first,
             chats: chat_ids.to_vec(),
+            bot_webhooks: Vec::new(),
             delay_minutes: 0,
             repeat_every_minutes: Some(2),
             repeat_count: 2,
@@ -70,6 +71,7 @@ impl Incidents {
             levels.push(Level {
                 members: second,
                 chats: Vec::new(),
+                bot_webhooks: Vec::new(),
                 delay_minutes: 0,
                 repeat_every_minutes: None,
                 repeat_count: 0,

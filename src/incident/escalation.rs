@@ -119,6 +119,7 @@ mod tests {
         Level {
             members: vec!["m".into()],
             chats: vec![],
+            bot_webhooks: vec![],
             delay_minutes: delay,
             repeat_every_minutes: every,
             repeat_count: count,

@@ -9,6 +9,7 @@ pub mod actions;
 pub mod card;
 pub mod demo;
 pub mod escalation;
+pub mod group_bot;
 pub mod ingest;
 pub mod members;
 pub mod model;
@@ -144,6 +145,7 @@ pub struct Incidents {
     delivery: Arc<Delivery>,
     lark: Arc<LarkClients>,
     webhooks: Arc<Webhooks>,
+    bot_webhooks: Arc<crate::bot_webhook::BotWebhooks>,
     public_base: String,
     pub members: Members,
     wake: Notify,
@@ -234,6 +236,7 @@ impl Incidents {
         delivery: Arc<Delivery>,
         lark: Arc<LarkClients>,
         webhooks: Arc<Webhooks>,
+        bot_webhooks: Arc<crate::bot_webhook::BotWebhooks>,
         public_base: &str,
     ) -> Arc<Incidents> {
         let incidents = Arc::new_cyclic(|me| Incidents {
@@ -245,6 +248,7 @@ impl Incidents {
             delivery: delivery.clone(),
             lark,
             webhooks,
+            bot_webhooks,
             public_base: public_base.trim_end_matches('/').to_string(),
             wake: Notify::new(),
             ticking: tokio::sync::Mutex::new(()),
@@ -845,6 +849,7 @@ impl Incidents {
         cosmetic: bool,
         answered_card: Option<&str>,
     ) -> Result<(), IncidentError> {
+        self.bot_webhooks_follow(incident).await?;
         let cards = self.cards(&incident.id)?;
         self.refresh_these_cards(incident, cards, cosmetic, answered_card)
             .await
@@ -993,17 +998,16 @@ impl Incidents {
         level: &Level,
     ) -> Result<(), IncidentError> {
         self.notify_people(incident, integration, &level.members).await?;
+        self.notify_bot_webhooks(incident, integration, &level.bot_webhooks)
+            .await?;
         let content = self.card_content(incident);
         for chat in &level.chats {
-            // A disbanded chat (or one the bot left) would only fail at Lark: say so instead.
-            if !crate::integration::chats::is_usable(&self.store, integration, chat)? {
+            // A disbanded chat (or one the bot left or was removed from) would only fail at
+            // Lark: say so instead.
+            if let Some(reason) = crate::integration::chats::unusable_reason(&self.store, integration, chat)?
+            {
                 self.delivery
-                    .record_unsendable(
-                        integration,
-                        Some(&incident.id),
-                        &format!("chat:{chat}"),
-                        "chat_disbanded",
-                    )
+                    .record_unsendable(integration, Some(&incident.id), &format!("chat:{chat}"), reason)
                     .await?;
                 continue;
             }

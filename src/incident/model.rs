@@ -230,6 +230,9 @@ pub struct Level {
     /// Group chat ids (`oc_…`) the bot is in.
     #[serde(default)]
     pub chats: Vec<String>,
+    /// Custom group-bot webhook ids (`bwh_…`).
+    #[serde(default)]
+    pub bot_webhooks: Vec<String>,
     /// Nobody is notified before this; an incident closed meanwhile notifies nobody.
     #[serde(default)]
     pub delay_minutes: u32,

@@ -65,8 +65,11 @@ pub fn check(input: &RuleInput) -> Result<Tz, IncidentError> {
         return Err(invalid("levels", "at least one level is needed"));
     }
     for (i, level) in input.levels.iter().enumerate() {
-        if level.members.is_empty() && level.chats.is_empty() {
-            return Err(invalid(format!("levels[{i}]"), "names no member and no chat"));
+        if level.members.is_empty() && level.chats.is_empty() && level.bot_webhooks.is_empty() {
+            return Err(invalid(
+                format!("levels[{i}]"),
+                "names no member, no chat and no bot webhook",
+            ));
         }
         if level.repeat_count > 0 && level.repeat_every_minutes.unwrap_or(0) == 0 {
             return Err(invalid(
@@ -159,6 +162,12 @@ impl Incidents {
         }
         for (i, level) in input.levels.iter().enumerate() {
             self.check_members(&level.members, &format!("levels[{i}].members"))?;
+            if let Some(unknown) = level.bot_webhooks.iter().find(|h| !self.bot_webhooks.exists(h)) {
+                return Err(invalid(
+                    format!("levels[{i}].bot_webhooks"),
+                    format!("no bot webhook {unknown}"),
+                ));
+            }
         }
         let chats: Vec<&String> = input.levels.iter().flat_map(|l| &l.chats).collect();
         if chats.is_empty() {
@@ -258,9 +267,16 @@ impl Incidents {
             let problem = match known.iter().find(|k| &k.chat_id == chat).map(|k| k.status) {
                 Some(ChatStatus::Disbanded) => format!("chat {chat} disbanded"),
                 Some(ChatStatus::Left) => format!("the bot is no longer in chat {chat}"),
+                Some(ChatStatus::BotRemoved) => format!("the bot was removed from chat {chat}"),
                 Some(ChatStatus::Active) | None => continue,
             };
             if !needs_attention.contains(&problem) {
+                needs_attention.push(problem);
+            }
+        }
+        for hook in rule.levels.iter().flat_map(|l| &l.bot_webhooks) {
+            let problem = format!("bot webhook {hook} was deleted");
+            if !self.bot_webhooks.exists(hook) && !needs_attention.contains(&problem) {
                 needs_attention.push(problem);
             }
         }

@@ -35,6 +35,10 @@ pub const WAR_ROOMS: Table<String, WarRoom> = Table::new("war_rooms_v1");
 /// War-room chat id → incident id.
 pub const WAR_ROOM_CHATS: Table<String, String> = Table::new("war_room_chats_v1");
 
+/// The group-bot webhooks an incident notified, by `{incident_id}/{webhook_id}`.
+pub const INCIDENT_BOT_WEBHOOKS: Table<String, super::group_bot::BotWebhookNotice> =
+    Table::new("incident_bot_webhooks_v1");
+
 /// Every table above, by name (for the schema check and backups).
 pub const NAMES: &[&str] = &[
     INCIDENTS.name,
@@ -49,4 +53,5 @@ pub const NAMES: &[&str] = &[
     RULES.name,
     WAR_ROOMS.name,
     WAR_ROOM_CHATS.name,
+    INCIDENT_BOT_WEBHOOKS.name,
 ];

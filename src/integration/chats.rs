@@ -1,6 +1,10 @@
-//! The group chats each integration's bot is in, as last listed from Lark: what rules choose
-//! from. A refresh replaces the list; a chat the bot has left stays, marked `left`, and a
-//! disbanded chat stays, marked `disbanded`, so rules that name it can be flagged.
+//! The group chats each integration's bot is in, as last listed from Lark and kept current by
+//! Lark's chat events: what rules choose from. A refresh replaces the list; a chat the bot has
+//! left stays, marked `left`, one Lark says the bot was removed from stays, marked
+//! `bot_removed`, and a disbanded chat stays, marked `disbanded`, so rules that name it can be
+//! flagged. `im.chat.member.bot.added_v1` adds a chat at once (with who added the bot), and
+//! `im.chat.updated_v1` renames it; each is idempotent by chat id (the inbound pipeline dedups
+//! event ids), and an event older than what a chat already shows changes nothing.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,6 +22,8 @@ pub enum ChatStatus {
     Left,
     /// Lark told us the chat was disbanded.
     Disbanded,
+    /// Lark told us the bot was removed from the chat.
+    BotRemoved,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +34,15 @@ pub struct KnownChat {
     pub external: bool,
     pub status: ChatStatus,
     pub seen_at: DateTime<Utc>,
+    /// The open_id of whoever added the bot, when Lark said so.
+    #[serde(default)]
+    pub added_by: Option<String>,
+    /// The open_id of whoever removed the bot, when Lark said so.
+    #[serde(default)]
+    pub removed_by: Option<String>,
+    /// When Lark made the last chat event applied to this row (events are ordered by it).
+    #[serde(default)]
+    pub event_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +88,7 @@ pub async fn refresh(
                 } else {
                     ChatStatus::Active
                 };
+                let before = w.get(&tables::CHATS, key(&integration, &chat.chat_id).as_str())?;
                 let row = KnownChat {
                     chat_id: chat.chat_id.clone(),
                     name: chat.name.clone(),
@@ -80,6 +96,9 @@ pub async fn refresh(
                     external: chat.external,
                     status,
                     seen_at: now,
+                    added_by: before.as_ref().and_then(|b| b.added_by.clone()),
+                    removed_by: None,
+                    event_at: before.and_then(|b| b.event_at),
                 };
                 w.put(&tables::CHATS, key(&integration, &chat.chat_id).as_str(), &row)?;
             }
@@ -121,6 +140,9 @@ pub async fn mark_disbanded(
                     external: false,
                     status: ChatStatus::Disbanded,
                     seen_at: now,
+                    added_by: None,
+                    removed_by: None,
+                    event_at: None,
                 },
             };
             w.put(&tables::CHATS, key.as_str(), &row)
@@ -128,12 +150,20 @@ pub async fn mark_disbanded(
         .await
 }
 
-/// Whether the bot can still post to `chat_id` as far as we know (unknown chats count as usable:
-/// Lark is the judge then).
-pub fn is_usable(store: &Store, integration: &str, chat_id: &str) -> Result<bool, StoreError> {
-    Ok(store
-        .read(|r| r.get(&tables::CHATS, key(integration, chat_id).as_str()))?
-        .is_none_or(|c| c.status == ChatStatus::Active))
+/// Why the bot cannot post to `chat_id` as far as we know, as the operation log words it;
+/// `None` when it can (unknown chats count as usable: Lark is the judge then).
+pub fn unusable_reason(
+    store: &Store,
+    integration: &str,
+    chat_id: &str,
+) -> Result<Option<&'static str>, StoreError> {
+    let known = store.read(|r| r.get(&tables::CHATS, key(integration, chat_id).as_str()))?;
+    Ok(match known.map(|c| c.status) {
+        None | Some(ChatStatus::Active) => None,
+        Some(ChatStatus::Disbanded) => Some("chat_disbanded"),
+        Some(ChatStatus::BotRemoved) => Some("bot_removed"),
+        Some(ChatStatus::Left) => Some("bot_not_in_chat"),
+    })
 }
 
 /// Handles `im.chat.disbanded_v1`: the chat is marked disbanded, so nothing more is addressed
@@ -166,6 +196,143 @@ impl super::inbound::EventHandler for DisbandedHandler {
                     tracing::info!(integration = %integration.id(), chat = %d.chat_id, "Lark chat disbanded")
                 }
                 Err(e) => tracing::error!(error = %e, chat = %d.chat_id, "cannot record a disbanded chat"),
+            }
+        })
+    }
+}
+
+/// What a chat event says about a chat.
+#[derive(Debug, Clone)]
+pub enum ChatChange {
+    /// The bot was added by `by` (an open_id).
+    BotAdded {
+        name: Option<String>,
+        external: bool,
+        by: Option<String>,
+    },
+    /// The bot was removed by `by`: nothing more is addressed to the chat.
+    BotRemoved {
+        name: Option<String>,
+        by: Option<String>,
+    },
+    /// The chat was renamed.
+    Renamed { name: String },
+}
+
+/// Applies a chat event Lark made at `at` (when known), seen `now`: a chat that already took a
+/// later event keeps it, so a redelivered or late event cannot undo a newer one.
+pub async fn apply_event(
+    store: &Store,
+    integration: &str,
+    chat_id: &str,
+    change: ChatChange,
+    at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let key = key(integration, chat_id);
+    let chat_id = chat_id.to_string();
+    store
+        .write(move |w| {
+            let known = w.get(&tables::CHATS, key.as_str())?;
+            let later_known = known
+                .as_ref()
+                .and_then(|k| k.event_at)
+                .zip(at)
+                .is_some_and(|(applied, this)| applied > this);
+            if later_known {
+                return Ok(());
+            }
+            let mut row = known.unwrap_or(KnownChat {
+                chat_id,
+                name: String::new(),
+                description: String::new(),
+                external: false,
+                status: ChatStatus::Active,
+                seen_at: now,
+                added_by: None,
+                removed_by: None,
+                event_at: None,
+            });
+            if row.status == ChatStatus::Disbanded {
+                return Ok(());
+            }
+            row.seen_at = now;
+            row.event_at = at.or(row.event_at);
+            match change {
+                ChatChange::BotAdded { name, external, by } => {
+                    row.status = ChatStatus::Active;
+                    row.external = external;
+                    row.added_by = by;
+                    row.removed_by = None;
+                    if let Some(name) = name {
+                        row.name = name;
+                    }
+                }
+                ChatChange::BotRemoved { name, by } => {
+                    row.status = ChatStatus::BotRemoved;
+                    row.removed_by = by;
+                    if let Some(name) = name.filter(|_| row.name.is_empty()) {
+                        row.name = name;
+                    }
+                }
+                ChatChange::Renamed { name } => row.name = name,
+            }
+            w.put(&tables::CHATS, key.as_str(), &row)
+        })
+        .await
+}
+
+/// The chat events this domain keeps the list current with.
+pub const MEMBERSHIP_EVENTS: [&str; 3] = [
+    "im.chat.member.bot.added_v1",
+    "im.chat.member.bot.deleted_v1",
+    "im.chat.updated_v1",
+];
+
+/// Handles [`MEMBERSHIP_EVENTS`]: the bot added (the chat appears, named, with who added it),
+/// removed (the chat is marked `bot_removed`, so sends to it stop and rules naming it are
+/// flagged) and chat renames.
+pub struct MembershipHandler {
+    pub store: Store,
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+}
+
+impl super::inbound::EventHandler for MembershipHandler {
+    fn handle<'a>(
+        &'a self,
+        integration: &'a std::sync::Arc<super::Live>,
+        event: &'a crate::lark::callback::EventDelivery,
+    ) -> futures_util::future::BoxFuture<'a, ()> {
+        use crate::lark::event::Event;
+        Box::pin(async move {
+            let (chat_id, change) = match &event.event {
+                Event::BotAdded(m) => (
+                    &m.chat_id,
+                    ChatChange::BotAdded {
+                        name: m.name.clone(),
+                        external: m.external,
+                        by: m.operator.open_id.clone(),
+                    },
+                ),
+                Event::BotRemoved(m) => (
+                    &m.chat_id,
+                    ChatChange::BotRemoved {
+                        name: m.name.clone(),
+                        by: m.operator.open_id.clone(),
+                    },
+                ),
+                Event::ChatUpdated(u) => match &u.name {
+                    Some(name) => (&u.chat_id, ChatChange::Renamed { name: name.clone() }),
+                    None => return,
+                },
+                _ => return,
+            };
+            let (at, now) = (event.created_at, self.clock.now());
+            match apply_event(&self.store, integration.id(), chat_id, change, at, now).await {
+                Ok(()) => {
+                    tracing::info!(integration = %integration.id(), chat = %chat_id, event = %event.event_type, "chat list updated")
+                }
+                Err(e) => tracing::error!(error = %e, chat = %chat_id, "cannot record a chat event"),
             }
         })
     }

@@ -57,6 +57,8 @@ pub struct InboxEntry {
     pub event_id: String,
     pub event_type: String,
     pub event: crate::lark::event::Event,
+    #[serde(default)]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The pipeline and its registered handlers.
@@ -190,6 +192,7 @@ impl InboundPipeline {
                     event_id: delivery.event_id.clone(),
                     event_type: delivery.event_type.clone(),
                     event: delivery.event.clone(),
+                    created_at: delivery.created_at,
                 });
                 let Some(inbox_seq) = self
                     .mark_seen(live.id(), keys, now.timestamp_millis(), entry)
@@ -323,6 +326,7 @@ impl InboundPipeline {
                     event_id: entry.event_id,
                     event_type: entry.event_type,
                     event: entry.event,
+                    created_at: entry.created_at,
                 };
                 handler.handle(&live, &delivery).await;
             }
@@ -456,6 +460,7 @@ mod tests {
             event_id: "e9".into(),
             event_type: "im.chat.disbanded_v1".into(),
             event: Event::Other,
+            created_at: None,
         };
         store
             .write(move |w| {

@@ -79,6 +79,16 @@ pub const LONG_CONNECTION_CONSOLE_STEPS: &[&str] = &[
     "Subscribe to card.action.trigger (the new card callback): card.action.trigger_v1 is webhook-only.",
 ];
 
+/// The events an integration's app subscribes to in the developer console (shown by the set-up
+/// checks): messages to the bot, and the chat events that keep the chat list current.
+pub const SUBSCRIBED_EVENTS: [&str; 5] = [
+    "im.message.receive_v1",
+    "im.chat.disbanded_v1",
+    "im.chat.member.bot.added_v1",
+    "im.chat.member.bot.deleted_v1",
+    "im.chat.updated_v1",
+];
+
 /// What an admin sends to create (all required fields) or update (any subset) an integration.
 /// On update, an empty `encrypt_key` or `api_base_url` clears it.
 #[derive(Debug, Default, Deserialize)]

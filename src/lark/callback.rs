@@ -65,6 +65,15 @@ pub struct EventDelivery {
     pub event_id: String,
     pub event_type: String,
     pub event: Event,
+    /// `header.create_time` (2.0, Unix ms): when Lark made the event, for handlers that must
+    /// not let a late redelivery undo a newer change.
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `header.create_time`, Unix milliseconds as a string.
+fn create_time(header: &serde_json::Map<String, Value>) -> Option<chrono::DateTime<chrono::Utc>> {
+    let millis: i64 = header.get("create_time")?.as_str()?.parse().ok()?;
+    chrono::DateTime::from_timestamp_millis(millis)
 }
 
 impl Inbound {
@@ -233,6 +242,7 @@ pub fn parse(
         check_token(header.get("token"), secrets.verification_token)?;
         let event_id = string_field(header.get("event_id"), "header.event_id")?;
         let event_type = string_field(header.get("event_type"), "header.event_type")?;
+        let created_at = create_time(header);
         let event = take_field(body, "event");
         if event_type == "card.action.trigger" {
             return card_v2(event_id, &event);
@@ -241,6 +251,7 @@ pub fn parse(
             event: Event::from_v2(&event_type, event),
             event_id,
             event_type,
+            created_at,
         }));
     }
     if is_v1_event {
@@ -252,6 +263,7 @@ pub fn parse(
             event: Event::Other,
             event_id,
             event_type,
+            created_at: None,
         }));
     }
     Err(CallbackError::UnknownShape(
@@ -272,6 +284,7 @@ pub fn parse_long_connection(payload: &[u8]) -> Result<Inbound, CallbackError> {
         .ok_or_else(|| CallbackError::UnknownShape("not a schema 2.0 event".into()))?;
     let event_id = string_field(header.get("event_id"), "header.event_id")?;
     let event_type = string_field(header.get("event_type"), "header.event_type")?;
+    let created_at = create_time(header);
     let event = take_field(body, "event");
     if event_type == "card.action.trigger" {
         return card_v2(event_id, &event);
@@ -280,6 +293,7 @@ pub fn parse_long_connection(payload: &[u8]) -> Result<Inbound, CallbackError> {
         event: Event::from_v2(&event_type, event),
         event_id,
         event_type,
+        created_at,
     }))
 }
 

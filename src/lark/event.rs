@@ -19,6 +19,12 @@ pub enum Event {
     MessageReceived(MessageReceived),
     /// `im.chat.disbanded_v1`.
     ChatDisbanded(ChatDisbanded),
+    /// `im.chat.member.bot.added_v1`: this app's bot was added to a group.
+    BotAdded(BotMembership),
+    /// `im.chat.member.bot.deleted_v1`: this app's bot was removed from a group.
+    BotRemoved(BotMembership),
+    /// `im.chat.updated_v1`: a group's settings changed (a rename among them).
+    ChatUpdated(ChatUpdated),
     /// Any other type (or a schema 1.0 event): acknowledged and counted.
     Other,
 }
@@ -65,6 +71,83 @@ pub struct ChatDisbanded {
     pub chat_id: String,
     pub name: Option<String>,
     pub operator: Operator,
+}
+
+/// Who added or removed the bot, to which chat (next §3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BotMembership {
+    pub chat_id: String,
+    /// The chat's name, as the event carries it.
+    pub name: Option<String>,
+    pub external: bool,
+    pub operator: Operator,
+}
+
+/// A change of a group's settings; only what changed is present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatUpdated {
+    pub chat_id: String,
+    /// The new name, when the name changed.
+    pub name: Option<String>,
+    pub operator: Operator,
+}
+
+#[derive(Deserialize)]
+struct RawBotMembership {
+    chat_id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    i18n_names: Option<RawI18nNames>,
+    #[serde(default)]
+    external: bool,
+    #[serde(default)]
+    operator_id: Operator,
+}
+
+#[derive(Deserialize, Default)]
+struct RawI18nNames {
+    #[serde(default)]
+    zh_cn: Option<String>,
+    #[serde(default)]
+    en_us: Option<String>,
+}
+
+impl RawI18nNames {
+    fn any(self) -> Option<String> {
+        self.zh_cn
+            .filter(|n| !n.is_empty())
+            .or(self.en_us.filter(|n| !n.is_empty()))
+    }
+}
+
+#[derive(Deserialize)]
+struct RawChatUpdated {
+    chat_id: String,
+    #[serde(default)]
+    after_change: Option<RawChatChange>,
+    #[serde(default)]
+    operator_id: Operator,
+}
+
+#[derive(Deserialize)]
+struct RawChatChange {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    i18n_names: Option<RawI18nNames>,
+}
+
+fn membership(raw: RawBotMembership) -> BotMembership {
+    BotMembership {
+        chat_id: raw.chat_id,
+        name: raw
+            .name
+            .filter(|n| !n.is_empty())
+            .or_else(|| raw.i18n_names.and_then(RawI18nNames::any)),
+        external: raw.external,
+        operator: raw.operator_id,
+    }
 }
 
 #[derive(Deserialize)]
@@ -142,6 +225,26 @@ impl Event {
                     Event::ChatDisbanded(ChatDisbanded {
                         chat_id: raw.chat_id,
                         name: raw.name,
+                        operator: raw.operator_id,
+                    })
+                })
+                .unwrap_or(Event::Other),
+            "im.chat.member.bot.added_v1" => serde_json::from_value::<RawBotMembership>(event)
+                .map(|raw| Event::BotAdded(membership(raw)))
+                .unwrap_or(Event::Other),
+            "im.chat.member.bot.deleted_v1" => serde_json::from_value::<RawBotMembership>(event)
+                .map(|raw| Event::BotRemoved(membership(raw)))
+                .unwrap_or(Event::Other),
+            "im.chat.updated_v1" => serde_json::from_value::<RawChatUpdated>(event)
+                .map(|raw| {
+                    let change = raw.after_change;
+                    Event::ChatUpdated(ChatUpdated {
+                        chat_id: raw.chat_id,
+                        name: change.and_then(|c| {
+                            c.name
+                                .filter(|n| !n.is_empty())
+                                .or_else(|| c.i18n_names.and_then(RawI18nNames::any))
+                        }),
                         operator: raw.operator_id,
                     })
                 })
@@ -258,6 +361,33 @@ mod tests {
             panic!()
         };
         assert_eq!(d.chat_id, "oc_9");
+    }
+
+    #[test]
+    fn chat_membership_and_updates_are_typed() {
+        let Event::BotAdded(added) = Event::from_v2(
+            "im.chat.member.bot.added_v1",
+            json!({"chat_id": "oc_1", "operator_id": {"open_id": "ou_1"}, "external": false,
+                   "operator_tenant_key": "t", "name": "", "i18n_names": {"zh_cn": "运维", "en_us": "Ops"}}),
+        ) else {
+            panic!()
+        };
+        assert_eq!(added.name.as_deref(), Some("运维"));
+        assert_eq!(added.operator.open_id.as_deref(), Some("ou_1"));
+        let Event::ChatUpdated(renamed) = Event::from_v2(
+            "im.chat.updated_v1",
+            json!({"chat_id": "oc_1", "after_change": {"name": "SRE"}, "before_change": {"name": "Ops"}}),
+        ) else {
+            panic!()
+        };
+        assert_eq!(renamed.name.as_deref(), Some("SRE"));
+        let Event::ChatUpdated(other) = Event::from_v2(
+            "im.chat.updated_v1",
+            json!({"chat_id": "oc_1", "after_change": {"description": "x"}}),
+        ) else {
+            panic!()
+        };
+        assert_eq!(other.name, None, "a change without a name keeps the name");
     }
 
     #[test]

@@ -99,6 +99,13 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
     if path == "/sim" || path.starts_with("/sim/") {
         return Ok(control(&shared, req).await);
     }
+    if let Some(token) = path.strip_prefix(super::bot_hook::HOOK_PATH)
+        && req.method() == hyper::Method::POST
+    {
+        let token = token.to_string();
+        let body = body_of(req).await.unwrap_or_default();
+        return Ok(super::bot_hook::handle(&shared, &token, &body));
+    }
     match path.as_str() {
         "/callback/ws/endpoint" if req.method() == hyper::Method::POST => {
             let host = req
@@ -336,6 +343,7 @@ fn sim_error(e: &SimError) -> Response<Full<Bytes>> {
         | SimError::UnknownMessage(_)
         | SimError::UnknownApp(_) => (404, "not_found"),
         SimError::NotInChat { .. }
+        | SimError::AlreadyInChat { .. }
         | SimError::Disbanded(_)
         | SimError::NotACard(_)
         | SimError::NoRequestUrl(_)
@@ -367,6 +375,24 @@ struct SendTextBody {
 #[derive(Deserialize)]
 struct ChatBody {
     chat_id: String,
+}
+
+#[derive(Deserialize)]
+struct BotMembershipBody {
+    chat_id: String,
+    /// The first app when absent.
+    #[serde(default)]
+    app_id: Option<String>,
+    #[serde(default)]
+    operator_open_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RenameBody {
+    chat_id: String,
+    name: String,
+    #[serde(default)]
+    operator_open_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -413,7 +439,8 @@ async fn control(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<
                     .push(pin.message_id.as_str());
             }
             ok(
-                json!({"world": st.world, "apps": apps, "pins": pins, "top_notices": st.chat_extras.top_notices}),
+                json!({"world": st.world, "apps": apps, "pins": pins, "top_notices": st.chat_extras.top_notices,
+                       "bot_hooks": st.bot_hooks}),
             )
         }
         ("GET", "/sim/api/calls") => ok(json!(shared.lock().calls)),
@@ -471,8 +498,43 @@ async fn control(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<
             Ok(c) => done(push::disband_chat(shared, &c.chat_id).await),
             Err(e) => control_error(400, "bad_request", &e),
         },
+        ("POST", "/sim/api/chats/add_bot" | "/sim/api/chats/remove_bot") => {
+            match parse::<BotMembershipBody>(&body) {
+                Ok(b) => {
+                    let Some(app_id) = b.app_id.or_else(|| shared.apps.first().map(|a| a.app_id.clone()))
+                    else {
+                        return sim_error(&SimError::NoApps);
+                    };
+                    let operator = b.operator_open_id.as_deref();
+                    done(if path.ends_with("add_bot") {
+                        push::add_bot(shared, &b.chat_id, &app_id, operator).await
+                    } else {
+                        push::remove_bot(shared, &b.chat_id, &app_id, operator).await
+                    })
+                }
+                Err(e) => control_error(400, "bad_request", &e),
+            }
+        }
+        ("POST", "/sim/api/chats/rename") => match parse::<RenameBody>(&body) {
+            Ok(r) if !r.name.trim().is_empty() => done(
+                push::rename_chat(shared, &r.chat_id, r.name.trim(), r.operator_open_id.as_deref()).await,
+            ),
+            Ok(_) => control_error(400, "bad_request", "name must not be empty"),
+            Err(e) => control_error(400, "bad_request", &e),
+        },
         ("POST", "/sim/api/verify_url") => match parse::<AppBody>(&body) {
             Ok(a) => done(push::verify_url(shared, &a.app_id).await),
+            Err(e) => control_error(400, "bad_request", &e),
+        },
+        ("GET", "/sim/api/bot_hooks") => ok(json!(shared.lock().bot_hooks)),
+        ("POST", "/sim/api/bot_hooks") => match parse::<super::bot_hook::SimBotHookSetup>(&body) {
+            Ok(setup) => match super::bot_hook::add(shared, setup) {
+                Ok(hook) => ok(
+                    json!({"token": hook.token, "name": hook.name, "chat_id": hook.chat_id,
+                                      "path": format!("{}{}", super::bot_hook::HOOK_PATH, hook.token)}),
+                ),
+                Err(e) => sim_error(&e),
+            },
             Err(e) => control_error(400, "bad_request", &e),
         },
         ("GET", "/sim/api/long_connections") => ok(json!(shared.long_connections.connections())),

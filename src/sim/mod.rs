@@ -35,6 +35,7 @@
 //! - **Card callbacks** are not redelivered (the reference does not say they are); a failed one is
 //!   reported in [`CallbackOutcome::client_error`] with the code Lark's client shows (200341 …).
 
+mod bot_hook;
 mod chats;
 mod http;
 mod limits;
@@ -54,6 +55,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use bot_hook::{SimBotHook, SimBotHookSetup, SimHookPost};
 pub use chats::SimPin;
 pub use long_connection::{EndpointFault, LongConnectionSettings, SimConnection};
 pub use world::{DEFAULT_APP_ID, SimChat, SimUser, World};
@@ -301,8 +303,16 @@ pub struct CallRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MessageSender {
-    App { app_id: String },
-    User { open_id: String },
+    App {
+        app_id: String,
+    },
+    User {
+        open_id: String,
+    },
+    /// A custom group bot, posting through its webhook.
+    BotHook {
+        name: String,
+    },
 }
 
 /// A message in the simulated tenant.
@@ -383,6 +393,8 @@ pub enum SimError {
     NotInChat { user: String, chat: String },
     #[error("chat {0} is disbanded")]
     Disbanded(String),
+    #[error("the bot of {app} is already in chat {chat}")]
+    AlreadyInChat { app: String, chat: String },
     #[error("no app to talk to: the simulator has no apps")]
     NoApps,
     #[error("应用未建立长连接: app {0} has no long connection open")]
@@ -516,6 +528,53 @@ impl Simulator {
         mention_bot: bool,
     ) -> Result<(), SimError> {
         push::send_text(&self.shared, user_open_id, chat_id, text, mention_bot).await
+    }
+
+    /// Sets up a custom bot in a group; returns it (its URL is [`Simulator::bot_hook_url`]).
+    pub fn add_bot_hook(&self, setup: SimBotHookSetup) -> Result<SimBotHook, SimError> {
+        bot_hook::add(&self.shared, setup)
+    }
+
+    /// The webhook URL of a custom bot, as its group's settings show it.
+    pub fn bot_hook_url(&self, hook: &SimBotHook) -> String {
+        format!("{}{}{}", self.base_url(), bot_hook::HOOK_PATH, hook.token)
+    }
+
+    /// Every custom bot with the posts that reached it, oldest first.
+    pub fn bot_hooks(&self) -> Vec<SimBotHook> {
+        self.shared.lock().bot_hooks.clone()
+    }
+
+    /// `operator` (a member; the owner when `None`) adds `app_id`'s bot to a group, which
+    /// pushes `im.chat.member.bot.added_v1` to that bot.
+    pub async fn add_bot_to_chat(
+        &self,
+        chat_id: &str,
+        app_id: &str,
+        operator: Option<&str>,
+    ) -> Result<(), SimError> {
+        push::add_bot(&self.shared, chat_id, app_id, operator).await
+    }
+
+    /// `operator` removes `app_id`'s bot from a group, which pushes
+    /// `im.chat.member.bot.deleted_v1` to that bot.
+    pub async fn remove_bot_from_chat(
+        &self,
+        chat_id: &str,
+        app_id: &str,
+        operator: Option<&str>,
+    ) -> Result<(), SimError> {
+        push::remove_bot(&self.shared, chat_id, app_id, operator).await
+    }
+
+    /// `operator` renames a group, which pushes `im.chat.updated_v1` to every bot in it.
+    pub async fn rename_chat(
+        &self,
+        chat_id: &str,
+        name: &str,
+        operator: Option<&str>,
+    ) -> Result<(), SimError> {
+        push::rename_chat(&self.shared, chat_id, name, operator).await
     }
 
     /// Disbands a group and pushes `im.chat.disbanded_v1` to every bot in it.

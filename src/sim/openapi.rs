@@ -588,6 +588,9 @@ fn message_json(m: &SimMessage, tenant_key: &str) -> Value {
         MessageSender::User { open_id } => {
             json!({"id": open_id, "id_type": "open_id", "sender_type": "user", "tenant_key": tenant_key})
         }
+        MessageSender::BotHook { .. } => {
+            json!({"id": "", "id_type": "app_id", "sender_type": "app", "tenant_key": tenant_key})
+        }
     };
     let parent = m.parent_id.clone().unwrap_or_default();
     json!({

@@ -63,6 +63,7 @@ impl Shared {
                 calls: Vec::new(),
                 pushes: Vec::new(),
                 windows: Windows::default(),
+                bot_hooks: Vec::new(),
                 quota: Quota::new(config.monthly_quota.filter(|_| config.enforce_limits)),
             }),
         }
@@ -137,6 +138,8 @@ pub(crate) struct State {
     pub calls: Vec<CallRecord>,
     pub pushes: Vec<PushRecord>,
     pub windows: Windows,
+    /// Custom group bots and the posts that reached them.
+    pub bot_hooks: Vec<super::bot_hook::SimBotHook>,
     pub quota: Quota,
 }
 

@@ -244,7 +244,8 @@ pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
         .and(auth.clone())
         .map(|id: String, app: Arc<Services>| {
             respond(
-                known_integration(&app, &id).map(|()| json(StatusCode::OK, &app.delivery.quota_report(&id))),
+                known_integration(&app, &id)
+                    .map(|()| json(StatusCode::OK, &quota_with_bot_webhooks(&app, &id))),
             )
         });
     let send = warp::path!("api" / "v1" / "integrations" / String / "messages")
@@ -299,4 +300,21 @@ pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
         .or(batch)
         .unify()
         .boxed()
+}
+
+/// An integration's quota report with one line per group-bot webhook beside it: their posts
+/// are not the app's calls, so they count on their own lines, never against the quota.
+fn quota_with_bot_webhooks(app: &Services, integration: &str) -> serde_json::Value {
+    let mut report = serde_json::to_value(app.delivery.quota_report(integration)).expect("report serializes");
+    let lines: Vec<serde_json::Value> = app
+        .bot_webhooks
+        .list()
+        .into_iter()
+        .map(|hook| {
+            let used = app.delivery.quota_report(&hook.id).used;
+            serde_json::json!({"id": hook.id, "name": hook.name, "calls": used, "counts_against_quota": false})
+        })
+        .collect();
+    report["bot_webhooks"] = serde_json::Value::Array(lines);
+    report
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod assets;
 pub mod body;
+pub mod bot_webhooks;
 pub mod delivery;
 pub mod error;
 pub mod homepage;
@@ -169,6 +170,8 @@ fn admin_only(app: Arc<Services>) -> BoxedFilter<(Response,)> {
         .or(integrations::routes(app.clone()))
         .unify()
         .or(webhooks::routes(app.clone()))
+        .unify()
+        .or(bot_webhooks::routes(app.clone()))
         .unify()
         .or(delivery::routes(app.clone()))
         .unify()

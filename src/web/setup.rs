@@ -1,5 +1,6 @@
 //! `GET /api/v1/integrations/{id}/setup`: the live checks of the admin UI's set-up guide, each
-//! `ok`, `bad` or `pending` with the evidence behind it. The UI turns `reason` into words; a
+//! `ok`, `bad` or `pending` with the evidence behind it, and the events to subscribe to with
+//! those that have arrived. The UI turns `reason` into words; a
 //! script reads the same answer. Credentials and chats are checked with a real Lark call now;
 //! the Request URL, encryption and sign-in checks read what has arrived so far.
 
@@ -13,8 +14,8 @@ use warp::reply::Response;
 
 use super::error::{ApiError, json, respond};
 use super::integrations::guarded;
-use crate::integration::IntegrationError;
 use crate::integration::chats;
+use crate::integration::{IntegrationError, SUBSCRIBED_EVENTS};
 use crate::lark::LarkError;
 use crate::services::Services;
 
@@ -181,7 +182,16 @@ async fn checks(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
         detail: signed_in.to_string(),
     });
 
-    Ok(json(StatusCode::OK, &serde_json::json!({ "checks": out })))
+    // The events to subscribe to, and which have arrived (the chat events arrive only when
+    // someone adds or removes the bot or renames a chat).
+    let arrived: Vec<&str> = SUBSCRIBED_EVENTS
+        .into_iter()
+        .filter(|e| stats.events_by_type.contains_key(*e))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "checks": out, "events": {"subscribe": SUBSCRIBED_EVENTS, "arrived": arrived} }),
+    ))
 }
 
 pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
