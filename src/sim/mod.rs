@@ -36,12 +36,11 @@
 //!   reported in [`CallbackOutcome::client_error`] with the code Lark's client shows (200341 …).
 
 mod bot_hook;
-mod chats;
 mod http;
 mod limits;
 mod long_connection;
 mod oauth;
-mod openapi;
+mod open_api;
 mod push;
 mod state;
 mod world;
@@ -56,8 +55,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use bot_hook::{SimBotHook, SimBotHookSetup, SimHookPost};
-pub use chats::SimPin;
 pub use long_connection::{EndpointFault, LongConnectionSettings, SimConnection};
+pub use open_api::SimPin;
 pub use world::{DEFAULT_APP_ID, SimChat, SimUser, World};
 
 use crate::clock::{Clock, SystemClock};
