@@ -156,7 +156,16 @@ async fn a_signed_card_arrives_and_state_changes_follow_a_minute_apart() {
     );
     assert!(texts[1].contains("resolved"), "{}", texts[1]);
 
-    let delivered = oplog::all(&h.http, &h.admin, &h.token, "outcome=delivered").await;
+    // The sim records a post before the appliance commits its outcome: wait for the third.
+    let delivered = oplog::wait(
+        &h.http,
+        &h.admin,
+        &h.token,
+        "outcome=delivered",
+        3,
+        Duration::from_secs(10),
+    )
+    .await;
     let hook_posts = delivered.iter().filter(|e| e["kind"] == "bot_hook").count();
     assert_eq!(hook_posts, 3);
     // Not the app's calls: their own line, none of the quota.
