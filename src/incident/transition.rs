@@ -195,6 +195,7 @@ mod tests {
             levels: vec![Level {
                 members: vec!["mem_1".into()],
                 chats: vec![],
+                bot_webhooks: vec![],
                 delay_minutes: 3,
                 repeat_every_minutes: None,
                 repeat_count: 0,
