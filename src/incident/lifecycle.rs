@@ -83,7 +83,8 @@ impl Incidents {
                     && severity.is_none_or(|s| incident.severity == s)
                     && label
                         .as_ref()
-                        .is_none_or(|(k, v)| incident.labels.get(k) == Some(v));
+                        .is_none_or(|(k, v)| incident.labels.get(k) == Some(v))
+                    && q.assignee.as_ref().is_none_or(|a| incident.assignees.contains(a));
                 if keep {
                     out.push(incident);
                     if out.len() == limit {

@@ -126,6 +126,8 @@ pub struct IncidentQuery {
     pub severity: Option<String>,
     /// `key=value`
     pub label: Option<String>,
+    /// Only incidents this member (id) is a responder of.
+    pub assignee: Option<String>,
     /// Incidents numbered below this (paging back).
     pub before: Option<u64>,
     pub limit: Option<usize>,

@@ -212,6 +212,45 @@ fn list_jobs(app: &Services, q: JobsQuery) -> Result<Response, ApiError> {
     ))
 }
 
+/// This month's quota report with the limiter's state now (queued, in flight, held, waiting).
+async fn quota_report(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
+    known_integration(&app, &id)?;
+    #[derive(serde::Serialize)]
+    struct QuotaAnswer {
+        #[serde(flatten)]
+        report: crate::delivery::quota::QuotaReport,
+        limiter: crate::delivery::LimiterState,
+        /// Group-bot webhooks have their own limits and do not count against the app's quota.
+        bot_webhooks: Vec<BotWebhookCalls>,
+    }
+    #[derive(serde::Serialize)]
+    struct BotWebhookCalls {
+        id: String,
+        name: String,
+        calls: u64,
+        counts_against_quota: bool,
+    }
+    let bot_webhooks = app
+        .bot_webhooks
+        .list()
+        .into_iter()
+        .map(|hook| BotWebhookCalls {
+            calls: app.delivery.quota_report(&hook.id).used,
+            id: hook.id,
+            name: hook.name,
+            counts_against_quota: false,
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &QuotaAnswer {
+            report: app.delivery.quota_report(&id),
+            limiter: app.delivery.limiter_state(&id),
+            bot_webhooks,
+        },
+    ))
+}
+
 pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.max_body_bytes;
     let auth = guarded(app);
@@ -242,12 +281,8 @@ pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let quota = warp::path!("api" / "v1" / "integrations" / String / "quota")
         .and(warp::get())
         .and(auth.clone())
-        .map(|id: String, app: Arc<Services>| {
-            respond(
-                known_integration(&app, &id)
-                    .map(|()| json(StatusCode::OK, &quota_with_bot_webhooks(&app, &id))),
-            )
-        });
+        .then(|id: String, app: Arc<Services>| quota_report(app, id))
+        .map(respond);
     let send = warp::path!("api" / "v1" / "integrations" / String / "messages")
         .and(warp::post())
         .and(auth.clone())
@@ -302,19 +337,3 @@ pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// An integration's quota report with one line per group-bot webhook beside it: their posts
-/// are not the app's calls, so they count on their own lines, never against the quota.
-fn quota_with_bot_webhooks(app: &Services, integration: &str) -> serde_json::Value {
-    let mut report = serde_json::to_value(app.delivery.quota_report(integration)).expect("report serializes");
-    let lines: Vec<serde_json::Value> = app
-        .bot_webhooks
-        .list()
-        .into_iter()
-        .map(|hook| {
-            let used = app.delivery.quota_report(&hook.id).used;
-            serde_json::json!({"id": hook.id, "name": hook.name, "calls": used, "counts_against_quota": false})
-        })
-        .collect();
-    report["bot_webhooks"] = serde_json::Value::Array(lines);
-    report
-}
