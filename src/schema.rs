@@ -15,6 +15,7 @@ pub fn table_names() -> Vec<&'static str> {
         crate::incident::tables::NAMES,
         crate::webhook::tables::NAMES,
         crate::homepage::TABLE_NAMES,
+        crate::schedule::tables::NAMES,
     ]
     .concat()
 }
