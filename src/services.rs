@@ -116,6 +116,7 @@ impl Services {
             delivery.clone(),
             lark.clone(),
             webhooks.clone(),
+            schedules.clone(),
             settings.public_base(),
         );
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());

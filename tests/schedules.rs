@@ -165,7 +165,8 @@ async fn on_call_follows_rotations_overrides_and_versions() {
     assert_eq!(now_on_call["until"], "2026-12-15T01:00:00Z");
     assert_eq!(ids(&now_on_call["next"]["members"]), [bob.clone()]);
     assert_eq!(env.on_call(&id, t("2026-12-15T01:00:00Z")).await, [bob.clone()]);
-    assert_eq!(env.on_call(&id, t("2026-12-16T00:59:59Z")).await, [carol.clone()]);
+    assert_eq!(env.on_call(&id, t("2026-12-16T00:59:59Z")).await, [bob.clone()]);
+    assert_eq!(env.on_call(&id, t("2026-12-16T01:00:00Z")).await, [carol.clone()]);
     assert!(
         env.on_call(&id, t("2026-12-14T00:59:59Z")).await.is_empty(),
         "before the first handoff"
@@ -532,5 +533,175 @@ async fn calendar_feeds_match_the_shifts_and_can_be_revoked() {
     assert!(refusals.iter().all(|r| *r == refusals[0]), "{refusals:?}");
     let (status, _) = env.api(Method::POST, "/api/v1/calendar-feeds", json!({})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    env.stop().await;
+}
+
+/// A daily rotation of `people` in UTC handing over at 00:00, from 1 December 2026.
+fn rotation(name: &str, people: &[&str]) -> Value {
+    json!({"name": name, "time_zone": "UTC", "layers": [daily("primary", people, "2026-12-01T00:00")]})
+}
+
+#[tokio::test]
+async fn a_level_naming_a_schedule_pages_exactly_who_is_on_call() {
+    let env = Harness::builder(APP_ID, APP_SECRET).start().await;
+    // 14 December: Alice's day in the Alice/Bob rotation (13 days after the first handoff).
+    let now = t("2026-12-14T10:00:00Z");
+    env.clock.set(now);
+    let alice = env.member("Alice", "alice@example.com").await;
+    let bob = env.member("Bob", "bob@example.com").await;
+    let carol = env.member("Carol", "carol@example.com").await;
+    let schedule = env.schedule(rotation("ops", &[&bob, &alice])).await;
+    assert_eq!(env.on_call(&schedule, now).await, [alice.clone()]);
+    let (status, body) = env
+        .api(
+            Method::POST,
+            "/api/v1/rules",
+            json!({"name": "bad", "integration_id": env.integration,
+                   "levels": [{"schedules": ["sch_nonexistent"]}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("levels[0].schedules"),
+        "{body}"
+    );
+    env.rule(json!([{"schedules": [schedule], "chats": [env.chat()]}]))
+        .await;
+    let (status, body) = env
+        .api(
+            Method::DELETE,
+            &format!("/api/v1/schedules/{schedule}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "a rule names it: {body}");
+
+    let (alice_id, bob_id, carol_id, chat) = (
+        env.open_id("alice@example.com"),
+        env.open_id("bob@example.com"),
+        env.open_id("carol@example.com"),
+        env.chat(),
+    );
+    let first = env
+        .create(
+            "/api/v1/incidents",
+            json!({"title": "Disk full", "severity": "critical"}),
+        )
+        .await;
+    env.app().incidents.tick().await.unwrap();
+    env.wait_for("Alice's card and the chat's", |e| {
+        e.cards_to(&alice_id).len() == 1 && e.cards_to(&chat).len() == 1
+    })
+    .await;
+    env.settle().await;
+    assert!(env.cards_to(&bob_id).is_empty(), "Bob is not on call");
+    let (_, incident) = env
+        .get(&format!("/api/v1/incidents/{}", first["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        incident["assignees"],
+        json!([alice]),
+        "the person on call is the responder"
+    );
+
+    // With Carol's override in force, Carol and only Carol is paged.
+    let (status, _) = env
+        .api(
+            Method::POST,
+            &format!("/api/v1/schedules/{schedule}/overrides"),
+            json!({"end": q(now + Duration::hours(1)), "member_id": carol}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    env.create(
+        "/api/v1/incidents",
+        json!({"title": "CPU hot", "severity": "critical"}),
+    )
+    .await;
+    env.app().incidents.tick().await.unwrap();
+    env.wait_for("Carol's card", |e| e.cards_to(&carol_id).len() == 1)
+        .await;
+    env.settle().await;
+    assert_eq!(env.cards_to(&alice_id).len(), 1, "Alice is covered");
+    assert!(env.cards_to(&bob_id).is_empty());
+    assert!(env.cards_to(&carol_id)[0].content.contains("CPU hot"));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn nobody_on_call_is_logged_the_chat_still_gets_the_card_and_the_level_falls_through() {
+    let env = Harness::builder(APP_ID, APP_SECRET).start().await;
+    // Saturday 19 December 2026: the office-hours schedule has nobody on call.
+    let now = t("2026-12-19T10:00:00Z");
+    env.clock.set(now);
+    let alice = env.member("Alice", "alice@example.com").await;
+    let carol = env.member("Carol", "carol@example.com").await;
+    let mut office = rotation("office hours", &[&alice]);
+    office["layers"][0]["restrictions"] =
+        json!([{"days": [0, 1, 2, 3, 4], "start": "09:00", "end": "18:00"}]);
+    let schedule = env.schedule(office).await;
+    assert!(env.on_call(&schedule, now).await.is_empty());
+    env.rule(json!([
+        {"schedules": [schedule], "chats": [env.chat()], "fall_through_when_nobody_on_call": true,
+         "escalate_after_minutes": 30},
+        {"members": [carol]}
+    ]))
+    .await;
+    let (alice_id, carol_id, chat) = (
+        env.open_id("alice@example.com"),
+        env.open_id("carol@example.com"),
+        env.chat(),
+    );
+    let incident = env
+        .create(
+            "/api/v1/incidents",
+            json!({"title": "Queue stuck", "severity": "critical"}),
+        )
+        .await;
+    let id = incident["id"].as_str().unwrap().to_string();
+    env.app().incidents.tick().await.unwrap();
+    env.wait_for("the chat's card and Carol's, at once", |e| {
+        e.cards_to(&chat).len() == 1 && e.cards_to(&carol_id).len() == 1
+    })
+    .await;
+    env.settle().await;
+    assert!(env.cards_to(&alice_id).is_empty(), "Alice is off on Saturdays");
+
+    let entries = common::oplog::all(
+        &env.http,
+        &env.admin,
+        &env.token,
+        &format!("incident={id}&outcome=nobody_on_call"),
+    )
+    .await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["reason"], "nobody on call in office hours");
+    assert_eq!(entries[0]["receiver"], format!("schedule:{schedule}"));
+    let (_, detail) = env.get(&format!("/api/v1/incidents/{id}")).await;
+    let timeline: Vec<(String, String)> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["detail"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        timeline.contains(&(
+            "nobody_on_call".into(),
+            "level 1: nobody on call in office hours".into()
+        )),
+        "{timeline:?}"
+    );
+    assert!(
+        timeline.contains(&("escalated".into(), "to level 2".into())),
+        "{timeline:?}"
+    );
     env.stop().await;
 }

@@ -60,6 +60,8 @@ impl Incidents {
         let mut levels = vec![Level {
             members: first,
             chats: chat_ids.to_vec(),
+            schedules: Vec::new(),
+            fall_through_when_nobody_on_call: false,
             delay_minutes: 0,
             repeat_every_minutes: Some(2),
             repeat_count: 2,
@@ -70,6 +72,8 @@ impl Incidents {
             levels.push(Level {
                 members: second,
                 chats: Vec::new(),
+                schedules: Vec::new(),
+                fall_through_when_nobody_on_call: false,
                 delay_minutes: 0,
                 repeat_every_minutes: None,
                 repeat_count: 0,

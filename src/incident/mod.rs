@@ -1,6 +1,7 @@
 //! Incidents: what responders live in. Alerts (from sources with their own integration key, or
 //! the admin API) open incidents or merge into the open one with the same dedup key; an
-//! escalation rule chosen top-down sends cards to members and group chats, repeating and calling
+//! escalation rule chosen top-down sends cards to members, whoever is on call in its schedules
+//! (asked of [`crate::schedule`]) and group chats, repeating and calling
 //! the next level until someone answers; every card sent for an incident is remembered (inside
 //! the outbox's own commit) and updated whenever the incident changes. A tick over durable
 //! escalation state, read at the injected clock's `now`, fires whatever is due.
@@ -12,6 +13,7 @@ pub mod escalation;
 pub mod ingest;
 pub mod members;
 pub mod model;
+mod on_call;
 mod records;
 pub mod rules;
 mod sources;
@@ -29,6 +31,7 @@ use tokio::sync::{Notify, watch};
 use crate::clock::Clock;
 use crate::delivery::{DeliveredHook, Delivery, Job, JobKind, LarkClients, NewJob};
 use crate::lark::ReceiveIdType;
+use crate::schedule::Schedules;
 use crate::store::{Store, StoreError, WriteTx};
 use crate::webhook::Webhooks;
 use card::CardContext;
@@ -146,6 +149,8 @@ pub struct Incidents {
     webhooks: Arc<Webhooks>,
     public_base: String,
     pub members: Members,
+    /// Asked who is on call when a level names schedules.
+    schedules: Arc<Schedules>,
     wake: Notify,
     /// One tick at a time, so nothing due fires twice.
     ticking: tokio::sync::Mutex<()>,
@@ -234,6 +239,7 @@ impl Incidents {
         delivery: Arc<Delivery>,
         lark: Arc<LarkClients>,
         webhooks: Arc<Webhooks>,
+        schedules: Arc<Schedules>,
         public_base: &str,
     ) -> Arc<Incidents> {
         let incidents = Arc::new_cyclic(|me| Incidents {
@@ -245,6 +251,7 @@ impl Incidents {
             delivery: delivery.clone(),
             lark,
             webhooks,
+            schedules,
             public_base: public_base.trim_end_matches('/').to_string(),
             wake: Notify::new(),
             ticking: tokio::sync::Mutex::new(()),
@@ -986,13 +993,16 @@ impl Incidents {
             .await
     }
 
+    /// Sends the card to `members` (the level's own and those on call in its schedules) and to
+    /// the level's chats.
     async fn notify_level(
         &self,
         incident: &Incident,
         integration: &str,
         level: &Level,
+        members: &[String],
     ) -> Result<(), IncidentError> {
-        self.notify_people(incident, integration, &level.members).await?;
+        self.notify_people(incident, integration, members).await?;
         let content = self.card_content(incident);
         for chat in &level.chats {
             // A disbanded chat (or one the bot left) would only fail at Lark: say so instead.
@@ -1086,14 +1096,25 @@ impl Incidents {
             return Ok(());
         };
         let before = esc.clone();
-        let plan = escalation::advance(esc, &incident, rule, now);
+        let nobody_paged = |level: usize| self.level_people(&rule.levels[level], now).members.is_empty();
+        let plan = escalation::advance(esc, &incident, rule, now, &nobody_paged);
+        // Who each level notified now pages, asked of the schedules once.
+        let people: HashMap<usize, on_call::LevelPeople> = plan
+            .steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Notify { level, .. } => Some(*level),
+                Step::Escalated { .. } => None,
+            })
+            .map(|level| (level, self.level_people(&rule.levels[level], now)))
+            .collect();
         // The people of a level notified for the first time become responders before their
         // cards render, so the cards name them; cards already out are updated after the write.
         let mut incident = incident;
         let mut joining: Vec<String> = Vec::new();
         for step in &plan.steps {
             if let Step::Notify { level, repeat: false } = step {
-                for member in &rule.levels[*level].members {
+                for member in &people[level].members {
                     if !incident.assignees.contains(member)
                         && !joining.contains(member)
                         && self.members.get(member).is_ok()
@@ -1119,7 +1140,7 @@ impl Incidents {
             match step {
                 Step::Notify { level, repeat } => {
                     if !*repeat {
-                        let added: Vec<&String> = rule.levels[*level]
+                        let added: Vec<&String> = people[level]
                             .members
                             .iter()
                             .filter(|m| joining.contains(m))
@@ -1129,13 +1150,23 @@ impl Incidents {
                             events.push(("responders_added", ids.join(", ")));
                         }
                     }
-                    self.notify_level(&incident, &before.integration_id, &rule.levels[*level])
-                        .await?;
-                    if !*repeat
-                        && let Err(e) = self
-                            .invite_to_war_room(&incident.id, &rule.levels[*level].members)
-                            .await
-                    {
+                    let paged = &people[level];
+                    for (schedule_id, name) in &paged.nobody_on_call {
+                        self.record_nobody_on_call(&incident.id, &before.integration_id, schedule_id, name)
+                            .await?;
+                        events.push((
+                            "nobody_on_call",
+                            format!("level {}: nobody on call in {name}", level + 1),
+                        ));
+                    }
+                    self.notify_level(
+                        &incident,
+                        &before.integration_id,
+                        &rule.levels[*level],
+                        &paged.members,
+                    )
+                    .await?;
+                    if !*repeat && let Err(e) = self.invite_to_war_room(&incident.id, &paged.members).await {
                         tracing::warn!(incident = %incident.id, error = %e, "cannot invite the level to the war room");
                     }
                     let what = if *repeat {

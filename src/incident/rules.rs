@@ -65,8 +65,11 @@ pub fn check(input: &RuleInput) -> Result<Tz, IncidentError> {
         return Err(invalid("levels", "at least one level is needed"));
     }
     for (i, level) in input.levels.iter().enumerate() {
-        if level.members.is_empty() && level.chats.is_empty() {
-            return Err(invalid(format!("levels[{i}]"), "names no member and no chat"));
+        if level.members.is_empty() && level.chats.is_empty() && level.schedules.is_empty() {
+            return Err(invalid(
+                format!("levels[{i}]"),
+                "names no member, no chat and no schedule",
+            ));
         }
         if level.repeat_count > 0 && level.repeat_every_minutes.unwrap_or(0) == 0 {
             return Err(invalid(
@@ -159,6 +162,14 @@ impl Incidents {
         }
         for (i, level) in input.levels.iter().enumerate() {
             self.check_members(&level.members, &format!("levels[{i}].members"))?;
+            for id in &level.schedules {
+                if self.schedules.get(id).is_err() {
+                    return Err(invalid(
+                        format!("levels[{i}].schedules"),
+                        format!("no schedule {id}"),
+                    ));
+                }
+            }
         }
         let chats: Vec<&String> = input.levels.iter().flat_map(|l| &l.chats).collect();
         if chats.is_empty() {

@@ -126,7 +126,21 @@ async fn replace_layers(app: Arc<Services>, id: String, input: LayersInput) -> R
     Ok(json(StatusCode::OK, &app.schedules.view(schedule)))
 }
 
+/// Refused while a rule names the schedule, so no level loses its people unnoticed.
 async fn delete(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
+    let naming: Vec<String> = app
+        .incidents
+        .rules()?
+        .into_iter()
+        .filter(|r| r.levels.iter().any(|l| l.schedules.contains(&id)))
+        .map(|r| r.name)
+        .collect();
+    if !naming.is_empty() {
+        return Err(ApiError::conflict(
+            "schedule_in_use",
+            format!("rules name this schedule: {}", naming.join(", ")),
+        ));
+    }
     app.schedules.delete(&id).await?;
     tracing::info!(schedule = %id, "schedule deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
