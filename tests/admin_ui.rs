@@ -1,10 +1,12 @@
 //! The admin UI in headless chromium against the appliance (`app::start`, real HTTP) and the
 //! Lark simulator: log in, set up an integration with its live checks, page someone, follow the
-//! deliveries and act on the incident, at laptop and phone sizes. Screenshots of every page
-//! under `target/screenshots/admin_ui/`.
+//! deliveries and act on the incident, at laptop and phone sizes. Every page is checked with
+//! axe-core (no serious or critical violation) and, on a phone, for fitting the screen.
+//! Screenshots of every page under `target/screenshots/admin_ui/`.
 
 mod common;
 
+use common::accessibility::assert_accessible;
 use common::browser::{Browser, Viewport};
 use common::inprocess::{Harness, VERIFICATION_TOKEN};
 use lark_oncall::sim::{CardCallbackVersion, SimApp};
@@ -55,12 +57,57 @@ async fn log_in(b: &Browser, h: &Harness) {
     b.wait_for("#login").await;
     b.fill("#login input[name=password]", PASSWORD).await;
     b.click("#login button[type=submit]").await;
-    b.wait_for("nav.nav").await;
+    b.wait_for("header.topbar").await;
 }
 
 async fn open(b: &Browser, h: &Harness, hash: &str) {
-    b.goto(&format!("{}/#/{hash}", h.admin)).await;
+    let url = format!("{}/#/{hash}", h.admin);
+    // Going to the URL already shown changes nothing (no hashchange): reload it instead.
+    if b.current_url().await == url {
+        b.refresh().await;
+    } else {
+        b.goto(&url).await;
+    }
     b.wait_for("main h1").await;
+}
+
+/// The page shown passes axe-core and, on a phone, is no wider than the screen.
+async fn check_page(b: &Browser, page: &str, phone: bool) {
+    // The set-up guide's checks and the war room fill in after the page: let them land.
+    b.execute_async(
+        "const done = arguments[0]; setTimeout(() => requestAnimationFrame(() => done(true)), 300);",
+        vec![],
+    )
+    .await;
+    assert_accessible(b, page).await;
+    if phone {
+        let overflow = b
+            .execute(
+                "return document.documentElement.scrollWidth - window.innerWidth",
+                vec![],
+            )
+            .await;
+        assert!(
+            overflow.as_i64().unwrap_or(0) <= 0,
+            "{page} is {overflow} px wider than the phone's screen"
+        );
+    }
+}
+
+async fn api(h: &Harness, method: reqwest::Method, path: &str, body: Value) -> Value {
+    let (status, answer) = h.api(method, path, body).await;
+    assert!(status.is_success(), "{path}: {status} {answer}");
+    answer
+}
+
+/// Sets a `datetime-local` input by script (typing into its segments depends on the locale).
+async fn set_local_time(b: &Browser, css: &str, at: chrono::DateTime<chrono::Utc>) {
+    b.execute(
+        "const el = document.querySelector(arguments[0]); const d = new Date(arguments[1]); \
+         el.value = new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);",
+        vec![Value::from(css), Value::from(at.to_rfc3339())],
+    )
+    .await;
 }
 
 async fn check_state(b: &Browser, id: &str) -> String {
@@ -97,11 +144,13 @@ async fn an_operator_sets_up_pages_and_acknowledges_from_the_ui() {
     b.goto(&format!("{}/", h.admin)).await;
     b.wait_for("#login").await;
     b.screenshot("login-laptop").await;
+    check_page(&b, "login", false).await;
     log_in(&b, &h).await;
     b.wait_for_text("main", "Ops").await;
     b.screenshot("integrations-laptop").await;
 
-    // A new integration, with a wrong App Secret first: the credential check is red, in words.
+    // A new integration in both receive modes, with a wrong App Secret first: the credential
+    // check is red, in words, and the long connection says why Lark refused it.
     open(&b, &h, "integrations/new").await;
     b.fill("#integration-form input[name=name]", "Second app").await;
     b.fill("#integration-form input[name=app_id]", NEW_APP_ID).await;
@@ -114,7 +163,10 @@ async fn an_operator_sets_up_pages_and_acknowledges_from_the_ui() {
     .await;
     b.fill("#integration-form input[name=api_base_url]", &h.sim.base_url())
         .await;
+    b.click("#integration-form input[name=receive_modes][value=long_connection]")
+        .await;
     b.screenshot("integration-form-laptop").await;
+    check_page(&b, "integration form", false).await;
     b.click("#integration-form button[type=submit]").await;
     b.wait_for("#checks li[data-check=credentials]").await;
     wait_check(&b, "credentials", "bad").await;
@@ -123,10 +175,18 @@ async fn an_operator_sets_up_pages_and_acknowledges_from_the_ui() {
         words.contains("Lark rejected the App ID / App Secret (code 10014): copy them again from Credentials & Basic Info"),
         "{words}"
     );
+    b.wait_for("#long-connection-status[data-state=stopped]").await;
+    let refused = b.text("#long-connection-error").await;
+    assert!(
+        refused.contains("endpoint_refused") && refused.contains("App Secret"),
+        "{refused}"
+    );
     b.screenshot("setup-wrong-secret-laptop").await;
+    check_page(&b, "set-up guide, wrong secret", false).await;
 
     // A field the API refuses is named next to that field.
     let url = b.current_url().await;
+    let new_id = url.rsplit('/').next().unwrap().to_string();
     b.goto(&format!("{url}/edit")).await;
     b.wait_for("#integration-form").await;
     b.fill("#integration-form input[name=app_id]", "not-an-app-id")
@@ -137,12 +197,36 @@ async fn an_operator_sets_up_pages_and_acknowledges_from_the_ui() {
         .await;
     assert!(error.contains("cli_"), "{error}");
     b.screenshot("integration-field-error-laptop").await;
+    check_page(&b, "integration form with an error", false).await;
+    // No receive mode at all is refused next to the modes.
+    for mode in ["webhook", "long_connection"] {
+        b.click(&format!(
+            "#integration-form input[name=receive_modes][value={mode}]"
+        ))
+        .await;
+    }
     b.fill("#integration-form input[name=app_id]", NEW_APP_ID).await;
+    b.click("#integration-form button[type=submit]").await;
+    b.wait_for_text(".field[data-field=receive_modes] .error", "receive_modes")
+        .await;
+    b.click("#integration-form input[name=receive_modes][value=long_connection]")
+        .await;
     b.fill("#integration-form input[name=app_secret]", NEW_APP_SECRET)
         .await;
     b.click("#integration-form button[type=submit]").await;
     b.wait_for("#checks li[data-check=credentials]").await;
     wait_check(&b, "credentials", "ok").await;
+    // Saved with the right secret, the long connection connects (the section re-reads it).
+    b.wait_for("#long-connection-status[data-state=connected]").await;
+    let saved = api(
+        &h,
+        reqwest::Method::GET,
+        &format!("/api/v1/integrations/{new_id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(saved["receive_modes"], json!(["long_connection"]), "{saved}");
+    b.screenshot("setup-long-connection-laptop").await;
 
     // The harness's integration: the simulator's url_verification turns the Request URL green.
     h.sim.verify_url(APP_ID).await.unwrap();
@@ -161,33 +245,159 @@ async fn an_operator_sets_up_pages_and_acknowledges_from_the_ui() {
         assert!(urls.contains(&format!("/lark/{}{part}", h.integration)), "{urls}");
     }
     b.screenshot("setup-guide-laptop").await;
+    check_page(&b, "set-up guide", false).await;
 
-    // A member, and a rule paging them and a chat chosen from the picker.
+    // A member, added and then edited.
     open(&b, &h, "members").await;
     b.fill("#member-form input[name=name]", "Li Na").await;
     b.fill("#member-form input[name=email]", "li.na@example.com")
         .await;
     b.click("#member-form button[type=submit]").await;
     b.wait_for_text("main table", "Li Na").await;
+    b.click("a[data-member='Li Na']").await;
+    b.wait_for("#member-edit-form").await;
+    b.fill("#member-edit-form input[name=name]", "Li Na (SRE)").await;
+    b.fill("#member-edit-form input[name=mobile]", "+8613800138000")
+        .await;
+    b.click("#member-edit-form select[name=role] option[value=viewer]")
+        .await;
+    b.screenshot("member-edit-laptop").await;
+    check_page(&b, "member editor", false).await;
+    b.click("#member-edit-form button[type=submit]").await;
+    b.wait_for_text("main table", "Li Na (SRE)").await;
+    let members = api(&h, reqwest::Method::GET, "/api/v1/members", Value::Null).await;
+    let li = members["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "Li Na (SRE)")
+        .unwrap_or_else(|| panic!("{members}"));
+    assert_eq!(
+        (&li["email"], &li["mobile"], &li["role"]),
+        (
+            &json!("li.na@example.com"),
+            &json!("+8613800138000"),
+            &json!("viewer")
+        ),
+        "{li}"
+    );
     b.screenshot("members-laptop").await;
+
+    // No rule yet: the page says what that means. Then a rule paging the member and a chat
+    // chosen from the picker.
+    open(&b, &h, "rules").await;
+    let empty = b.text("#rules-empty").await;
+    assert!(empty.contains("pages nobody"), "{empty}");
+    b.screenshot("rules-empty-laptop").await;
+    check_page(&b, "rules, empty", false).await;
     open(&b, &h, "rules/new").await;
     b.fill("#rule-form input[name=name]", "Everything").await;
     b.wait_for("#rule-form .chat-picker input[type=checkbox]").await;
     b.click("#rule-form [name=members-0]").await;
     b.click("#rule-form .chat-picker input[type=checkbox]").await;
     b.screenshot("rule-editor-laptop").await;
+    check_page(&b, "rule editor", false).await;
     b.click("#rule-form button[type=submit]").await;
     b.wait_for_text("#rules", "Everything").await;
+
+    // Reorder: a second rule made through the API at the same position (a tie, listed after
+    // the older one) moves up, then down again; the order is the API's too.
+    h.create(
+        "/api/v1/rules",
+        json!({"name": "Night shift", "integration_id": h.integration, "position": 0,
+               "match": {"severities": ["critical"]}, "levels": [{"chats": [h.chat()]}]}),
+    )
+    .await;
+    open(&b, &h, "rules").await;
+    b.wait_for_text("#rules > li:first-child strong", "Everything")
+        .await;
+    b.click("[data-rule='Night shift'] [data-move=up]").await;
+    b.wait_for_text("#rules > li:first-child strong", "Night shift")
+        .await;
+    let rules = api(&h, reqwest::Method::GET, "/api/v1/rules", Value::Null).await;
+    let order: Vec<&str> = rules["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["Night shift", "Everything"], "{rules}");
     b.screenshot("rules-laptop").await;
+    check_page(&b, "rules", false).await;
+    b.click("[data-rule='Night shift'] [data-move=down]").await;
+    b.wait_for_text("#rules > li:first-child strong", "Everything")
+        .await;
+
+    // An outbound webhook, so the test incident makes an attempt to show.
+    let hook = h
+        .create(
+            "/api/v1/webhooks",
+            json!({"name": "Audit", "url": format!("{}/no-such-receiver", h.sim.base_url())}),
+        )
+        .await;
+    let hook_id = hook["id"].as_str().unwrap().to_string();
 
     // The test button raises an incident; the operation log shows the deliveries.
     b.click("#test-incident").await;
     b.wait_for("#ack").await;
+    check_page(&b, "incident", false).await;
     h.wait_for("two cards delivered", |h| h.sim.messages().len() >= 2)
         .await;
     open(&b, &h, "oplog").await;
     b.wait_for_text("#oplog", "delivered").await;
     b.screenshot("oplog-laptop").await;
+    check_page(&b, "operation log", false).await;
+
+    // The time range: from a minute after the newest entry nothing shows; up to it, entries do.
+    let log = api(
+        &h,
+        reqwest::Method::GET,
+        &format!("/api/v1/oplog?integration={}", h.integration),
+        Value::Null,
+    )
+    .await;
+    let newest: chrono::DateTime<chrono::Utc> = log["items"][0]["at"].as_str().unwrap().parse().unwrap();
+    set_local_time(
+        &b,
+        "#oplog-filters input[name=since]",
+        newest + chrono::Duration::minutes(2),
+    )
+    .await;
+    b.click("#oplog-filters button[type=submit]").await;
+    b.wait_for_text("#oplog", "None yet").await;
+    assert!(b.current_url().await.contains("since="));
+    set_local_time(
+        &b,
+        "#oplog-filters input[name=since]",
+        newest - chrono::Duration::minutes(2),
+    )
+    .await;
+    set_local_time(
+        &b,
+        "#oplog-filters input[name=until]",
+        newest + chrono::Duration::minutes(2),
+    )
+    .await;
+    b.click("#oplog-filters button[type=submit]").await;
+    b.wait_for_text("#oplog", "delivered").await;
+    b.screenshot("oplog-time-range-laptop").await;
+
+    // The webhook's attempt shows on the webhooks page.
+    h.wait_for("a webhook attempt", |h| {
+        lark_oncall::delivery::oplog::query(
+            &h.app().store,
+            &lark_oncall::delivery::oplog::OpQuery {
+                integration: Some(format!("webhook:{hook_id}")),
+                ..Default::default()
+            },
+        )
+        .is_ok_and(|e| !e.is_empty())
+    })
+    .await;
+    open(&b, &h, "webhooks").await;
+    let attempts = b.text(&format!("[data-attempts='{hook_id}']")).await;
+    assert!(attempts.contains("i_new"), "{attempts}");
+    b.screenshot("webhooks-laptop").await;
 
     // Acknowledge in the UI; the cards in the simulator are updated.
     open(&b, &h, "incidents").await;
@@ -207,12 +417,25 @@ async fn an_operator_sets_up_pages_and_acknowledges_from_the_ui() {
     b.click("#open-war-room").await;
     b.wait_for("#war-room-link").await;
     b.screenshot("incident-laptop").await;
+    check_page(&b, "incident, acknowledged", false).await;
 
-    // The quota page counts the calls the test made.
-    open(&b, &h, "quota").await;
-    let used = b
-        .wait_for_text(&format!("[data-quota={}] .quota-used", h.integration), "/")
+    // The incident filters stay on the incidents page and filter.
+    open(&b, &h, "incidents").await;
+    b.fill("form[role=search] input[name=text]", "no such words")
         .await;
+    b.click("form[role=search] button[type=submit]").await;
+    b.wait_for_text("main", "None yet").await;
+    assert_eq!(b.text("main h1").await, "Incidents");
+    b.click("form[role=search] select[name=status] option[value=acknowledged]")
+        .await;
+    b.fill("form[role=search] input[name=text]", "admin UI").await;
+    b.click("form[role=search] button[type=submit]").await;
+    b.wait_for_text("main table", "Test incident").await;
+
+    // The quota page counts the calls the test made, by day, and shows the limiter.
+    open(&b, &h, "quota").await;
+    let section = format!("[data-quota='{}']", h.integration);
+    let used = b.wait_for_text(&format!("{section} .quota-used"), "/").await;
     let calls: u64 = used
         .split('/')
         .next()
@@ -222,11 +445,38 @@ async fn an_operator_sets_up_pages_and_acknowledges_from_the_ui() {
         .parse()
         .unwrap();
     assert!(calls > 0, "{used}");
+    let quota = api(
+        &h,
+        reqwest::Method::GET,
+        &format!("/api/v1/integrations/{}/quota", h.integration),
+        Value::Null,
+    )
+    .await;
+    let by_day: u64 = quota["by_day"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(by_day, quota["used"].as_u64().unwrap(), "{quota}");
+    let tallest_bar = b
+        .execute(
+            "return Math.max(...[...document.querySelectorAll(arguments[0] + ' svg.chart rect.bar')].map((r) => Number(r.getAttribute('height'))))",
+            vec![Value::from(section.clone())],
+        )
+        .await;
+    assert!(tallest_bar.as_f64().unwrap_or(0.0) > 0.0, "{tallest_bar}");
+    let limiter = b.text(&format!("{section} .limiter-state")).await;
+    assert!(
+        limiter.contains("queued") || limiter.contains("Idle"),
+        "{limiter}"
+    );
     b.screenshot("quota-laptop").await;
 
     for page in PAGES {
         open(&b, &h, page).await;
         b.screenshot(&format!("{page}-laptop")).await;
+        check_page(&b, page, false).await;
     }
     b.close().await;
 }
@@ -234,6 +484,15 @@ async fn an_operator_sets_up_pages_and_acknowledges_from_the_ui() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_page_works_on_a_phone_in_both_languages() {
     let h = start().await;
+    // An integration that has made no call: its quota says so instead of drawing empty axes.
+    let quiet = h
+        .create(
+            "/api/v1/integrations",
+            json!({"name": "Quiet", "app_id": "cli_adminuiquiet1", "app_secret": "quiet-secret",
+                   "verification_token": VERIFICATION_TOKEN, "api_base_url": h.sim.base_url()}),
+        )
+        .await;
+    let quiet = quiet["id"].as_str().unwrap().to_string();
     for (viewport, suffix) in [
         (Viewport::PHONE, "phone"),
         (Viewport::PHONE.with_language("zh-CN"), "phone-zh"),
@@ -242,13 +501,153 @@ async fn every_page_works_on_a_phone_in_both_languages() {
             return;
         };
         log_in(&b, &h).await;
+        // The top bar is one row, and the menu opens every page's link within the screen.
+        let bar = b
+            .execute(
+                "return document.querySelector('.topbar').getBoundingClientRect().height",
+                vec![],
+            )
+            .await;
+        assert!(bar.as_f64().unwrap() < 60.0, "top bar {bar} px high");
+        assert!(b.find("nav.nav a").await.is_some());
+        b.click("#menu-toggle").await;
+        b.wait_for("nav.nav a[href='#/account']").await;
+        let outside = b
+            .execute(
+                "return [...document.querySelectorAll('nav.nav a')].filter((a) => { const r = a.getBoundingClientRect(); \
+                 return r.width === 0 || r.left < 0 || r.right > window.innerWidth; }).map((a) => a.textContent)",
+                vec![],
+            )
+            .await;
+        b.screenshot(&format!("menu-{suffix}")).await;
+        assert_eq!(outside, json!([]), "links outside the screen");
+        check_page(&b, "menu", true).await;
+        b.click("nav.nav a[href='#/members']").await;
+        b.wait_for("#member-form").await;
         for page in PAGES {
             open(&b, &h, page).await;
             b.screenshot(&format!("{page}-{suffix}")).await;
+            check_page(&b, page, true).await;
         }
+        open(&b, &h, "quota").await;
+        b.wait_for(&format!("[data-quota='{quiet}'] [data-empty=per_day]"))
+            .await;
+        assert!(
+            b.find(&format!("[data-quota='{quiet}'] svg.chart"))
+                .await
+                .is_none(),
+            "a chart of no calls"
+        );
         open(&b, &h, &format!("integrations/{}", h.integration)).await;
         b.wait_for("#checks li[data-check=credentials]").await;
         b.screenshot(&format!("setup-guide-{suffix}")).await;
+        check_page(&b, "set-up guide", true).await;
         b.close().await;
     }
+}
+
+/// Every word of the admin UI has its zh_cn text (a missing one would show in English).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_english_string_has_its_chinese() {
+    let h = start().await;
+    let Some(b) = Browser::start("admin_ui", Viewport::LAPTOP).await else {
+        return;
+    };
+    b.goto(&format!("{}/", h.admin)).await;
+    b.wait_for("#login").await;
+    let missing = b
+        .execute_async(
+            "const done = arguments[0]; import('/admin/i18n.js').then(({ dictionaries: d }) => \
+             done(Object.keys(d.en_us).filter((k) => !(k in d.zh_cn))));",
+            vec![],
+        )
+        .await;
+    assert_eq!(missing, json!([]), "en_us keys without zh_cn");
+    b.close().await;
+}
+
+/// One page load as the Performance API saw it.
+#[derive(Debug)]
+struct Load {
+    /// Navigation start → the UI's `lark-oncall:interactive` mark (first page with its data
+    /// shown and its controls live), in ms.
+    interactive_ms: f64,
+    /// Bytes on the wire (`transferSize`: headers and compressed bodies) of the document, its
+    /// files and the API calls made until the mark.
+    bytes: u64,
+    /// Of which the UI's own files (HTML, CSS, JS).
+    asset_bytes: u64,
+}
+
+async fn measure(b: &Browser, url: &str) -> Load {
+    b.goto(url).await;
+    b.wait_for("main h1").await;
+    let found = b
+        .execute_async(
+            "const done = arguments[0];
+             const look = () => {
+               const mark = performance.getEntriesByName('lark-oncall:interactive')[0];
+               if (!mark) return setTimeout(look, 20);
+               const nav = performance.getEntriesByType('navigation')[0];
+               const files = performance.getEntriesByType('resource').filter((r) => r.startTime <= mark.startTime);
+               const asset = (r) => /\\/(kit|admin)\\/.*\\.(js|css)$/.test(new URL(r.name).pathname);
+               done({ interactive_ms: mark.startTime,
+                      bytes: nav.transferSize + files.reduce((n, r) => n + r.transferSize, 0),
+                      asset_bytes: nav.transferSize + files.filter(asset).reduce((n, r) => n + r.transferSize, 0) });
+             };
+             look();",
+            vec![],
+        )
+        .await;
+    Load {
+        interactive_ms: found["interactive_ms"].as_f64().unwrap(),
+        bytes: found["bytes"].as_u64().unwrap(),
+        asset_bytes: found["asset_bytes"].as_u64().unwrap(),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Time to interactive and bytes of a first (empty cache) and a repeat load of the integrations
+/// page under chromium's phone emulation, unthrottled and with the CPU slowed 4×. Prints the
+/// numbers recorded in BENCHMARKS.md; asserts nothing about them (timings are not tests).
+/// `cargo test --release --test admin_ui -- --ignored --nocapture time_to_interactive`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement: run it by hand (BENCHMARKS.md)"]
+async fn time_to_interactive_on_a_phone() {
+    const RUNS: usize = 7;
+    let h = start().await;
+    let Some(b) = Browser::start("admin_ui", Viewport::PHONE).await else {
+        return;
+    };
+    log_in(&b, &h).await;
+    let url = format!("{}/#/integrations", h.admin);
+    b.cdp("Network.enable", json!({})).await;
+    for throttle in [1.0, 4.0] {
+        b.cdp("Emulation.setCPUThrottlingRate", json!({ "rate": throttle }))
+            .await;
+        let (mut first, mut repeat) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            b.cdp("Network.clearBrowserCache", json!({})).await;
+            // A blank page between loads, so each one is a navigation, not a hash change.
+            b.goto("about:blank").await;
+            first.push(measure(&b, &url).await);
+            b.goto("about:blank").await;
+            repeat.push(measure(&b, &url).await);
+        }
+        for (name, loads) in [("first", &first), ("repeat", &repeat)] {
+            println!(
+                "cpu {throttle}x, {name} load: time to interactive median {:.0} ms (max {:.0} ms), \
+                 {} bytes on the wire ({} of them the UI's files), {RUNS} runs",
+                median(loads.iter().map(|l| l.interactive_ms).collect()),
+                loads.iter().map(|l| l.interactive_ms).fold(0.0, f64::max),
+                loads[RUNS / 2].bytes,
+                loads[RUNS / 2].asset_bytes,
+            );
+        }
+    }
+    b.close().await;
 }

@@ -1,10 +1,12 @@
 //! The homepage in headless chromium at a phone's size: log in through the simulator's
 //! authorize page as a chosen person, open an incident from *My incidents*, press Acknowledge,
 //! and see it acknowledged on the page and on every card in the simulator. Screenshots of each
-//! page go to `target/screenshots/homepage/`.
+//! page go to `target/screenshots/homepage/`, and each page is checked with axe-core (no
+//! serious or critical violation).
 
 mod common;
 
+use common::accessibility::assert_accessible;
 use common::browser::{Browser, Viewport};
 use common::inprocess::Harness;
 use reqwest::{Method, StatusCode};
@@ -75,13 +77,16 @@ async fn a_phone_logs_in_opens_an_incident_and_acknowledges_it() {
         .await;
     browser.wait_for_text("h1", "My incidents").await;
     browser.screenshot("2-my-incidents").await;
+    assert_accessible(&browser, "2-my-incidents").await;
     browser.click("li.incident a").await;
     browser.wait_for_text("h1", "Payment callbacks").await;
     browser.screenshot("3-incident").await;
+    assert_accessible(&browser, "3-incident").await;
     browser.click("button[value=ack]").await;
     browser.wait_for_text("#status", "Acknowledged").await;
     browser.wait_for_text(".flash", "acknowledged").await;
     browser.screenshot("4-acknowledged").await;
+    assert_accessible(&browser, "4-acknowledged").await;
     assert_eq!(
         env.api(Method::GET, &format!("/api/v1/incidents/{id}"), Value::Null)
             .await
@@ -100,12 +105,15 @@ async fn a_phone_logs_in_opens_an_incident_and_acknowledges_it() {
     browser.goto(&format!("{base}/open")).await;
     browser.wait_for_text("h1", "All open").await;
     browser.screenshot("5-all-open").await;
+    assert_accessible(&browser, "5-all-open").await;
     browser.goto(&format!("{base}/me")).await;
     browser.wait_for_text("#linked-via", "oauth").await;
     browser.screenshot("6-who-am-i").await;
+    assert_accessible(&browser, "6-who-am-i").await;
     browser.goto(&format!("{base}/incidents/{id}?lang=zh_cn")).await;
     browser.wait_for_text("#status", "已认领").await;
     browser.screenshot("7-incident-zh").await;
+    assert_accessible(&browser, "7-incident-zh").await;
     browser.close().await;
     env.stop().await;
 }

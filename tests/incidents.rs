@@ -724,3 +724,38 @@ async fn a_card_delivered_after_its_incident_changed_is_brought_up_to_date() {
     .await;
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_responder_finds_their_incidents_behind_a_page_of_other_peoples() {
+    let env = Harness::builder(APP_ID, APP_SECRET).start().await;
+    let member = env
+        .create("/api/v1/members", json!({"name": "Wang Fang"}))
+        .await;
+    let mine = env
+        .create(
+            "/api/v1/incidents",
+            json!({"title": "mine", "severity": "warning", "assignees": [member["id"]]}),
+        )
+        .await;
+    // More newer incidents than one default page (50), none of them hers.
+    for i in 0..60 {
+        env.create(
+            "/api/v1/incidents",
+            json!({"title": format!("other {i}"), "severity": "info"}),
+        )
+        .await;
+    }
+    let path = format!(
+        "/api/v1/incidents?status=triggered&assignee={}",
+        member["id"].as_str().unwrap()
+    );
+    let (status, list) = env.api(Method::GET, &path, Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let ids: Vec<&Value> = list["items"].as_array().unwrap().iter().map(|i| &i["id"]).collect();
+    assert_eq!(ids, vec![&mine["id"]]);
+    let (_, nobody) = env
+        .api(Method::GET, "/api/v1/incidents?assignee=mem_nobody", Value::Null)
+        .await;
+    assert!(nobody["items"].as_array().unwrap().is_empty(), "{nobody}");
+    env.stop().await;
+}

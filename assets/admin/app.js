@@ -1,6 +1,6 @@
 // The admin UI: a hash-routed single page on the admin API alone (the same calls a script makes
 // with a token). Built from the shared kit in /kit/.
-import { h, button, field, checkbox, showErrors, statusDot, badge, table, toast, dialog, copyField, chart, meter } from "/kit/ui.js";
+import { h, button, field, checkbox, showErrors, statusDot, badge, table, toast, dialog, copyField, chart, bars, meter } from "/kit/ui.js";
 import { createI18n, LANGUAGES } from "/kit/i18n.js";
 import { api, setCsrfToken } from "/kit/api.js";
 import { dictionaries } from "./i18n.js";
@@ -10,6 +10,7 @@ const t = i18n.t;
 const root = document.getElementById("root");
 let session = null;
 const enc = encodeURIComponent;
+const INTERACTIVE_MARK = "lark-oncall:interactive";
 
 const PAGES = [
   ["integrations", integrationsPage], ["incidents", incidentsPage], ["members", membersPage], ["rules", rulesPage],
@@ -62,15 +63,23 @@ function langPicker() {
 }
 
 function shell(current, content) {
-  const nav = h("nav", { class: "nav", "aria-label": t("nav_main") },
+  const nav = h("nav", { class: "nav", id: "site-menu", "aria-label": t("nav_main") },
     h("ul", {}, PAGES.map(([name]) => h("li", {}, h("a", { href: `#/${name}`, "aria-current": name === current ? "page" : false }, t(`nav_${name}`))))));
   const main = h("main", { class: "content", id: "main", tabindex: "-1" }, content);
-  root.replaceChildren(h("div", { class: "app" },
+  const app = h("div", { class: "app" });
+  // On a phone the navigation, language and log-out fold behind one button, so the top bar
+  // stays one row; from 48rem up the toggle is hidden and everything shows.
+  const toggle = h("button", { type: "button", class: "btn small menu-toggle", id: "menu-toggle", "aria-expanded": "false", "aria-controls": "site-menu",
+    onclick: () => toggle.setAttribute("aria-expanded", String(app.classList.toggle("menu-open"))) }, h("span", { "aria-hidden": "true" }, "☰ "), t("menu"));
+  app.append(
     h("a", { class: "skip-link", href: "#main", onclick: (e) => { e.preventDefault(); main.focus(); } }, t("skip")),
     h("header", { class: "topbar" }, h("a", { class: "brand", href: "#/integrations" }, "lark-oncall"),
-      button(t("test_incident"), raiseTestIncident, { kind: "primary", small: true, id: "test-incident" }),
-      langPicker(), button(t("logout"), logout, { small: true })),
-    nav, main));
+      button([h("span", { class: "long-label" }, t("test_incident")), h("span", { class: "short-label", "aria-hidden": "true" }, t("test_incident_short"))], raiseTestIncident,
+        { kind: "primary", small: true, id: "test-incident", "aria-label": t("test_incident") }),
+      toggle,
+      h("div", { class: "topbar-tools" }, langPicker(), button(t("logout"), logout, { small: true }))),
+    nav, main);
+  root.replaceChildren(app);
 }
 
 async function logout() {
@@ -98,7 +107,8 @@ async function route() {
       return loginPage();
     }
   }
-  const [name = "integrations", id, sub] = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  // `#/page/id/sub?filters`: the filters are the page's to read.
+  const [name = "integrations", id, sub] = location.hash.replace(/^#\/?/, "").split("?")[0].split("/").map(decodeURIComponent);
   const page = PAGES.find(([n]) => n === name) || PAGES[0];
   const content = h("div", { class: "stack" }, h("p", { class: "empty" }, t("loading")));
   shell(page[0], content);
@@ -112,6 +122,9 @@ async function route() {
     content.replaceChildren(h("p", { class: "form-error", role: "alert" }, e.message));
   }
   document.title = `${t(`nav_${page[0]}`)} · lark-oncall`;
+  // The first page with its data shown and its controls live: what the time-to-interactive
+  // measurement (BENCHMARKS.md) reads through the Performance API.
+  if (!performance.getEntriesByName(INTERACTIVE_MARK).length) performance.mark(INTERACTIVE_MARK);
 }
 
 const healthOf = (i) => {
@@ -143,6 +156,8 @@ function secretField(name, label, existing) {
   return field({ name, label, type: "password", autocomplete: "off", hint: existing ? (isSet ? t("secret_hint_set") : t("secret_hint_unset")) : undefined });
 }
 
+const RECEIVE_MODES = ["webhook", "long_connection"];
+
 function integrationForm(existing) {
   const form = formOf([
     field({ name: "name", label: t("name"), value: existing?.name, required: true }),
@@ -155,8 +170,16 @@ function integrationForm(existing) {
     field({ name: "monthly_quota", label: t("monthly_quota"), type: "number", value: existing?.monthly_quota ?? 10000 }),
     field({ name: "api_base_url", label: t("api_base_url"), type: "url", value: existing?.api_base_url || "" }),
     checkbox({ name: "war_room", label: t("war_room"), checked: existing?.war_room }),
+    h("fieldset", { class: "field", "data-field": "receive_modes", "aria-describedby": "receive-modes-hint" }, h("legend", {}, t("receive_modes")),
+      RECEIVE_MODES.map((mode) => {
+        const c = checkbox({ name: "receive_modes", label: t(`receive_${mode}`), checked: (existing?.receive_modes || ["webhook"]).includes(mode) });
+        c.querySelector("input").value = mode;
+        return c;
+      }),
+      h("div", { class: "hint", id: "receive-modes-hint" }, t("receive_modes_hint")),
+      h("div", { class: "error", role: "alert" })),
   ], async (data, f) => {
-    const body = { name: data.get("name"), app_id: data.get("app_id"), domain: data.get("domain"), plan: data.get("plan"), war_room: f.elements.war_room.checked };
+    const body = { name: data.get("name"), app_id: data.get("app_id"), domain: data.get("domain"), plan: data.get("plan"), war_room: f.elements.war_room.checked, receive_modes: data.getAll("receive_modes") };
     const quota = data.get("monthly_quota");
     if (quota) body.monthly_quota = Number(quota);
     for (const secret of ["app_secret", "verification_token", "encrypt_key"]) if (data.get(secret)) body[secret] = data.get(secret);
@@ -202,6 +225,7 @@ function setupGuide(i) {
       `${t("verification_token")}: ${t(i.secrets.verification_token ? "set" : "not_set")}`, " · ", `${t("encrypt_key")}: ${t(i.secrets.encrypt_key ? "set" : "not_set")}`),
     h("section", { class: "card", "aria-labelledby": "checks-h" }, h("div", { class: "row" }, h("h2", { id: "checks-h" }, t("checks")), h("span", { class: "spacer" }),
       button(t("run_checks"), () => renderChecks(checks, i.id).catch((e) => toast(e.message, "bad")), { small: true, id: "run-checks" })), checks),
+    i.long_connection ? longConnectionSection(i) : null,
     h("section", { class: "card stack", "aria-labelledby": "urls-h" }, h("h2", { id: "urls-h" }, t("urls")),
       url(t("url_web"), t("url_web_where"), i.urls.web_configuration, "web"),
       url(t("url_callback"), t("url_callback_where"), i.urls.message_card_request, "callback"),
@@ -211,6 +235,50 @@ function setupGuide(i) {
       h("h2", {}, t("step_permissions")), codes(["im:chat", "im:message", "im:message:send_as_bot", "contact:user.id:readonly", "contact:user.base:readonly"]),
       h("h2", {}, t("step_publish")), h("p", {}, t("step_publish_text"))),
   ];
+}
+
+const CONNECTION_DOT = { connected: "ok", connecting: "warn", waiting_to_retry: "warn", stopped: "bad" };
+
+function connectionStatus(status) {
+  const list = h("dl", { class: "facts", id: "long-connection-status" });
+  const fact = (label, value) => [h("dt", {}, label), h("dd", {}, value)];
+  if (!status) {
+    list.append(...fact(t("status"), statusDot("warn", t("lc_not_started"))));
+    return list;
+  }
+  list.dataset.state = status.state;
+  list.append(...[
+    fact(t("status"), statusDot(CONNECTION_DOT[status.state] || "warn", t(`lc_${status.state}`))),
+    fact(t("lc_connected_since"), i18n.date(status.connected_since)),
+    fact(t("lc_last_frame"), i18n.date(status.last_frame_at)),
+    fact(t("lc_reconnects"), i18n.number(status.reconnects)),
+    fact(t("lc_events"), i18n.number(status.events_received)),
+    status.last_error ? fact(t("lc_last_error"), h("div", { class: "flagged", id: "long-connection-error" },
+      `${i18n.date(status.last_error.at)} · ${status.last_error.reason}: ${status.last_error.message}`,
+      h("div", { class: "fix" }, status.last_error.fix), status.last_error.retrying ? h("div", { class: "muted" }, t("lc_retrying")) : h("div", {}, t("lc_not_retrying")))) : null,
+  ].flat().filter(Boolean));
+  return list;
+}
+
+// The connection changes on its own (connects, drops, is refused): the section re-reads it
+// every few seconds while it is on the page.
+const LONG_CONNECTION_POLL_MS = 2000;
+
+// The server's console steps are English; zh_cn has its own words for the same steps.
+function stepText(step, n) {
+  const key = `lc_step_${n + 1}`;
+  return i18n.lang === "zh_cn" && t(key) !== key ? t(key) : step;
+}
+
+function longConnectionSection(i) {
+  const host = h("div", {}, connectionStatus(i.long_connection.status));
+  const timer = setInterval(async () => {
+    if (!document.body.contains(host)) return clearInterval(timer);
+    const fresh = await api("GET", `/api/v1/integrations/${enc(i.id)}`).catch(() => null);
+    if (fresh?.long_connection && document.body.contains(host)) host.replaceChildren(connectionStatus(fresh.long_connection.status));
+  }, LONG_CONNECTION_POLL_MS);
+  return h("section", { class: "card stack", "aria-labelledby": "lc-h" }, h("h2", { id: "lc-h" }, t("long_connection")), host,
+    h("h3", {}, t("lc_console_steps")), h("ol", {}, i.long_connection.console_steps.map((step, n) => h("li", {}, stepText(step, n)))));
 }
 
 const sevBadge = (s) => badge(t(s), s);
@@ -278,10 +346,16 @@ async function incidentDetail(inc) {
   ];
 }
 
+function outcomeText(outcome) {
+  const key = `outcome_${outcome}`;
+  const text = t(key);
+  return text === key ? outcome : text;
+}
+
 function oplogTable(items) {
   return table([
     { label: t("when"), render: (e) => i18n.date(e.at) },
-    { label: t("outcome"), render: (e) => badge(e.outcome, e.outcome === "delivered" ? "ok" : e.outcome.startsWith("held") ? "warn" : "bad") },
+    { label: t("outcome"), render: (e) => badge(outcomeText(e.outcome), e.outcome === "delivered" ? "ok" : e.outcome.startsWith("held") || e.outcome === "retry" || e.outcome === "quota_reserved" ? "warn" : "bad") },
     { label: t("receiver"), render: (e) => h("code", {}, e.receiver || "") },
     { label: t("incident"), render: (e) => (e.incident_id ? h("a", { href: `#/incidents/${enc(e.incident_id)}` }, e.incident_id) : "—") },
     { label: t("lark_code"), render: (e) => (e.lark_code ? `${e.lark_code} ${e.lark_message || ""}` : e.reason || "—") },
@@ -291,33 +365,56 @@ function oplogTable(items) {
   ], items, { empty: t("none"), caption: t("oplog") });
 }
 
+const OUTCOMES = ["delivered", "failed", "retry", "held_quota", "quota_reserved", "app_not_linked"];
+// `datetime-local` values are local wall time; the API takes RFC 3339 instants.
+const toInstant = (local) => (local ? new Date(local).toISOString() : "");
+const toLocalInput = (instant) => {
+  if (!instant) return "";
+  const d = new Date(instant);
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+};
+
 async function oplogPage() {
   const q = new URLSearchParams(location.hash.split("?")[1] || "");
   const params = new URLSearchParams([...q].filter(([k, v]) => v && ["outcome", "integration", "incident", "receiver", "before", "since", "until"].includes(k)));
-  const page = await api("GET", `/api/v1/oplog?${params}`);
-  const filters = h("form", { class: "row", role: "search" },
-    ["outcome", "integration", "incident", "receiver"].map((k) => field({ name: k, label: t(k === "integration" ? "nav_integrations" : k), value: q.get(k) || "" })),
-    button(t("filter"), null, { type: "submit" }));
+  const [page, ints] = await Promise.all([api("GET", `/api/v1/oplog?${params}`), api("GET", "/api/v1/integrations")]);
+  const filters = h("form", { class: "filters", role: "search", id: "oplog-filters", "aria-label": t("filter") },
+    field({ name: "outcome", label: t("outcome"), type: "select", value: q.get("outcome") || "", options: [["", t("any")], ...OUTCOMES.map((o) => [o, t(`outcome_${o}`)])] }),
+    field({ name: "integration", label: t("nav_integrations"), type: "select", value: q.get("integration") || "", options: [["", t("any")], ...ints.items.map((i) => [i.id, i.name])] }),
+    field({ name: "receiver", label: t("receiver"), value: q.get("receiver") || "" }),
+    field({ name: "incident", label: t("incident"), value: q.get("incident") || "" }),
+    field({ name: "since", label: t("from"), type: "datetime-local", value: toLocalInput(q.get("since")) }),
+    field({ name: "until", label: t("to"), type: "datetime-local", value: toLocalInput(q.get("until")) }),
+    h("div", { class: "filter-actions" }, button(t("filter"), null, { type: "submit" })));
   filters.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    location.hash = `#/oplog?${new URLSearchParams([...new FormData(filters)].filter(([, v]) => v))}`;
+    const chosen = [...new FormData(filters)].map(([k, v]) => [k, k === "since" || k === "until" ? toInstant(v) : v]).filter(([, v]) => v);
+    location.hash = `#/oplog?${new URLSearchParams(chosen)}`;
   });
   const older = page.next_before ? h("a", { class: "btn", href: `#/oplog?${new URLSearchParams({ ...Object.fromEntries(params), before: page.next_before })}` }, t("older")) : null;
   return [h("h1", {}, t("oplog")), filters, h("div", { id: "oplog" }, oplogTable(page.items)), older];
 }
 
-async function membersPage() {
+function contactBody(data, existing) {
+  const body = { name: data.get("name") };
+  // An unchanged address is not sent: a changed one unlinks look-up links (they are redone).
+  for (const k of ["email", "mobile"]) {
+    const v = data.get(k) || "";
+    if (existing ? v !== (existing[k] || "") : v) body[k] = v;
+  }
+  return body;
+}
+
+async function membersPage(id) {
   const [{ items }, ints] = await Promise.all([api("GET", "/api/v1/members"), api("GET", "/api/v1/integrations")]);
+  if (id) return memberEditor(items.find((m) => m.id === id) || (await api("GET", `/api/v1/members/${enc(id)}`)), ints.items);
   const link = (m) => ints.items.map((i) => {
     const l = m.lark?.[i.id];
     return h("div", {}, statusDot(l ? "ok" : "warn", `${i.name}: ${l ? t(`linked_${l.linked_via}`) : t("not_linked")}`));
   });
   const add = formOf([field({ name: "name", label: t("name"), required: true }), field({ name: "email", label: t("email"), type: "email" }), field({ name: "mobile", label: t("mobile"), type: "tel" })],
     async (data) => {
-      const body = { name: data.get("name") };
-      if (data.get("email")) body.email = data.get("email");
-      if (data.get("mobile")) body.mobile = data.get("mobile");
-      await api("POST", "/api/v1/members", body);
+      await api("POST", "/api/v1/members", contactBody(data, null));
       toast(t("saved"));
       route();
     }, t("add"));
@@ -339,38 +436,65 @@ async function membersPage() {
       if (r) { toast(t("linked_n", { n: r.linked ?? r.items?.length ?? "" })); route(); }
     }, { small: true }))),
     table([
-      { label: t("name"), render: (m) => m.name },
+      { label: t("name"), render: (m) => h("a", { href: `#/members/${enc(m.id)}`, "data-member": m.name }, m.name) },
       { label: t("email"), render: (m) => m.email || "—" },
       { label: t("mobile"), render: (m) => m.mobile || "—" },
+      { label: t("role"), render: (m) => t(`role_${m.role}`) },
       { label: t("link_status"), render: link },
-      { label: t("actions"), render: (m) => button(t("remove"), async () => {
+      { label: t("actions"), render: (m) => h("div", { class: "row" }, h("a", { class: "btn small", href: `#/members/${enc(m.id)}`, "aria-label": `${t("edit")}: ${m.name}` }, t("edit")), button(t("remove"), async () => {
         if ((await dialog(t("confirm_remove", { what: m.name }), [], [[t("cancel"), "no"], [t("remove"), "yes", "danger"]])) === "yes" && (await guard(() => api("DELETE", `/api/v1/members/${enc(m.id)}`))) !== null) route();
-      }, { small: true, kind: "danger" }) },
+      }, { small: true, kind: "danger", "aria-label": `${t("remove")}: ${m.name}` })) },
     ], items, { empty: t("none"), caption: t("members") }),
-    h("div", { class: "grid" }, h("section", { class: "card" }, h("h2", {}, t("add")), add), h("section", { class: "card" }, h("h2", {}, t("import")), csv)),
+    h("div", { class: "grid" }, h("section", { class: "card", "aria-labelledby": "member-add-h" }, h("h2", { id: "member-add-h" }, t("add")), add), h("section", { class: "card", "aria-labelledby": "member-import-h" }, h("h2", { id: "member-import-h" }, t("import")), csv)),
   ];
+}
+
+function memberEditor(m, integrations) {
+  const form = formOf([
+    field({ name: "name", label: t("name"), value: m.name, required: true }),
+    field({ name: "email", label: t("email"), type: "email", value: m.email || "" }),
+    field({ name: "mobile", label: t("mobile"), type: "tel", value: m.mobile || "" }),
+    field({ name: "role", label: t("role"), type: "select", value: m.role, options: ["responder", "viewer", "admin"].map((r) => [r, t(`role_${r}`)]) }),
+    integrations.map((i) => field({ name: `open_id-${i.id}`, label: t("open_id_for", { name: i.name }), value: m.lark?.[i.id]?.open_id || "", placeholder: "ou_…",
+      hint: m.lark?.[i.id] ? t(`linked_${m.lark[i.id].linked_via}`) : t("not_linked") })),
+  ], async (data) => {
+    const body = { ...contactBody(data, m), role: data.get("role") };
+    const manual = Object.fromEntries(integrations.map((i) => [i.id, String(data.get(`open_id-${i.id}`) || "").trim()]).filter(([id, v]) => v && v !== m.lark?.[id]?.open_id));
+    if (Object.keys(manual).length) body.lark_open_ids = manual;
+    await api("PATCH", `/api/v1/members/${enc(m.id)}`, body);
+    toast(t("saved"));
+    location.hash = "#/members";
+  });
+  form.id = "member-edit-form";
+  return [h("div", { class: "row" }, h("h1", {}, `${t("edit")}: ${m.name}`), h("span", { class: "spacer" }), h("a", { class: "btn", href: "#/members" }, t("cancel"))), h("div", { class: "card" }, form)];
 }
 
 async function rulesPage(id) {
   const [{ items }, ints, members] = await Promise.all([api("GET", "/api/v1/rules"), api("GET", "/api/v1/integrations"), api("GET", "/api/v1/members")]);
   if (id) return ruleEditor(id === "new" ? null : items.find((r) => r.id === id), ints.items, members.items);
+  // Moves a rule one place and renumbers the list 10, 20, 30…: positions may tie (rules made
+  // through the API without one), and a swap of tied positions would change nothing.
   const move = (rule, delta) => async () => {
     const sorted = [...items].sort((a, b) => a.position - b.position);
     const at = sorted.indexOf(rule);
-    const other = sorted[at + delta];
-    if (!other) return;
+    if (!sorted[at + delta]) return;
+    sorted.splice(at, 1);
+    sorted.splice(at + delta, 0, rule);
     const body = (r, position) => ({ name: r.name, integration_id: r.integration_id, match: r.match, time_windows: r.time_windows, timezone: r.timezone, levels: r.levels, position });
     if (await guard(async () => {
-      await api("PUT", `/api/v1/rules/${enc(rule.id)}`, body(rule, other.position));
-      await api("PUT", `/api/v1/rules/${enc(other.id)}`, body(other, rule.position === other.position ? rule.position + delta : rule.position));
+      for (const [i, r] of sorted.entries()) if (r.position !== (i + 1) * 10) await api("PUT", `/api/v1/rules/${enc(r.id)}`, body(r, (i + 1) * 10));
       return true;
-    })) route();
+    })) {
+      await route();
+      document.querySelector(`[data-rule="${CSS.escape(rule.name)}"] [data-move="${delta < 0 ? "up" : "down"}"]`)?.focus();
+    }
   };
   return [
     h("div", { class: "row" }, h("h1", {}, t("rules")), h("span", { class: "spacer" }), h("a", { class: "btn primary", href: "#/rules/new" }, t("new_rule"))),
-    h("ol", { class: "stack", id: "rules" }, items.map((r) => h("li", { class: "card" },
+    items.length ? null : h("div", { class: "card empty", id: "rules-empty" }, h("p", {}, t("no_rules")), h("a", { class: "btn primary", href: "#/rules/new" }, t("new_rule"))),
+    h("ol", { class: "stack plain", id: "rules" }, [...items].sort((a, b) => a.position - b.position).map((r) => h("li", { class: "card", "data-rule": r.name },
       h("div", { class: "row" }, h("a", { href: `#/rules/${enc(r.id)}` }, h("strong", {}, r.name)), h("span", { class: "spacer" }),
-        button("↑", move(r, -1), { small: true, "aria-label": `${t("up")}: ${r.name}` }), button("↓", move(r, 1), { small: true, "aria-label": `${t("down")}: ${r.name}` })),
+        button("↑", move(r, -1), { small: true, "aria-label": `${t("up")}: ${r.name}`, "data-move": "up" }), button("↓", move(r, 1), { small: true, "aria-label": `${t("down")}: ${r.name}`, "data-move": "down" })),
       h("p", { class: "muted" }, `${(r.match?.severities || []).join(", ") || t("any")} · ${r.levels.length} ${t("levels")} · ${r.timezone}`),
       (r.needs_attention || []).length ? h("p", { class: "flagged" }, `${t("chat_flagged")}: `, r.needs_attention.map((n) => (typeof n === "string" ? n : n.chat_id || JSON.stringify(n))).join(", ")) : null))),
   ];
@@ -449,22 +573,47 @@ function ruleEditor(rule, integrations, members) {
   return [h("div", { class: "row" }, h("h1", {}, rule ? rule.name : t("new_rule")), h("span", { class: "spacer" }), remove), h("div", { class: "card" }, form)];
 }
 
+// Every day of the report's month up to today, so a quiet day shows as a zero, not a gap.
+function dailyPoints(q) {
+  const [year, month] = q.month.split("-").map(Number);
+  const days = Object.keys(q.by_day || {}).sort();
+  const today = new Date().toISOString().slice(0, 7) === q.month ? new Date().getDate() : new Date(year, month, 0).getDate();
+  const last = Math.max(today, ...days.map((d) => Number(d.slice(8, 10))));
+  return Array.from({ length: last }, (_, i) => {
+    const day = `${q.month}-${String(i + 1).padStart(2, "0")}`;
+    return { label: String(i + 1), value: q.by_day?.[day] || 0, title: day };
+  });
+}
+
+function limiterText(l) {
+  if (!l.queued && !l.in_flight && !l.held) return t("limiter_idle");
+  return t("limiter_state", { queued: i18n.number(l.queued), in_flight: i18n.number(l.in_flight), held: i18n.number(l.held),
+    wait: l.oldest_wait_seconds == null ? "—" : duration(l.oldest_wait_seconds) });
+}
+
+function duration(seconds) {
+  if (seconds < 60) return t("seconds", { n: Math.round(seconds) });
+  if (seconds < 3600) return t("minutes", { n: Math.round(seconds / 60) });
+  return t("hours", { n: (seconds / 3600).toFixed(1) });
+}
+
 async function quotaPage() {
   const { items } = await api("GET", "/api/v1/integrations");
   const sections = await Promise.all(items.map(async (i) => {
     const q = await api("GET", `/api/v1/integrations/${enc(i.id)}/quota`);
-    const daily = q.by_day ? Object.entries(q.by_day).map(([label, value]) => ({ label: label.slice(-2), value })) : [];
-    return h("section", { class: "card stack", "data-quota": i.id },
-      h("h2", {}, i.name),
-      h("p", {}, h("strong", { class: "quota-used" }, `${i18n.number(q.used)} / ${i18n.number(q.limit)}`), ` ${t("used")} (${q.percent_used}%)`),
-      meter(q.used, q.limit, { label: t("used") }),
-      (q.warnings || []).length ? h("p", { class: "flagged" }, `${t("warnings")}: ${q.warnings.map((w) => `${w} %`).join(", ")}`) : null,
+    const l = q.limiter;
+    const limit = q.limit == null ? t("unlimited") : i18n.number(q.limit);
+    return h("section", { class: "card stack", "data-quota": i.id, "aria-labelledby": `quota-h-${i.id}` },
+      h("h2", { id: `quota-h-${i.id}` }, i.name),
+      h("p", {}, h("strong", { class: "quota-used" }, `${i18n.number(q.used)} / ${limit}`), ` ${t("used")}`, q.percent_used == null ? "" : ` (${i18n.number(Math.round(q.percent_used * 10) / 10)} %)`),
+      q.limit == null ? null : meter(q.used, q.limit, { label: t("used") }),
+      (q.warnings || []).length ? h("p", { class: "flagged" }, t("warnings_crossed", { list: q.warnings.map((w) => `${w} %`).join(", ") })) : null,
       h("p", {}, `${t("forecast")}: ${q.forecast_exhausted_on || t("no_forecast")} · ${t("resets")}: ${i18n.date(q.resets_at)}`),
-      h("h3", {}, t("by_class")),
-      chart(Object.entries(q.by_class || {}).map(([label, value]) => ({ label, value })), { title: t("by_class") }),
-      daily.length ? [h("h3", {}, t("per_day")), chart(daily, { title: t("per_day"), kind: "line" })] : null,
-      q.held_jobs !== undefined ? h("p", {}, `${t("held")}: ${q.held_jobs}`) : null,
-      q.limiter ? h("p", {}, `${t("limiter")}: ${JSON.stringify(q.limiter)}`) : null);
+      h("div", { class: "grid" },
+        h("div", { class: "stack" }, h("h3", {}, t("per_day")), q.used ? chart(dailyPoints(q), { title: t("per_day") }) : h("p", { class: "empty", "data-empty": "per_day" }, t("no_calls_yet"))),
+        h("div", { class: "stack" }, h("h3", {}, t("by_class")), q.used ? bars(Object.entries(q.by_class || {}).sort((a, b) => b[1] - a[1]).map(([label, value]) => ({ label: t(`class_${label}`), value })), { title: t("by_class") }) : h("p", { class: "empty", "data-empty": "by_class" }, t("no_calls_yet")))),
+      l ? h("div", { class: "stack", "data-limiter": i.id }, h("h3", {}, t("limiter")), h("p", { class: "limiter-state" }, limiterText(l)),
+        l.held ? h("p", {}, h("a", { href: `#/oplog?${new URLSearchParams({ integration: i.id, outcome: "held_quota" })}` }, t("held_see_log", { n: i18n.number(l.held) }))) : null) : null);
   }));
   return [h("h1", {}, t("quota")), sections.length ? sections : h("p", { class: "empty" }, t("none"))];
 }
@@ -488,8 +637,13 @@ async function sourcesPage() {
   ], items, { empty: t("none") }), shown, h("section", { class: "card" }, h("h2", {}, t("new_source")), form)];
 }
 
+const WEBHOOK_ATTEMPTS_SHOWN = 3;
+
 async function webhooksPage() {
   const { items } = await api("GET", "/api/v1/webhooks");
+  // Every attempt is in the operation log under the pseudo-integration `webhook:<id>`.
+  const attempts = Object.fromEntries(await Promise.all(items.map(async (w) =>
+    [w.id, (await api("GET", `/api/v1/oplog?${new URLSearchParams({ integration: `webhook:${w.id}`, limit: WEBHOOK_ATTEMPTS_SHOWN })}`)).items])));
   const shown = h("div");
   const form = formOf([field({ name: "name", label: t("name"), required: true }), field({ name: "url", label: t("url"), type: "url", required: true })], async (data) => {
     const w = await api("POST", "/api/v1/webhooks", { name: data.get("name"), url: data.get("url") });
@@ -497,7 +651,8 @@ async function webhooksPage() {
   }, t("add"));
   return [h("h1", {}, t("webhooks")), table([
     { label: t("name"), render: (w) => w.name }, { label: t("url"), render: (w) => h("code", {}, w.url) },
-    { label: t("last_attempts"), render: (w) => (w.last_attempts || w.attempts || []).slice(0, 3).map((a) => h("div", {}, `${i18n.date(a.at)} ${a.status ?? a.outcome ?? ""}`)) },
+    { label: t("last_attempts"), render: (w) => attempts[w.id].length ? h("ul", { class: "plain attempts", "data-attempts": w.id }, attempts[w.id].map((a) => h("li", {},
+      badge(outcomeText(a.outcome), a.outcome === "delivered" ? "ok" : a.outcome.startsWith("retry") ? "warn" : "bad"), ` ${a.kind.replace(/^webhook:/, "")} · ${i18n.date(a.at)}`, a.reason ? ` · ${a.reason}` : "", a.latency_ms != null ? ` · ${a.latency_ms} ms` : ""))) : h("span", { class: "muted" }, t("no_attempts")) },
     { label: t("actions"), render: (w) => button(t("remove"), async () => { if ((await guard(() => api("DELETE", `/api/v1/webhooks/${enc(w.id)}`))) !== null) route(); }, { small: true, kind: "danger" }) },
   ], items, { empty: t("none") }), shown, h("section", { class: "card" }, h("h2", {}, t("add")), form)];
 }

@@ -156,14 +156,18 @@ export async function copyText(text) {
   }
 }
 
-/** The value shown in full with a copy button beside it. */
+/**
+ * The value shown in full with a copy button beside it. The button's name is its visible
+ * word plus what it copies (hidden text, so the visible word stays part of the name).
+ */
 export function copyField(value, { label, copyLabel = "Copy", copiedLabel = "Copied" } = {}) {
-  const btn = button(copyLabel, async () => {
+  const word = h("span", {}, copyLabel);
+  const btn = button([word, label ? h("span", { class: "visually-hidden" }, `: ${label}`) : null], async () => {
     await copyText(value);
-    btn.textContent = copiedLabel;
+    word.textContent = copiedLabel;
     btn.dataset.copied = "true";
-    setTimeout(() => (btn.textContent = copyLabel), 2000);
-  }, { small: true, "aria-label": label ? `${copyLabel}: ${label}` : copyLabel });
+    setTimeout(() => (word.textContent = copyLabel), 2000);
+  }, { small: true });
   return h("div", { class: "copy" }, h("code", {}, value), btn);
 }
 
@@ -203,8 +207,9 @@ function s(tag, attrs = {}, ...children) {
 }
 
 /**
- * A bar chart (`kind: "bar"`) or line chart (`"line"`) of `points: [{label, value}]`, with a
- * text title for screen readers; every bar carries its value as a tooltip.
+ * A bar chart (`kind: "bar"`) or line chart (`"line"`) of `points: [{label, value, title?}]`,
+ * with a text title for screen readers; every bar carries its value (and `title`, else its
+ * label) as a tooltip.
  */
 export function chart(points, { title, kind = "bar", width = 600, height = 200 } = {}) {
   const pad = { l: 36, r: 8, t: 8, b: 22 };
@@ -226,7 +231,7 @@ export function chart(points, { title, kind = "bar", width = 600, height = 200 }
   points.forEach((p, i) => {
     const x = pad.l + step * i;
     if (kind === "bar") {
-      svg.append(s("rect", { class: "bar", x: x + step * 0.15, width: step * 0.7, y: y(p.value), height: pad.t + innerH - y(p.value) }, s("title", {}, `${p.label}: ${p.value}`)));
+      svg.append(s("rect", { class: "bar", x: x + step * 0.15, width: step * 0.7, y: y(p.value), height: pad.t + innerH - y(p.value) }, s("title", {}, `${p.title || p.label}: ${p.value}`)));
     }
     if (i % labelEvery === 0) svg.append(s("text", { x: x + step / 2, y: height - 6, "text-anchor": "middle" }, p.label));
   });
@@ -239,4 +244,17 @@ export function meter(value, max, { label } = {}) {
   const cls = pct >= 95 ? "bad" : pct >= 80 ? "warn" : "";
   return h("div", { class: `meter ${cls}`, role: "meter", "aria-valuemin": "0", "aria-valuemax": String(max), "aria-valuenow": String(value), "aria-label": label || "" },
     h("span", { style: `width:${pct}%` }));
+}
+
+/**
+ * Horizontal bars with their label and number in text, for a few named values (`points:
+ * [{label, value}]`): legible at any width, where an SVG's labels would shrink with it.
+ */
+export function bars(points, { title } = {}) {
+  const max = Math.max(1, ...points.map((p) => p.value));
+  return h("ul", { class: "bars", "aria-label": title || null },
+    points.map((p) => h("li", {},
+      h("span", { class: "bar-label" }, p.label),
+      h("span", { class: "bar-track", "aria-hidden": "true" }, h("span", { style: `width:${(p.value / max) * 100}%` })),
+      h("span", { class: "bar-value" }, p.value.toLocaleString()))));
 }

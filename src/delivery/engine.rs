@@ -67,6 +67,18 @@ pub enum DeliveryError {
     NotFailed(u64),
 }
 
+/// One integration's limiter as the admin API shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LimiterState {
+    /// Pending jobs not yet started: waiting for the rate limits, a retry time or their turn.
+    pub queued: usize,
+    pub in_flight: usize,
+    /// Jobs held for the monthly quota (released on the 1st or when the plan changes).
+    pub held: usize,
+    /// Since when the oldest queued job has waited (from its creation), in seconds.
+    pub oldest_wait_seconds: Option<f64>,
+}
+
 /// Per-integration scheduling state.
 struct Lane {
     limits: AppLimits,
@@ -512,7 +524,8 @@ impl Delivery {
         let (key, usage, crossed) = {
             let mut inner = self.inner.lock().expect("delivery lock");
             let lane = self.lane(&mut inner.lanes, integration);
-            let crossed = quota::count(&mut lane.usage, class, n, lane.plan);
+            let day = quota::day_key(self.clock.now(), self.config.quota_timezone);
+            let crossed = quota::count(&mut lane.usage, class, n, lane.plan, day);
             (
                 format!("{integration}/{}", lane.month),
                 lane.usage.clone(),
@@ -541,6 +554,30 @@ impl Delivery {
             self.clock.now(),
             self.config.quota_timezone,
         )
+    }
+
+    /// What the limiter holds back for one integration now: jobs waiting their turn, calls in
+    /// flight, jobs held for the quota, and how long the longest-waiting job has waited.
+    pub fn limiter_state(&self, integration: &str) -> LimiterState {
+        let now = self.clock.now();
+        let inner = self.inner.lock().expect("delivery lock");
+        let mut state = LimiterState {
+            in_flight: inner.lanes.get(integration).map_or(0, |l| l.in_flight),
+            ..LimiterState::default()
+        };
+        let mut oldest: Option<DateTime<Utc>> = None;
+        for job in inner.jobs.values().filter(|j| j.integration_id == integration) {
+            match job.state {
+                JobState::Held { .. } => state.held += 1,
+                JobState::Pending if !inner.in_flight_ids.contains(&job.id) => {
+                    state.queued += 1;
+                    oldest = Some(oldest.map_or(job.created_at, |o| o.min(job.created_at)));
+                }
+                _ => {}
+            }
+        }
+        state.oldest_wait_seconds = oldest.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+        state
     }
 
     /// Puts a failed job back in the queue (admin action).
@@ -971,8 +1008,9 @@ impl Delivery {
 
     /// Counts one call of `class` in the lane's current month; returns the quota row to write.
     fn count_in_lane(&self, inner: &mut Inner, job: &Job) -> (String, MonthUsage) {
+        let day = quota::day_key(self.clock.now(), self.config.quota_timezone);
         let lane = self.lane(&mut inner.lanes, &job.integration_id);
-        let crossed = quota::count(&mut lane.usage, job.kind.class(), 1, lane.plan);
+        let crossed = quota::count(&mut lane.usage, job.kind.class(), 1, lane.plan, day);
         self.warn_quota(&job.integration_id, &crossed);
         (
             format!("{}/{}", job.integration_id, lane.month),

@@ -11,6 +11,6 @@ pub mod oplog;
 pub mod quota;
 pub mod tables;
 
-pub use engine::{DeliveredHook, Delivery, DeliveryConfig, DeliveryError, Executor};
+pub use engine::{DeliveredHook, Delivery, DeliveryConfig, DeliveryError, Executor, LimiterState};
 pub use job::{CallClass, CallFailure, CallOutcome, FailureKind, Job, JobKind, NewJob, Priority};
 pub use lark_executor::{LarkClients, LarkExecutor};

@@ -49,10 +49,21 @@ pub struct OpQuery {
     pub integration: Option<String>,
     pub incident: Option<String>,
     pub outcome: Option<String>,
+    /// Only entries about this receiver (an open_id, chat_id or user id, as the entry names it).
+    pub receiver: Option<String>,
+    /// Only entries at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Only entries before this instant.
+    pub until: Option<DateTime<Utc>>,
     /// Entries older than this sequence number (for paging back).
     pub before: Option<u64>,
     pub limit: Option<usize>,
 }
+
+/// How much later than its `at` an entry may be numbered: entries get their sequence number at
+/// commit, a little after the time they record, so a newest-first scan reads this far past a
+/// time bound before it stops.
+const COMMIT_SKEW: chrono::Duration = chrono::Duration::seconds(5);
 
 pub const MAX_PAGE: usize = 500;
 
@@ -68,11 +79,17 @@ pub fn query(store: &Store, q: &OpQuery) -> Result<Vec<OpEntry>, StoreError> {
             break;
         };
         for (_, e) in chunk {
+            if q.since.is_some_and(|since| e.at < since - COMMIT_SKEW) {
+                return Ok(out);
+            }
             let keep = q.integration.as_ref().is_none_or(|i| &e.integration_id == i)
                 && q.incident
                     .as_ref()
                     .is_none_or(|i| e.incident_id.as_ref() == Some(i))
-                && q.outcome.as_ref().is_none_or(|o| &e.outcome == o);
+                && q.outcome.as_ref().is_none_or(|o| &e.outcome == o)
+                && q.receiver.as_ref().is_none_or(|r| e.receiver.as_ref() == Some(r))
+                && q.since.is_none_or(|since| e.at >= since)
+                && q.until.is_none_or(|until| e.at < until);
             if keep {
                 out.push(e);
                 if out.len() == limit {
@@ -87,8 +104,7 @@ pub fn query(store: &Store, q: &OpQuery) -> Result<Vec<OpEntry>, StoreError> {
 
 /// The entries that record a call made to Lark at `since` or later, newest first.
 pub fn calls_since(store: &Store, since: DateTime<Utc>) -> Result<Vec<OpEntry>, StoreError> {
-    // Entries are numbered at commit, a little after their time: read a little further back.
-    let stop = since - chrono::Duration::seconds(5);
+    let stop = since - COMMIT_SKEW;
     let mut out = Vec::new();
     let mut cursor = None;
     loop {

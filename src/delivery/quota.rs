@@ -58,6 +58,10 @@ pub struct MonthUsage {
     pub total: u64,
     /// Thresholds (percent) already warned about this month.
     pub warned: Vec<u8>,
+    /// Calls by local day (`YYYY-MM-DD` in the quota's time zone), for the admin UI's chart.
+    /// Months counted before it existed have none.
+    #[serde(default)]
+    pub by_day: BTreeMap<String, u64>,
 }
 
 pub const WARN_THRESHOLDS: [u8; 2] = [80, 95];
@@ -148,6 +152,8 @@ pub struct QuotaReport {
     /// At the month's average rate so far, the day (local date) the quota runs out, if this month.
     pub forecast_exhausted_on: Option<String>,
     pub resets_at: DateTime<Utc>,
+    /// Calls by local day this month (days without calls are absent).
+    pub by_day: BTreeMap<String, u64>,
 }
 
 pub fn report(usage: &MonthUsage, plan: Plan, now: DateTime<Utc>, tz: Tz) -> QuotaReport {
@@ -183,13 +189,20 @@ pub fn report(usage: &MonthUsage, plan: Plan, now: DateTime<Utc>, tz: Tz) -> Quo
         warnings: usage.warned.clone(),
         forecast_exhausted_on: forecast,
         resets_at: end,
+        by_day: usage.by_day.clone(),
     }
 }
 
-/// Adds `n` calls; returns the thresholds crossed for the first time this month, lowest first
-/// (a jump past both returns both).
-pub fn count(usage: &mut MonthUsage, class: CallClass, n: u64, plan: Plan) -> Vec<u8> {
+/// The local day of `at` in `tz`, as `YYYY-MM-DD` (the key of [`MonthUsage::by_day`]).
+pub fn day_key(at: DateTime<Utc>, tz: Tz) -> String {
+    at.with_timezone(&tz).date_naive().to_string()
+}
+
+/// Adds `n` calls made on local day `day`; returns the thresholds crossed for the first time
+/// this month, lowest first (a jump past both returns both).
+pub fn count(usage: &mut MonthUsage, class: CallClass, n: u64, plan: Plan, day: String) -> Vec<u8> {
     *usage.by_class.entry(class).or_default() += n;
+    *usage.by_day.entry(day).or_default() += n;
     usage.total += n;
     newly_crossed(usage, plan)
 }
@@ -237,29 +250,61 @@ mod tests {
         );
     }
 
+    const DAY: &str = "2026-11-02";
+
     #[test]
     fn warnings_fire_once_per_threshold() {
         let plan = Plan::BasicFree { monthly_quota: 100 };
         let mut u = MonthUsage::default();
         let none: Vec<u8> = Vec::new();
-        assert_eq!(count(&mut u, CallClass::SendToPerson, 79, plan), none);
-        assert_eq!(count(&mut u, CallClass::SendToPerson, 1, plan), vec![80]);
-        assert_eq!(count(&mut u, CallClass::CardUpdate, 5, plan), none);
-        assert_eq!(count(&mut u, CallClass::Token, 20, plan), vec![95]);
-        assert_eq!(count(&mut u, CallClass::Token, 1, plan), none);
+        assert_eq!(count(&mut u, CallClass::SendToPerson, 79, plan, DAY.into()), none);
+        assert_eq!(
+            count(&mut u, CallClass::SendToPerson, 1, plan, DAY.into()),
+            vec![80]
+        );
+        assert_eq!(count(&mut u, CallClass::CardUpdate, 5, plan, DAY.into()), none);
+        assert_eq!(count(&mut u, CallClass::Token, 20, plan, DAY.into()), vec![95]);
+        assert_eq!(count(&mut u, CallClass::Token, 1, plan, DAY.into()), none);
         assert_eq!(u.by_class[&CallClass::Token], 21);
         assert_eq!(u.total, 106);
         // A jump past both thresholds warns for both.
         let mut v = MonthUsage::default();
-        assert_eq!(count(&mut v, CallClass::Other, 99, plan), vec![80, 95]);
+        assert_eq!(
+            count(&mut v, CallClass::Other, 99, plan, DAY.into()),
+            vec![80, 95]
+        );
         assert_eq!(v.warned, vec![80, 95]);
+    }
+
+    #[test]
+    fn calls_are_counted_by_local_day() {
+        let plan = Plan::BasicFree { monthly_quota: 100 };
+        let mut u = MonthUsage::default();
+        // 23:30 UTC on 1 Nov is 07:30 on 2 Nov in Shanghai.
+        let at = "2026-11-01T23:30:00Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(day_key(at, Shanghai), "2026-11-02");
+        count(&mut u, CallClass::Token, 2, plan, day_key(at, Shanghai));
+        count(&mut u, CallClass::SendToPerson, 3, plan, day_key(at, Shanghai));
+        count(&mut u, CallClass::SendToPerson, 1, plan, "2026-11-05".into());
+        assert_eq!(
+            u.by_day,
+            BTreeMap::from([("2026-11-02".to_string(), 5), ("2026-11-05".to_string(), 1)])
+        );
+        let r = report(&u, plan, at, Shanghai);
+        assert_eq!(r.by_day.values().sum::<u64>(), r.used);
+        // A month stored before days were counted still reads.
+        let old: MonthUsage = serde_json::from_str(r#"{"by_class":{},"total":7,"warned":[]}"#).unwrap();
+        assert!(old.by_day.is_empty());
     }
 
     #[test]
     fn a_quota_spent_at_lark_warns_for_every_threshold_passed() {
         let plan = Plan::BasicFree { monthly_quota: 100 };
         let mut u = MonthUsage::default();
-        assert_eq!(count(&mut u, CallClass::SendToPerson, 50, plan), Vec::<u8>::new());
+        assert_eq!(
+            count(&mut u, CallClass::SendToPerson, 50, plan, DAY.into()),
+            Vec::<u8>::new()
+        );
         assert_eq!(learn_exhausted(&mut u, plan), vec![80, 95]);
         assert_eq!((u.total, u.warned.clone()), (100, vec![80, 95]));
         assert_eq!(learn_exhausted(&mut u, plan), Vec::<u8>::new());

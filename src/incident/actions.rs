@@ -437,10 +437,11 @@ impl LarkActions {
         for status in ["triggered", "acknowledged"] {
             let query = IncidentQuery {
                 status: Some(status.into()),
+                assignee: Some(member.id.clone()),
                 ..Default::default()
             };
             match self.incidents.list(&query) {
-                Ok(found) => open.extend(found.into_iter().filter(|i| i.assignees.contains(&member.id))),
+                Ok(found) => open.extend(found),
                 Err(e) => return refused_message(e),
             }
         }

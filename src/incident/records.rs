@@ -9,6 +9,7 @@ use super::tables;
 use crate::store::{StoreError, WriteTx};
 
 /// What a write does to the incident's escalation row.
+#[derive(Debug, PartialEq)]
 pub(super) enum EscalationChange {
     Keep,
     Remove,

@@ -148,6 +148,18 @@ pub fn first_match<'a>(
 
 /// Saving, listing and removing rules.
 impl Incidents {
+    /// Every rule in the order they are tried.
+    pub(super) fn rules_in_order(&self) -> Result<Vec<Rule>, IncidentError> {
+        let mut rules: Vec<Rule> = self
+            .store
+            .read(|r| r.page(&tables::RULES, None, usize::MAX, false))?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        rules.sort_by(|a, b| a.position.cmp(&b.position).then(a.created_at.cmp(&b.created_at)));
+        Ok(rules)
+    }
+
     async fn check_rule(
         &self,
         input: &RuleInput,

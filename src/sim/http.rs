@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::oauth;
-use super::openapi::{self, ApiRequest, Route};
+use super::open_api::{self, ApiRequest, Route};
 use super::state::{Shared, random_unit, stopped};
 use super::{CallRecord, FaultKind, Faults, Outage, SimError, push};
 use crate::ids::random_hex;
@@ -213,10 +213,10 @@ async fn open_api(shared: &Shared, req: Request<Incoming>) -> Reply {
     let reply = match Route::parse(&method, &path) {
         Some(Route::AddMembers(chat_id)) => {
             let route = Route::AddMembers(chat_id.clone());
-            super::chats::add_members_over_time(shared, &route, &api_request, &chat_id).await
+            open_api::add_members_over_time(shared, &route, &api_request, &chat_id).await
         }
-        Some(route) => openapi::handle(shared, &route, &api_request),
-        None => openapi::not_found(shared, &api_request),
+        Some(route) => open_api::handle(shared, &route, &api_request),
+        None => open_api::not_found(shared, &api_request),
     };
     let mut builder = Response::builder()
         .status(reply.status)

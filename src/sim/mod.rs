@@ -35,12 +35,11 @@
 //! - **Card callbacks** are not redelivered (the reference does not say they are); a failed one is
 //!   reported in [`CallbackOutcome::client_error`] with the code Lark's client shows (200341 …).
 
-mod chats;
 mod http;
 mod limits;
 mod long_connection;
 mod oauth;
-mod openapi;
+mod open_api;
 mod push;
 mod state;
 mod world;
@@ -54,8 +53,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use chats::SimPin;
 pub use long_connection::{EndpointFault, LongConnectionSettings, SimConnection};
+pub use open_api::SimPin;
 pub use world::{DEFAULT_APP_ID, SimChat, SimUser, World};
 
 use crate::clock::{Clock, SystemClock};

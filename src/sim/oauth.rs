@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::CallRecord;
 use super::SimUser;
-use super::openapi::{ApiRequest, Reject, Route, gate, ok, user_auth};
+use super::open_api::{ApiRequest, Reject, Route, gate, ok, user_auth};
 use super::state::{OAuthCode, Shared, State, UserToken};
 use crate::ids::random_hex;
 

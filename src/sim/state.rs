@@ -59,7 +59,7 @@ impl Shared {
                 p2p_chats: HashMap::new(),
                 message_uuids: HashMap::new(),
                 chat_uuids: HashMap::new(),
-                chat_extras: super::chats::ChatExtras::default(),
+                chat_extras: super::open_api::ChatExtras::default(),
                 calls: Vec::new(),
                 pushes: Vec::new(),
                 windows: Windows::default(),
@@ -133,7 +133,7 @@ pub(crate) struct State {
     /// (app, owner, uuid) → (chat_id, first use).
     pub chat_uuids: HashMap<(String, String, String), (String, DateTime<Utc>)>,
     /// Pins, top notices and member adds in flight of group chats.
-    pub chat_extras: super::chats::ChatExtras,
+    pub chat_extras: super::open_api::ChatExtras,
     pub calls: Vec<CallRecord>,
     pub pushes: Vec<PushRecord>,
     pub windows: Windows,

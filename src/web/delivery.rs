@@ -212,6 +212,24 @@ fn list_jobs(app: &Services, q: JobsQuery) -> Result<Response, ApiError> {
     ))
 }
 
+/// This month's quota report with the limiter's state now (queued, in flight, held, waiting).
+async fn quota_report(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
+    known_integration(&app, &id)?;
+    #[derive(serde::Serialize)]
+    struct QuotaAnswer {
+        #[serde(flatten)]
+        report: crate::delivery::quota::QuotaReport,
+        limiter: crate::delivery::LimiterState,
+    }
+    Ok(json(
+        StatusCode::OK,
+        &QuotaAnswer {
+            report: app.delivery.quota_report(&id),
+            limiter: app.delivery.limiter_state(&id),
+        },
+    ))
+}
+
 pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.max_body_bytes;
     let auth = guarded(app);
@@ -242,11 +260,8 @@ pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     let quota = warp::path!("api" / "v1" / "integrations" / String / "quota")
         .and(warp::get())
         .and(auth.clone())
-        .map(|id: String, app: Arc<Services>| {
-            respond(
-                known_integration(&app, &id).map(|()| json(StatusCode::OK, &app.delivery.quota_report(&id))),
-            )
-        });
+        .then(|id: String, app: Arc<Services>| quota_report(app, id))
+        .map(respond);
     let send = warp::path!("api" / "v1" / "integrations" / String / "messages")
         .and(warp::post())
         .and(auth.clone())

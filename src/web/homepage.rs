@@ -294,6 +294,7 @@ fn open_incidents(
     app: &Services,
     severity: Option<&str>,
     status: Option<&str>,
+    assignee: Option<&str>,
 ) -> Result<Vec<Incident>, ApiError> {
     let statuses: Vec<&str> = match status {
         Some(s) => vec![s],
@@ -304,6 +305,7 @@ fn open_incidents(
         let q = IncidentQuery {
             status: Some(s.to_string()),
             severity: severity.map(str::to_string),
+            assignee: assignee.map(str::to_string),
             limit: Some(LIST_LIMIT),
             ..Default::default()
         };
@@ -322,10 +324,7 @@ fn open_incidents(
 fn render_mine(app: &Services, visit: &Visit, session: &HomeSession) -> Result<String, ApiError> {
     let l = visit.lang;
     let now = app.clock.now();
-    let mine: Vec<Incident> = open_incidents(app, None, None)?
-        .into_iter()
-        .filter(|i| i.assignees.contains(&session.member_id))
-        .collect();
+    let mine = open_incidents(app, None, None, Some(&session.member_id))?;
     let mut main = format!("<h1>{}</h1>", l.pick("我的事件", "My incidents"));
     if mine.is_empty() {
         let _ = write!(
@@ -382,7 +381,7 @@ fn render_open(app: &Services, visit: &Visit, query: &HashMap<String, String>) -
             false,
         ));
     }
-    let found = open_incidents(app, severity, status)?;
+    let found = open_incidents(app, severity, status, None)?;
     let option = |value: &str, label: &str, current: Option<&str>| {
         let selected = if current == Some(value) { " selected" } else { "" };
         format!("<option value=\"{value}\"{selected}>{}</option>", escape(label))

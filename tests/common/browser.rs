@@ -203,6 +203,11 @@ impl Browser {
         self.post("/url", json!({ "url": url })).await;
     }
 
+    /// Reloads the current page.
+    pub async fn refresh(&self) {
+        self.post("/refresh", json!({})).await;
+    }
+
     pub async fn current_url(&self) -> String {
         let value = self
             .command(reqwest::Method::GET, "/url", None)
@@ -338,6 +343,13 @@ impl Browser {
     /// Runs an async script: its last argument is the callback to call with the result.
     pub async fn execute_async(&self, script: &str, args: Vec<Value>) -> Value {
         self.post("/execute/async", json!({ "script": script, "args": args }))
+            .await
+    }
+
+    /// Runs a Chrome DevTools Protocol command through chromedriver (e.g. `Network.clearBrowserCache`,
+    /// `Emulation.setCPUThrottlingRate`).
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.post("/goog/cdp/execute", json!({ "cmd": cmd, "params": params }))
             .await
     }
 

@@ -3,6 +3,7 @@
 //! appliance inside the test instead, on a clock the test moves.
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod accessibility;
 pub mod browser;
 pub mod inprocess;
 pub mod oplog;

@@ -2,7 +2,7 @@
 //! (232043 all-or-nothing on ids the bot cannot see, `uuid` dedup for 10 hours, owner fields
 //! omitted when the bot owns the chat), add members (`succeed_type` 0/1/2 and the three id
 //! lists; a second add to a chat while one is in flight gets 232019), pins (idempotent), the
-//! top notice, the share link and rename.
+//! top notice, the share link and rename; and the list of chats the bot is in.
 //!
 //! Choices where the reference is silent: an add-members call takes [`MEMBER_ADD_WORK`] of wall
 //! time, so calls that overlap in time are "concurrent"; a create naming a resigned user
@@ -15,14 +15,13 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::openapi::{
-    self, ApiReply, ApiRequest, Reject, Route, chat_json, id_list, json_body, ok, str_field,
-};
-use super::state::{Shared, State};
-use super::{CallRecord, SimChat};
+use super::{ApiReply, ApiRequest, Reject, Route, id_list, json_body, ok, str_field};
 use crate::ids::random_hex;
+use crate::sim::state::{Shared, State};
+use crate::sim::{CallRecord, SimChat};
 
 const CHAT_UUID_HOURS: i64 = 10;
+const MAX_PAGE_SIZE: usize = 100;
 /// How long Lark works on one add-members call (wall time): overlapping calls to one chat clash.
 pub(super) const MEMBER_ADD_WORK: Duration = Duration::from_millis(30);
 const SHARE_LINK_BASE: &str = "https://applink.larksuite.com/client/chat/chatter/add_by_link";
@@ -185,7 +184,7 @@ impl Drop for AddInFlight<'_> {
 
 /// An add-members call over its working time: one that overlaps another to the same chat is
 /// refused with 232019, as Lark does.
-pub(super) async fn add_members_over_time(
+pub(in crate::sim) async fn add_members_over_time(
     shared: &Shared,
     route: &Route,
     req: &ApiRequest,
@@ -221,7 +220,7 @@ pub(super) async fn add_members_over_time(
         chat_id: chat_id.to_string(),
     };
     tokio::time::sleep(MEMBER_ADD_WORK).await;
-    openapi::handle(shared, route, req)
+    super::handle(shared, route, req)
 }
 
 pub(super) fn add_members(
@@ -487,4 +486,61 @@ impl State {
         pins.sort_by_key(|p| p.created_at);
         pins
     }
+}
+
+/// A chat as Lark answers it; the owner fields are omitted when a bot owns the chat.
+fn chat_json(chat: &SimChat, tenant_key: &str) -> Value {
+    let mut value = json!({
+        "chat_id": chat.chat_id, "avatar": "", "name": chat.name, "description": chat.description,
+        "external": false, "tenant_key": tenant_key, "labels": [], "chat_status": "normal",
+        "chat_mode": "group", "chat_type": "private"
+    });
+    if !chat.owner_open_id.is_empty() {
+        value["owner_id"] = json!(chat.owner_open_id);
+        value["owner_id_type"] = json!("open_id");
+    }
+    value
+}
+
+pub(super) fn list_chats(
+    st: &State,
+    req: &ApiRequest,
+    app_id: &str,
+    record: &mut CallRecord,
+) -> Result<Value, Reject> {
+    let page_size = match req.query.get("page_size") {
+        None => 20,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+            .ok_or_else(|| Reject::invalid("page_size must be 1..=100"))?,
+    };
+    let start = match req.query.get("page_token").filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(t) => t
+            .strip_prefix("pt_")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| Reject::invalid("page_token"))?,
+    };
+    let chats: Vec<&SimChat> = st
+        .world
+        .chats
+        .iter()
+        .filter(|c| !c.disbanded && c.apps.iter().any(|a| a == app_id))
+        .collect();
+    let end = (start + page_size).min(chats.len());
+    let items: Vec<Value> = chats
+        .get(start..end)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| chat_json(c, &st.world.tenant_key))
+        .collect();
+    let has_more = end < chats.len();
+    record.summary = format!("page of {} from {start}", items.len());
+    Ok(ok(json!({
+        "items": items,
+        "page_token": if has_more { format!("pt_{end}") } else { String::new() },
+        "has_more": has_more
+    })))
 }
