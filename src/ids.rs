@@ -13,6 +13,11 @@ pub mod prefix {
     pub const ALERT_SOURCE_KEY: &str = "lkoik_";
     pub const RULE: &str = "rule_";
     pub const BOT_WEBHOOK: &str = "bwh_";
+    pub const SCHEDULE: &str = "sch_";
+    pub const OVERRIDE: &str = "ovr_";
+    pub const FEED: &str = "feed_";
+    /// The secret in a calendar feed's URL.
+    pub const FEED_TOKEN: &str = "lkocal_";
 }
 
 /// `bytes` random bytes from the OS, hex-encoded (twice as many characters).

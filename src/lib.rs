@@ -4,6 +4,7 @@
 //! wire protocol and Open API client), [`integration`] (connected Lark apps and their callback
 //! pipeline), [`delivery`] (the outbox), [`incident`] (incidents, alerts, escalation, cards),
 //! [`bot_webhook`] (custom group-bot webhooks as notification targets), [`homepage`] (the app homepage inside Lark: OAuth login, member linking, sessions),
+//! [`schedule`] (on-call schedules and the one "who is on call" resolver),
 //! [`scheduler`] (periodic jobs), [`sim`] (a fake Lark for tests and the demo), [`webhook`]
 //! (outbound incident webhooks), [`web`] (HTTP routes), with [`app`] wiring them into a running service and
 //! [`cli`] as the entry point; [`memory`] makes the allocator return what it no longer needs,
@@ -23,6 +24,7 @@ pub mod integration;
 pub mod lark;
 pub mod listener;
 pub mod memory;
+pub mod schedule;
 pub mod scheduler;
 pub mod schema;
 pub mod services;

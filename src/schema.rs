@@ -16,6 +16,7 @@ pub fn table_names() -> Vec<&'static str> {
         crate::webhook::tables::NAMES,
         crate::bot_webhook::tables::NAMES,
         crate::homepage::TABLE_NAMES,
+        crate::schedule::tables::NAMES,
     ]
     .concat()
 }

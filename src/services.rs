@@ -18,8 +18,9 @@ use crate::incident::Incidents;
 use crate::integration::inbound::InboundPipeline;
 use crate::integration::{IntegrationChange, Integrations, Live};
 use crate::lark::{ClientConfig, LarkClient, LarkError, Secret};
+use crate::schedule::{Roster, Schedules};
 use crate::scheduler::{Scheduler, Task};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 
 /// Everything request handlers share.
@@ -44,6 +45,8 @@ pub struct Services {
     pub incidents: Arc<Incidents>,
     /// The app homepage inside Lark: logins, sessions, member linking.
     pub homepage: Arc<crate::homepage::Homepage>,
+    /// On-call schedules and who is on call in them.
+    pub schedules: Arc<Schedules>,
     /// False once shutdown starts, so `/readyz` tells load balancers to stop sending.
     pub ready: AtomicBool,
 }
@@ -110,6 +113,11 @@ impl Services {
             clock.clone(),
             settings.allow_api_base_url_override,
         )?;
+        let schedules = Schedules::new(
+            store.clone(),
+            clock.clone(),
+            Arc::new(MemberRoster(store.clone())),
+        );
         let incidents = Incidents::new(
             store.clone(),
             clock.clone(),
@@ -117,6 +125,7 @@ impl Services {
             lark.clone(),
             webhooks.clone(),
             bot_webhooks.clone(),
+            schedules.clone(),
             settings.public_base(),
         );
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());
@@ -145,6 +154,7 @@ impl Services {
             bot_webhooks,
             incidents,
             homepage,
+            schedules,
             ready: AtomicBool::new(false),
         });
         let services = Arc::downgrade(&app);
@@ -387,6 +397,18 @@ impl Services {
         } else {
             Err(format!("{refreshed} refreshed; failed: {}", failed.join(", ")))
         }
+    }
+}
+
+/// Schedules name members by id; their names live with the incident domain's members.
+struct MemberRoster(Store);
+
+impl Roster for MemberRoster {
+    fn name(&self, member_id: &str) -> Result<Option<String>, StoreError> {
+        let member = self
+            .0
+            .read(|r| r.get(&crate::incident::tables::MEMBERS, member_id))?;
+        Ok(member.map(|m| m.name))
     }
 }
 

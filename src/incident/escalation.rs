@@ -59,8 +59,16 @@ fn enter(esc: &mut Escalation, level: usize, def: &Level, now: DateTime<Utc>) {
     esc.first_notified_at = None;
 }
 
-/// Runs the state machine up to `now`.
-pub fn advance(mut esc: Escalation, incident: &Incident, rule: &Rule, now: DateTime<Utc>) -> Plan {
+/// Runs the state machine up to `now`. `nobody_paged(level)` says whether that level, notified
+/// now, reaches nobody in person (nobody on call in its schedules and no members): a level that
+/// falls through then hands over to the next level at once.
+pub fn advance(
+    mut esc: Escalation,
+    incident: &Incident,
+    rule: &Rule,
+    now: DateTime<Utc>,
+    nobody_paged: &dyn Fn(usize) -> bool,
+) -> Plan {
     let mut steps = Vec::new();
     if !incident.is_open() {
         return Plan { steps, next: None };
@@ -77,7 +85,9 @@ pub fn advance(mut esc: Escalation, incident: &Incident, rule: &Rule, now: DateT
         let Some(level) = rule.levels.get(esc.level) else {
             return Plan { steps, next: None };
         };
+        let mut first_notice = false;
         if !acked && esc.next_notify_at.is_some_and(|t| t <= now) {
+            first_notice = esc.notified == 0;
             steps.push(Step::Notify {
                 level: esc.level,
                 repeat: esc.notified > 0,
@@ -98,7 +108,8 @@ pub fn advance(mut esc: Escalation, incident: &Incident, rule: &Rule, now: DateT
             .first_notified_at
             .zip(level.escalate_after_minutes)
             .is_some_and(|(first, after)| first + minutes(after) <= now);
-        if !answered && waited && next_level < rule.levels.len() {
+        let falls_through = first_notice && level.fall_through_when_nobody_on_call && nobody_paged(esc.level);
+        if (falls_through || (!answered && waited)) && next_level < rule.levels.len() {
             enter(&mut esc, next_level, &rule.levels[next_level], now);
             steps.push(Step::Escalated { to: next_level });
             continue;
@@ -120,6 +131,8 @@ mod tests {
             members: vec!["m".into()],
             chats: vec![],
             bot_webhooks: vec![],
+            schedules: vec![],
+            fall_through_when_nobody_on_call: false,
             delay_minutes: delay,
             repeat_every_minutes: every,
             repeat_count: count,
@@ -156,7 +169,7 @@ mod tests {
         let rule = rule(vec![level(0, Some(5), 1, Some(15)), level(0, None, 0, None)]);
         let inc = incident(Status::Triggered);
         let t0 = Utc::now();
-        let plan = advance(start(&inc, &rule, t0), &inc, &rule, t0);
+        let plan = advance(start(&inc, &rule, t0), &inc, &rule, t0, &|_| false);
         assert_eq!(
             plan.steps,
             vec![Step::Notify {
@@ -164,7 +177,7 @@ mod tests {
                 repeat: false
             }]
         );
-        let plan = advance(plan.next.unwrap(), &inc, &rule, t0 + minutes(5));
+        let plan = advance(plan.next.unwrap(), &inc, &rule, t0 + minutes(5), &|_| false);
         assert_eq!(
             plan.steps,
             vec![Step::Notify {
@@ -172,16 +185,16 @@ mod tests {
                 repeat: true
             }]
         );
-        let plan = advance(plan.next.unwrap(), &inc, &rule, t0 + minutes(10));
+        let plan = advance(plan.next.unwrap(), &inc, &rule, t0 + minutes(10), &|_| false);
         assert!(plan.steps.is_empty(), "one repeat only");
         let esc = plan.next.unwrap();
         let acked = incident(Status::Acknowledged);
         assert!(
-            advance(esc.clone(), &acked, &rule, t0 + minutes(15))
+            advance(esc.clone(), &acked, &rule, t0 + minutes(15), &|_| false)
                 .steps
                 .is_empty()
         );
-        let plan = advance(esc, &inc, &rule, t0 + minutes(15));
+        let plan = advance(esc, &inc, &rule, t0 + minutes(15), &|_| false);
         assert_eq!(
             plan.steps,
             vec![
@@ -199,11 +212,45 @@ mod tests {
         let rule = rule(vec![level(10, None, 0, None)]);
         let inc = incident(Status::Triggered);
         let t0 = Utc::now();
-        let plan = advance(start(&inc, &rule, t0), &inc, &rule, t0 + minutes(9));
+        let plan = advance(start(&inc, &rule, t0), &inc, &rule, t0 + minutes(9), &|_| false);
         assert!(plan.steps.is_empty());
         let resolved = incident(Status::Resolved);
-        let plan = advance(plan.next.unwrap(), &resolved, &rule, t0 + minutes(11));
+        let plan = advance(plan.next.unwrap(), &resolved, &rule, t0 + minutes(11), &|_| false);
         assert!(plan.steps.is_empty());
         assert!(plan.next.is_none());
+    }
+
+    #[test]
+    fn a_level_that_pages_nobody_falls_through_at_once_when_it_says_so() {
+        let mut first = level(0, Some(5), 3, Some(30));
+        first.fall_through_when_nobody_on_call = true;
+        let rule = rule(vec![first, level(0, None, 0, None)]);
+        let inc = incident(Status::Triggered);
+        let t0 = Utc::now();
+        let plan = advance(start(&inc, &rule, t0), &inc, &rule, t0, &|level| level == 0);
+        assert_eq!(
+            plan.steps,
+            vec![
+                Step::Notify {
+                    level: 0,
+                    repeat: false
+                },
+                Step::Escalated { to: 1 },
+                Step::Notify {
+                    level: 1,
+                    repeat: false
+                }
+            ]
+        );
+        let plan = advance(start(&inc, &rule, t0), &inc, &rule, t0, &|_| false);
+        assert_eq!(plan.steps.len(), 1, "someone on call: the level waits as usual");
+        let mut without = rule.clone();
+        without.levels[0].fall_through_when_nobody_on_call = false;
+        let plan = advance(start(&inc, &without, t0), &inc, &without, t0, &|_| true);
+        assert_eq!(
+            plan.steps.len(),
+            1,
+            "no fall-through unless the level asks for it"
+        );
     }
 }

@@ -1,13 +1,15 @@
 //! Incidents: what responders live in. Alerts (from sources with their own integration key, or
 //! the admin API) open incidents or merge into the open one with the same dedup key; an
-//! escalation rule chosen top-down sends cards to members and group chats, repeating and calling
-//! the next level until someone answers; every card sent for an incident is remembered (inside
+//! escalation rule chosen top-down sends cards to members, whoever is on call in its schedules
+//! (asked of [`crate::schedule`]) and group chats, repeating and calling the next level until
+//! someone answers; every card sent for an incident is remembered (inside
 //! the outbox's own commit) and updated whenever the incident changes. A tick over durable
 //! escalation state, read at the injected clock's `now`, fires whatever is due.
 //!
 //! The service's work is split by responsibility: [`lifecycle`] opens, merges and acts on
 //! incidents (the pure transition of an action is [`transition`]), [`sent_cards`] keeps the
-//! cards sent for an incident current, [`notify`] reaches people and chats, [`tick`] fires what
+//! cards sent for an incident current, [`notify`] reaches people and chats ([`on_call`] finds who a
+//! level's schedules page), [`tick`] fires what
 //! is due, and [`webhook_events`] tells the outbound webhooks.
 
 pub mod actions;
@@ -20,6 +22,7 @@ mod lifecycle;
 pub mod members;
 pub mod model;
 mod notify;
+mod on_call;
 mod records;
 pub mod rules;
 mod sent_cards;
@@ -39,6 +42,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::delivery::{Delivery, LarkClients};
+use crate::schedule::Schedules;
 use crate::store::{Store, StoreError};
 use crate::webhook::Webhooks;
 pub use demo::{DemoPerson, DemoSeed};
@@ -143,6 +147,8 @@ pub struct Incidents {
     bot_webhooks: Arc<crate::bot_webhook::BotWebhooks>,
     public_base: String,
     pub members: Members,
+    /// Asked who is on call when a level names schedules.
+    schedules: Arc<Schedules>,
     wake: Notify,
     /// One tick at a time, so nothing due fires twice.
     ticking: tokio::sync::Mutex<()>,
@@ -184,6 +190,7 @@ impl Incidents {
         lark: Arc<LarkClients>,
         webhooks: Arc<Webhooks>,
         bot_webhooks: Arc<crate::bot_webhook::BotWebhooks>,
+        schedules: Arc<Schedules>,
         public_base: &str,
     ) -> Arc<Incidents> {
         let incidents = Arc::new_cyclic(|me| Incidents {
@@ -196,6 +203,7 @@ impl Incidents {
             lark,
             webhooks,
             bot_webhooks,
+            schedules,
             public_base: public_base.trim_end_matches('/').to_string(),
             wake: Notify::new(),
             ticking: tokio::sync::Mutex::new(()),

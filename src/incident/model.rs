@@ -233,6 +233,13 @@ pub struct Level {
     /// Custom group-bot webhook ids (`bwh_…`).
     #[serde(default)]
     pub bot_webhooks: Vec<String>,
+    /// Schedule ids: whoever is on call in them when the level notifies.
+    #[serde(default)]
+    pub schedules: Vec<String>,
+    /// When nobody is paged in person (no members, nobody on call in the schedules), call the
+    /// next level right after this one's chats got the card.
+    #[serde(default)]
+    pub fall_through_when_nobody_on_call: bool,
     /// Nobody is notified before this; an incident closed meanwhile notifies nobody.
     #[serde(default)]
     pub delay_minutes: u32,

@@ -95,13 +95,16 @@ impl Incidents {
             .await
     }
 
+    /// Sends the card to `members` (the level's own and those on call in its schedules) and to
+    /// the level's chats.
     pub(super) async fn notify_level(
         &self,
         incident: &Incident,
         integration: &str,
         level: &Level,
+        members: &[String],
     ) -> Result<(), IncidentError> {
-        self.notify_people(incident, integration, &level.members).await?;
+        self.notify_people(incident, integration, members).await?;
         self.notify_bot_webhooks(incident, integration, &level.bot_webhooks)
             .await?;
         let content = self.card_content(incident);

@@ -65,10 +65,14 @@ pub fn check(input: &RuleInput) -> Result<Tz, IncidentError> {
         return Err(invalid("levels", "at least one level is needed"));
     }
     for (i, level) in input.levels.iter().enumerate() {
-        if level.members.is_empty() && level.chats.is_empty() && level.bot_webhooks.is_empty() {
+        if level.members.is_empty()
+            && level.chats.is_empty()
+            && level.bot_webhooks.is_empty()
+            && level.schedules.is_empty()
+        {
             return Err(invalid(
                 format!("levels[{i}]"),
-                "names no member, no chat and no bot webhook",
+                "names no member, no chat, no bot webhook and no schedule",
             ));
         }
         if level.repeat_count > 0 && level.repeat_every_minutes.unwrap_or(0) == 0 {
@@ -179,6 +183,14 @@ impl Incidents {
                     format!("levels[{i}].bot_webhooks"),
                     format!("no bot webhook {unknown}"),
                 ));
+            }
+            for id in &level.schedules {
+                if self.schedules.get(id).is_err() {
+                    return Err(invalid(
+                        format!("levels[{i}].schedules"),
+                        format!("no schedule {id}"),
+                    ));
+                }
             }
         }
         let chats: Vec<&String> = input.levels.iter().flat_map(|l| &l.chats).collect();

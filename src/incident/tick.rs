@@ -106,14 +106,25 @@ impl Incidents {
             return Ok(());
         };
         let before = esc.clone();
-        let plan = escalation::advance(esc, &incident, rule, now);
+        let nobody_paged = |level: usize| self.level_people(&rule.levels[level], now).members.is_empty();
+        let plan = escalation::advance(esc, &incident, rule, now, &nobody_paged);
+        // Who each level notified now pages, asked of the schedules once.
+        let people: HashMap<usize, super::on_call::LevelPeople> = plan
+            .steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Notify { level, .. } => Some(*level),
+                Step::Escalated { .. } => None,
+            })
+            .map(|level| (level, self.level_people(&rule.levels[level], now)))
+            .collect();
         // The people of a level notified for the first time become responders before their
         // cards render, so the cards name them; cards already out are updated after the write.
         let mut incident = incident;
         let mut joining: Vec<String> = Vec::new();
         for step in &plan.steps {
             if let Step::Notify { level, repeat: false } = step {
-                for member in &rule.levels[*level].members {
+                for member in &people[level].members {
                     if !incident.assignees.contains(member)
                         && !joining.contains(member)
                         && self.members.get(member).is_ok()
@@ -139,7 +150,7 @@ impl Incidents {
             match step {
                 Step::Notify { level, repeat } => {
                     if !*repeat {
-                        let added: Vec<&String> = rule.levels[*level]
+                        let added: Vec<&String> = people[level]
                             .members
                             .iter()
                             .filter(|m| joining.contains(m))
@@ -149,11 +160,25 @@ impl Incidents {
                             events.push(("responders_added", ids.join(", ")));
                         }
                     }
-                    self.notify_level(&incident, &before.integration_id, &rule.levels[*level])
-                        .await?;
+                    let paged = &people[level];
+                    for (schedule_id, name) in &paged.nobody_on_call {
+                        self.record_nobody_on_call(&incident.id, &before.integration_id, schedule_id, name)
+                            .await?;
+                        events.push((
+                            "nobody_on_call",
+                            format!("level {}: nobody on call in {name}", level + 1),
+                        ));
+                    }
+                    self.notify_level(
+                        &incident,
+                        &before.integration_id,
+                        &rule.levels[*level],
+                        &paged.members,
+                    )
+                    .await?;
                     if !*repeat
                         && let Err(e) = self
-                            .invite_to_war_room(&incident.id, &rule.levels[*level].members)
+                            .invite_to_war_room(&incident.id, &paged.members)
                             .await
                     {
                         tracing::warn!(incident = %incident.id, error = %e, "cannot invite the level to the war room");

@@ -196,6 +196,8 @@ mod tests {
                 members: vec!["mem_1".into()],
                 chats: vec![],
                 bot_webhooks: vec![],
+                schedules: vec![],
+                fall_through_when_nobody_on_call: false,
                 delay_minutes: 3,
                 repeat_every_minutes: None,
                 repeat_count: 0,

@@ -11,6 +11,7 @@ pub mod homepage;
 pub mod incidents;
 pub mod integrations;
 pub mod lark;
+pub mod schedules;
 pub mod setup;
 pub mod webhooks;
 
@@ -160,7 +161,9 @@ fn public_only(app: Arc<Services>) -> BoxedFilter<(Response,)> {
     health(app.clone())
         .or(lark::routes(app.clone()))
         .unify()
-        .or(homepage::routes(app))
+        .or(homepage::routes(app.clone()))
+        .unify()
+        .or(schedules::public_routes(app))
         .unify()
         .boxed()
 }
@@ -176,6 +179,8 @@ fn admin_only(app: Arc<Services>) -> BoxedFilter<(Response,)> {
         .or(delivery::routes(app.clone()))
         .unify()
         .or(incidents::routes(app.clone()))
+        .unify()
+        .or(schedules::routes(app.clone()))
         .unify()
         .or(setup::routes(app.clone()))
         .unify()
