@@ -117,7 +117,10 @@ async fn main() {
     }
     for i in 0..open {
         app.incidents
-            .open(raise(i, format!("open alert {i} on host-{i:04}")), Actor::system())
+            .open(
+                raise(i, format!("open alert {i} on host-{i:04}")),
+                Actor::system(),
+            )
             .await
             .unwrap();
     }
@@ -169,7 +172,11 @@ async fn main() {
     let mut first_bytes = page_bytes.len();
     let mut repeat_bytes = page_bytes.len();
     for href in &stylesheets {
-        let url = if href.starts_with('/') { format!("{base}{href}") } else { href.clone() };
+        let url = if href.starts_with('/') {
+            format!("{base}{href}")
+        } else {
+            href.clone()
+        };
         let res = http
             .get(&url)
             .header("accept-encoding", "gzip")

@@ -728,9 +728,7 @@ async fn a_card_delivered_after_its_incident_changed_is_brought_up_to_date() {
 #[tokio::test]
 async fn a_responder_finds_their_incidents_behind_a_page_of_other_peoples() {
     let env = Harness::builder(APP_ID, APP_SECRET).start().await;
-    let member = env
-        .create("/api/v1/members", json!({"name": "Wang Fang"}))
-        .await;
+    let member = env.create("/api/v1/members", json!({"name": "Wang Fang"})).await;
     let mine = env
         .create(
             "/api/v1/incidents",
@@ -751,7 +749,12 @@ async fn a_responder_finds_their_incidents_behind_a_page_of_other_peoples() {
     );
     let (status, list) = env.api(Method::GET, &path, Value::Null).await;
     assert_eq!(status, StatusCode::OK, "{list}");
-    let ids: Vec<&Value> = list["items"].as_array().unwrap().iter().map(|i| &i["id"]).collect();
+    let ids: Vec<&Value> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["id"])
+        .collect();
     assert_eq!(ids, vec![&mine["id"]]);
     let (_, nobody) = env
         .api(Method::GET, "/api/v1/incidents?assignee=mem_nobody", Value::Null)

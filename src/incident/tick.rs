@@ -176,11 +176,7 @@ impl Incidents {
                         &paged.members,
                     )
                     .await?;
-                    if !*repeat
-                        && let Err(e) = self
-                            .invite_to_war_room(&incident.id, &paged.members)
-                            .await
-                    {
+                    if !*repeat && let Err(e) = self.invite_to_war_room(&incident.id, &paged.members).await {
                         tracing::warn!(incident = %incident.id, error = %e, "cannot invite the level to the war room");
                     }
                     let what = if *repeat {

@@ -336,4 +336,3 @@ pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
         .unify()
         .boxed()
 }
-
