@@ -121,11 +121,13 @@ impl Services {
         let incidents = Incidents::new(
             store.clone(),
             clock.clone(),
-            delivery.clone(),
-            lark.clone(),
-            webhooks.clone(),
-            bot_webhooks.clone(),
-            schedules.clone(),
+            crate::incident::Collaborators {
+                delivery: delivery.clone(),
+                lark: lark.clone(),
+                webhooks: webhooks.clone(),
+                bot_webhooks: bot_webhooks.clone(),
+                schedules: schedules.clone(),
+            },
             settings.public_base(),
         );
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());

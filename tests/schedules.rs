@@ -160,13 +160,22 @@ async fn on_call_follows_rotations_overrides_and_versions() {
 
     let (status, now_on_call) = env.get(&format!("/api/v1/schedules/{id}/on-call")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(ids(&now_on_call["members"]), [alice.clone()]);
+    assert_eq!(ids(&now_on_call["members"]), vec![alice.clone()]);
     assert_eq!(now_on_call["members"][0]["name"], "Alice");
     assert_eq!(now_on_call["until"], "2026-12-15T01:00:00Z");
-    assert_eq!(ids(&now_on_call["next"]["members"]), [bob.clone()]);
-    assert_eq!(env.on_call(&id, t("2026-12-15T01:00:00Z")).await, [bob.clone()]);
-    assert_eq!(env.on_call(&id, t("2026-12-16T00:59:59Z")).await, [bob.clone()]);
-    assert_eq!(env.on_call(&id, t("2026-12-16T01:00:00Z")).await, [carol.clone()]);
+    assert_eq!(ids(&now_on_call["next"]["members"]), vec![bob.clone()]);
+    assert_eq!(
+        env.on_call(&id, t("2026-12-15T01:00:00Z")).await,
+        vec![bob.clone()]
+    );
+    assert_eq!(
+        env.on_call(&id, t("2026-12-16T00:59:59Z")).await,
+        vec![bob.clone()]
+    );
+    assert_eq!(
+        env.on_call(&id, t("2026-12-16T01:00:00Z")).await,
+        vec![carol.clone()]
+    );
     assert!(
         env.on_call(&id, t("2026-12-14T00:59:59Z")).await.is_empty(),
         "before the first handoff"
@@ -222,10 +231,13 @@ async fn on_call_follows_rotations_overrides_and_versions() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{cover}");
     let (_, covered) = env.get(&format!("/api/v1/schedules/{id}/on-call")).await;
-    assert_eq!(ids(&covered["members"]), [carol.clone()]);
+    assert_eq!(ids(&covered["members"]), vec![carol.clone()]);
     assert_eq!(covered["source"]["kind"], "override");
     assert_eq!(covered["until"], q(now + Duration::hours(2)));
-    assert_eq!(env.on_call(&id, now + Duration::hours(2)).await, [alice.clone()]);
+    assert_eq!(
+        env.on_call(&id, now + Duration::hours(2)).await,
+        vec![alice.clone()]
+    );
     let (status, body) = env
         .api(
             Method::POST,
@@ -324,15 +336,15 @@ async fn on_call_follows_rotations_overrides_and_versions() {
     );
     assert_eq!(
         env.on_call(&id, now + Duration::minutes(30)).await,
-        [alice.clone()]
+        vec![alice.clone()]
     );
     assert_eq!(
         env.on_call(&id, now + Duration::minutes(29)).await,
-        [carol.clone()]
+        vec![carol.clone()]
     );
 
     let (_, list) = env.get("/api/v1/schedules").await;
-    assert_eq!(ids(&list["items"][0]["on_call_now"]), [alice.clone()]);
+    assert_eq!(ids(&list["items"][0]["on_call_now"]), vec![alice.clone()]);
     let (status, _) = env
         .api(Method::DELETE, &format!("/api/v1/schedules/{id}"), Value::Null)
         .await;
@@ -551,7 +563,7 @@ async fn a_level_naming_a_schedule_pages_exactly_who_is_on_call() {
     let bob = env.member("Bob", "bob@example.com").await;
     let carol = env.member("Carol", "carol@example.com").await;
     let schedule = env.schedule(rotation("ops", &[&bob, &alice])).await;
-    assert_eq!(env.on_call(&schedule, now).await, [alice.clone()]);
+    assert_eq!(env.on_call(&schedule, now).await, vec![alice.clone()]);
     let (status, body) = env
         .api(
             Method::POST,

@@ -182,17 +182,30 @@ fn actor_name(actor: &Actor) -> String {
         .unwrap_or_else(|| "system".into())
 }
 
+/// The services incidents send through and ask: the outbox, Lark, outbound webhooks, group-bot
+/// webhooks and the on-call resolver.
+pub struct Collaborators {
+    pub delivery: Arc<Delivery>,
+    pub lark: Arc<LarkClients>,
+    pub webhooks: Arc<Webhooks>,
+    pub bot_webhooks: Arc<crate::bot_webhook::BotWebhooks>,
+    pub schedules: Arc<Schedules>,
+}
+
 impl Incidents {
     pub fn new(
         store: Store,
         clock: Arc<dyn Clock>,
-        delivery: Arc<Delivery>,
-        lark: Arc<LarkClients>,
-        webhooks: Arc<Webhooks>,
-        bot_webhooks: Arc<crate::bot_webhook::BotWebhooks>,
-        schedules: Arc<Schedules>,
+        with: Collaborators,
         public_base: &str,
     ) -> Arc<Incidents> {
+        let Collaborators {
+            delivery,
+            lark,
+            webhooks,
+            bot_webhooks,
+            schedules,
+        } = with;
         let incidents = Arc::new_cyclic(|me| Incidents {
             me: me.clone(),
             war_room_locks: Mutex::new(HashMap::new()),
