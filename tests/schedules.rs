@@ -145,7 +145,6 @@ async fn bad_schedules_are_refused_naming_the_field() {
 }
 
 #[tokio::test]
-#[ignore = "known bug (issue 20): after a running override is ended now, on_call at the new end still names the wrong member"]
 async fn on_call_follows_rotations_overrides_and_versions() {
     let env = Harness::builder(APP_ID, APP_SECRET).start().await;
     // Monday 14 December 2026, 10:00 in Shanghai.

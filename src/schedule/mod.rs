@@ -11,7 +11,7 @@ pub mod tables;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -165,6 +165,13 @@ fn check_description(text: &str) -> Result<String, ScheduleError> {
         ));
     }
     Ok(text.to_string())
+}
+
+/// Schedules keep instants to the whole second, as the API and calendar feeds write them: an
+/// override ended "now" ends at the second it was ended, and asking who is on call at that
+/// second (or any shown bound) answers as the feed and the API show it.
+fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(0)
 }
 
 /// A `shifts` window: `to` after `from`, at most [`MAX_WINDOW_DAYS`] long.
@@ -359,8 +366,8 @@ impl Schedules {
         if let Some(zone) = &input.time_zone {
             parse_zone("time_zone", zone)?;
         }
-        let now = self.clock.now();
-        let from = input.effective_from.unwrap_or(now);
+        let now = whole_second(self.clock.now());
+        let from = whole_second(input.effective_from.unwrap_or(now));
         if from < now {
             return Err(invalid(
                 "effective_from",
@@ -409,18 +416,19 @@ impl Schedules {
 
     pub async fn add_override(&self, id: &str, input: OverrideInput) -> Result<Override, ScheduleError> {
         self.check_member("member_id", &input.member_id)?;
-        let now = self.clock.now();
-        let start = input.start.unwrap_or(now);
+        let now = whole_second(self.clock.now());
+        let start = whole_second(input.start.unwrap_or(now));
+        let end = whole_second(input.end);
         if start < now - Duration::minutes(1) {
             return Err(invalid(
                 "start",
                 "must not be in the past: overrides never rewrite past shifts",
             ));
         }
-        if input.end <= start {
+        if end <= start {
             return Err(invalid("end", "must be after start"));
         }
-        if input.end - start > Duration::days(MAX_OVERRIDE_DAYS) {
+        if end - start > Duration::days(MAX_OVERRIDE_DAYS) {
             return Err(invalid(
                 "end",
                 format!("an override lasts at most {MAX_OVERRIDE_DAYS} days"),
@@ -436,7 +444,7 @@ impl Schedules {
         let created = Override {
             id: crate::ids::new_id(crate::ids::prefix::OVERRIDE, 6),
             start,
-            end: input.end,
+            end,
             member_id: input.member_id,
             note: input.note.filter(|n| !n.trim().is_empty()),
             created_at: now,
@@ -460,7 +468,7 @@ impl Schedules {
         id: &str,
         override_id: &str,
     ) -> Result<OverrideRemoval, ScheduleError> {
-        let now = self.clock.now();
+        let now = whole_second(self.clock.now());
         let oid = override_id.to_string();
         let (_, removal) = self
             .modify(id, move |s| {
@@ -628,5 +636,89 @@ impl Schedules {
             }
         };
         Ok(Some(ical::calendar(&name, &feed.id, now, &events)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use model::{Participant, Rotation, RotationUnit};
+
+    struct Everyone;
+
+    impl Roster for Everyone {
+        fn name(&self, member_id: &str) -> Result<Option<String>, StoreError> {
+            Ok(Some(member_id.to_string()))
+        }
+    }
+
+    fn t(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    fn members(shift: Option<FinalShift>) -> Vec<String> {
+        shift.map(|f| f.shift.members).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn ending_a_running_override_hands_back_at_the_second_it_was_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        // A clock between seconds, as every real one is.
+        let clock = Arc::new(ManualClock::at(t("2026-12-14T02:00:00.250Z")));
+        let schedules = Schedules::new(store, clock.clone(), Arc::new(Everyone));
+        let layer = Layer {
+            name: "primary".into(),
+            participants: vec![Participant(vec!["alice".into()])],
+            rotation: Rotation {
+                unit: RotationUnit::Day,
+                every: 1,
+            },
+            first_handoff: model::wall_time::parse("2026-12-14T09:00").unwrap(),
+            active_from: None,
+            active_until: None,
+            restrictions: Vec::new(),
+        };
+        let schedule = schedules
+            .create(ScheduleInput {
+                name: "ops".into(),
+                description: String::new(),
+                time_zone: "Asia/Shanghai".into(),
+                layers: vec![layer],
+            })
+            .await
+            .unwrap();
+        let cover = schedules
+            .add_override(
+                &schedule.id,
+                OverrideInput {
+                    start: None,
+                    end: t("2026-12-14T04:00:00Z"),
+                    member_id: "carol".into(),
+                    note: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(cover.start, t("2026-12-14T02:00:00Z"), "whole seconds");
+
+        clock.set(t("2026-12-14T02:30:00.700Z"));
+        let removal = schedules.remove_override(&schedule.id, &cover.id).await.unwrap();
+        assert_eq!(removal, OverrideRemoval::EndedNow);
+        let ended = t("2026-12-14T02:30:00Z");
+        assert_eq!(schedules.get(&schedule.id).unwrap().overrides[0].end, ended);
+        assert_eq!(
+            members(schedules.on_call(&schedule.id, ended).unwrap()),
+            ["alice"]
+        );
+        assert_eq!(
+            members(
+                schedules
+                    .on_call(&schedule.id, ended - Duration::seconds(1))
+                    .unwrap()
+            ),
+            ["carol"]
+        );
     }
 }
