@@ -717,3 +717,171 @@ async fn nobody_on_call_is_logged_the_chat_still_gets_the_card_and_the_level_fal
     );
     env.stop().await;
 }
+
+/// The card's elements in one language.
+fn card_elements(content: &str, lang: &str) -> Vec<Value> {
+    let card: Value = serde_json::from_str(content).unwrap();
+    card["i18n_elements"][lang].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_card_says_who_was_on_call_at_the_incidents_time() {
+    let env = Harness::builder(APP_ID, APP_SECRET).start().await;
+    let now = t("2026-12-14T10:00:00Z");
+    env.clock.set(now);
+    let alice = env.member("Alice", "alice@example.com").await;
+    let bob = env.member("Bob", "bob@example.com").await;
+    let carol = env.member("Carol", "carol@example.com").await;
+    // Alice's day in ops; nobody in the weekend-only desk on a Monday.
+    let ops = env.schedule(rotation("ops", &[&bob, &alice])).await;
+    let mut weekend = rotation("weekend desk", &[&bob]);
+    weekend["layers"][0]["restrictions"] = json!([{"days": [5, 6], "start": "00:00", "end": "00:00"}]);
+    let desk = env.schedule(weekend).await;
+    env.rule(json!([
+        {"schedules": [ops], "chats": [env.chat()], "escalate_after_minutes": 30},
+        {"schedules": [desk, ops], "members": [carol]}
+    ]))
+    .await;
+    let incident = env
+        .create(
+            "/api/v1/incidents",
+            json!({"title": "Disk full", "severity": "critical"}),
+        )
+        .await;
+    env.app().incidents.tick().await.unwrap();
+    let chat = env.chat();
+    env.wait_for("the chat's card", |e| e.cards_to(&chat).len() == 1)
+        .await;
+    let line = |content: &str, lang: &str| {
+        card_elements(content, lang)
+            .into_iter()
+            .filter_map(|e| e["content"].as_str().map(str::to_string))
+            .find(|c| c.contains("On call") || c.contains("值班"))
+            .unwrap_or_else(|| panic!("no on-call line in {lang}: {content}"))
+    };
+    let content = env.cards_to(&chat)[0].content.clone();
+    assert_eq!(
+        line(&content, "en_us"),
+        "**On call:** ops: Alice · weekend desk: nobody"
+    );
+    assert_eq!(
+        line(&content, "zh_cn"),
+        "**值班：** ops：Alice · weekend desk：无人值班"
+    );
+
+    // The line keeps the incident's time, not the update's: on Bob's day the card still says Alice.
+    env.clock.set(now + Duration::days(1));
+    let id = incident["id"].as_str().unwrap();
+    let (status, body) = env
+        .api(
+            Method::POST,
+            &format!("/api/v1/incidents/{id}/acknowledge"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    env.wait_for("the chat's card updated", |e| e.cards_to(&chat)[0].updates > 0)
+        .await;
+    let updated = env.cards_to(&chat)[0].content.clone();
+    assert_ne!(updated, content);
+    assert_eq!(
+        line(&updated, "en_us"),
+        "**On call:** ops: Alice · weekend desk: nobody"
+    );
+    env.stop().await;
+}
+
+impl Harness {
+    /// Sends `text` to the bot in a p2p chat as `user` and returns the text of its reply.
+    async fn ask_bot(&self, user: &str, text: &str) -> String {
+        let replies = |e: &Harness| {
+            let mut replies: Vec<_> = e
+                .sim
+                .messages()
+                .into_iter()
+                .filter(|m| m.msg_type == "text" && m.parent_id.is_some())
+                .filter(|m| matches!(m.sender, lark_oncall::sim::MessageSender::App { .. }))
+                .collect();
+            replies.sort_by_key(|m| m.created_at);
+            replies
+        };
+        let before = replies(self).len();
+        self.sim.send_text(user, None, text, false).await.unwrap();
+        self.wait_for(&format!("a reply to {text:?}"), |e| replies(e).len() > before)
+            .await;
+        let reply = replies(self).pop().unwrap();
+        let content: Value = serde_json::from_str(&reply.content).unwrap();
+        content["text"].as_str().unwrap().to_string()
+    }
+}
+
+#[tokio::test]
+async fn the_bot_says_who_is_on_call_now_and_next() {
+    let env = Harness::builder(APP_ID, APP_SECRET)
+        .callbacks(lark_oncall::sim::CardCallbackVersion::V2)
+        .start()
+        .await;
+    // Monday 14 December 2026, 10:00 in Shanghai: Alice until 09:00 tomorrow, then Bob.
+    let now = t("2026-12-14T02:00:00Z");
+    env.clock.set(now);
+    let alice = env.member("Alice", "alice@example.com").await;
+    let bob = env.member("Bob", "bob@example.com").await;
+    let carol = env.member("Carol", "carol@example.com").await;
+    let (status, linked) = env
+        .api(
+            Method::POST,
+            &format!("/api/v1/members/link?integration_id={}", env.integration),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{linked}");
+    let asker = env.open_id("alice@example.com");
+    assert!(env.ask_bot(&asker, "help").await.contains("oncall [schedule]"));
+    assert_eq!(env.ask_bot(&asker, "oncall").await, "There are no schedules yet.");
+
+    let ops = env
+        .schedule(json!({"name": "ops", "time_zone": "Asia/Shanghai",
+                         "layers": [daily("primary", &[&alice, &bob], "2026-12-14T09:00")]}))
+        .await;
+    let mut office = rotation("DB office", &[&carol]);
+    office["layers"][0]["restrictions"] =
+        json!([{"days": [0, 1, 2, 3, 4], "start": "09:00", "end": "18:00"}]);
+    env.schedule(office).await;
+    // Bob covers ops for the next hour: the override is who is on call, and Alice is next.
+    let (status, _) = env
+        .api(
+            Method::POST,
+            &format!("/api/v1/schedules/{ops}/overrides"),
+            json!({"end": q(now + Duration::hours(1)), "member_id": bob}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let all = env.ask_bot(&asker, "oncall").await;
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines[0], "On call now:");
+    assert!(
+        lines.contains(&"ops: Bob until 2026-12-14 11:00 CST; next: Alice from 2026-12-14 11:00 CST"),
+        "{all}"
+    );
+    assert!(
+        lines.contains(&"DB office: nobody; next: Carol from 2026-12-14 09:00 UTC"),
+        "{all}"
+    );
+    assert_eq!(lines.len(), 3, "{all}");
+
+    let one = env.ask_bot(&asker, "oncall DB Office").await;
+    assert_eq!(
+        one,
+        "On call now:\nDB office: nobody; next: Carol from 2026-12-14 09:00 UTC"
+    );
+    assert_eq!(
+        env.ask_bot(&asker, "值班 ops").await,
+        "当前值班：\nops：Bob（至 2026-12-14 11:00 CST）；下一位：Alice（2026-12-14 11:00 CST 起）"
+    );
+    assert_eq!(
+        env.ask_bot(&asker, "oncall payments").await,
+        "No schedule is named \"payments\"."
+    );
+    env.stop().await;
+}

@@ -1,4 +1,4 @@
-//! Acting on incidents from Lark: card buttons and bot commands (`help`, `list`, `ack`,
+//! Acting on incidents from Lark: card buttons and bot commands (`help`, `list`, `oncall`, `ack`,
 //! `resolve`, `snooze`, in a p2p chat or @-mentioning the bot in a group). In a war room the
 //! room is the incident: commands need no id (`ack`, `resolve`, `snooze 1h`, `status`,
 //! `note <text>`) and every other message the bot receives becomes a note on the timeline. A person is known by the Lark identity linked
@@ -13,6 +13,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono_tz::Tz;
 use futures_util::future::BoxFuture;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
@@ -25,14 +27,32 @@ use crate::integration::Live;
 use crate::integration::inbound::{CardActionHandler, EventHandler};
 use crate::lark::callback::EventDelivery;
 use crate::lark::event::{CardAction, CardActionReply, Event, MessageReceived, Operator, Toast};
+use crate::schedule::{FinalShift, MAX_WINDOW_DAYS, resolve};
 
 /// What the bot answers to `help` and to anything it does not understand.
 const HELP: &str = "On-call commands:\n\
 help: this list\n\
 list: open incidents assigned to you\n\
+oncall [schedule]: who is on call now and next (值班 [排班名] answers in Chinese)\n\
 ack <id>: acknowledge an incident (42, #42 or inc_…)\n\
 resolve <id>: resolve an incident\n\
 snooze <id> <duration>: snooze it for 30m, 2h, 1d …";
+
+/// The language a bot command was given in, and its answer comes in.
+#[derive(Clone, Copy)]
+enum Lang {
+    Zh,
+    En,
+}
+
+impl Lang {
+    fn pick(self, zh: &'static str, en: &'static str) -> &'static str {
+        match self {
+            Lang::Zh => zh,
+            Lang::En => en,
+        }
+    }
+}
 
 /// Replies one sender gets in a burst.
 pub const REPLY_BURST: u32 = 10;
@@ -413,6 +433,8 @@ impl LarkActions {
         };
         let action = match (command.as_str(), &words[1..]) {
             ("list", []) => return self.assigned_to(&member),
+            ("oncall", name) => return self.on_call_now(&name.join(" "), Lang::En),
+            ("值班", name) => return self.on_call_now(&name.join(" "), Lang::Zh),
             ("ack", [_]) => Action::Acknowledge,
             ("resolve", [_]) => Action::Resolve,
             ("snooze", [_, duration]) => match parse_duration(duration) {
@@ -429,6 +451,64 @@ impl LarkActions {
             }
             Outcome::AlreadyDone(_, what) | Outcome::Refused(what) => what,
         }
+    }
+
+    /// `oncall [schedule]`: in every schedule (or the one named), who is on call now and who
+    /// takes over next, with times in the schedule's zone, from the one resolver.
+    fn on_call_now(&self, name: &str, lang: Lang) -> String {
+        let schedules = &self.incidents.schedules;
+        let all = match schedules.list() {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the schedules");
+                return lang
+                    .pick("暂时无法读取排班。", "Cannot read the schedules right now.")
+                    .into();
+            }
+        };
+        let wanted = name.trim().to_lowercase();
+        let chosen: Vec<_> = all
+            .into_iter()
+            .filter(|s| wanted.is_empty() || s.name.to_lowercase() == wanted)
+            .collect();
+        if chosen.is_empty() {
+            let name = super::card::neutralize_mentions(name.trim());
+            return match (wanted.is_empty(), lang) {
+                (true, Lang::Zh) => "还没有排班。".into(),
+                (true, Lang::En) => "There are no schedules yet.".into(),
+                (false, Lang::Zh) => format!("没有名为“{name}”的排班。"),
+                (false, Lang::En) => format!("No schedule is named {name:?}."),
+            };
+        }
+        let now = self.incidents.clock.now();
+        let mut lines = vec![lang.pick("当前值班：", "On call now:").to_string()];
+        for schedule in &chosen {
+            let tz: Tz = schedule.version_at(now).time_zone.parse().unwrap_or(Tz::UTC);
+            let at = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
+            let names = |f: &FinalShift| {
+                let names: Vec<String> = f.shift.members.iter().map(|m| schedules.member_name(m)).collect();
+                super::card::neutralize_mentions(&names.join(", "))
+            };
+            let resolved = resolve::shifts(schedule, now, now + ChronoDuration::days(MAX_WINDOW_DAYS));
+            let (current, next) = resolve::current_and_next(&resolved, now);
+            let current = match (current, lang) {
+                (Some(c), Lang::Zh) => format!("{}（至 {}）", names(c), at(c.shift.end)),
+                (Some(c), Lang::En) => format!("{} until {}", names(c), at(c.shift.end)),
+                (None, l) => l.pick("无人值班", "nobody").into(),
+            };
+            let next = match (next, lang) {
+                (Some(n), Lang::Zh) => format!("下一位：{}（{} 起）", names(n), at(n.shift.start)),
+                (Some(n), Lang::En) => format!("next: {} from {}", names(n), at(n.shift.start)),
+                (None, Lang::Zh) => format!("未来 {MAX_WINDOW_DAYS} 天无人接班"),
+                (None, Lang::En) => format!("nobody next in the coming {MAX_WINDOW_DAYS} days"),
+            };
+            let schedule_name = super::card::neutralize_mentions(&schedule.name);
+            lines.push(match lang {
+                Lang::Zh => format!("{schedule_name}：{current}；{next}"),
+                Lang::En => format!("{schedule_name}: {current}; {next}"),
+            });
+        }
+        lines.join("\n")
     }
 
     /// `list`: the open incidents assigned to `member`, newest first.

@@ -28,6 +28,39 @@ pub struct CardContext {
     pub assignee_names: Vec<String>,
     pub now: DateTime<Utc>,
     pub war_room: WarRoomButton,
+    /// Who was on call at the incident's time in each schedule its rule pages.
+    pub on_call: Vec<OnCallLine>,
+}
+
+/// One schedule's people on call, by name (none: nobody was).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnCallLine {
+    pub schedule: String,
+    pub members: Vec<String>,
+}
+
+/// "On call: ops: Alice · db: nobody", or `None` when the rule pages no schedule.
+fn on_call_text(ctx: &CardContext, l: Locale) -> Option<String> {
+    if ctx.on_call.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = ctx
+        .on_call
+        .iter()
+        .map(|line| {
+            let who = if line.members.is_empty() {
+                l.pick("无人值班", "nobody").to_string()
+            } else {
+                escape_markdown(&line.members.join(", "))
+            };
+            format!("{}{}{who}", escape_markdown(&line.schedule), l.pick("：", ": "))
+        })
+        .collect();
+    Some(format!(
+        "**{}** {}",
+        l.pick("值班：", "On call:"),
+        parts.join(" · ")
+    ))
 }
 
 /// The card's war-room buttons.
@@ -228,6 +261,9 @@ fn elements(
         field(l.pick("处理人", "Responders"), &assignees),
         field(l.pick("认领人", "Acknowledged by"), &acked),
     ]})];
+    if let Some(on_call) = on_call_text(ctx, l) {
+        out.push(json!({"tag": "markdown", "content": on_call}));
+    }
     if let Some(labels) = labels_text(incident, ctx, l) {
         out.push(json!({"tag": "markdown", "content": labels}));
     }
@@ -324,6 +360,7 @@ mod tests {
             assignee_names: vec!["张伟".into()],
             now: Utc::now(),
             war_room: WarRoomButton::Absent,
+            on_call: Vec::new(),
         }
     }
 

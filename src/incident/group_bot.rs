@@ -165,6 +165,7 @@ impl Incidents {
             assignee_names: names,
             now: self.clock.now(),
             war_room: card::WarRoomButton::Absent,
+            on_call: self.on_call_lines(incident),
         };
         let body = card_body(incident, &ctx);
         for webhook_id in webhook_ids {
@@ -263,6 +264,7 @@ mod tests {
             assignee_names: vec!["张伟".into()],
             now: Utc::now(),
             war_room: card::WarRoomButton::Absent,
+            on_call: Vec::new(),
         };
         let body = card_body(&incident, &ctx);
         assert!(

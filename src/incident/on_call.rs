@@ -1,10 +1,12 @@
 //! Who a level pages in person: its members and whoever is on call in its schedules at the
 //! moment it notifies, asked of the one schedule resolver. A schedule with nobody on call is
-//! recorded (timeline and operation log), never silent.
+//! recorded (timeline and operation log), never silent. Cards say who was on call at the
+//! incident's time, asked of the same resolver.
 
 use chrono::{DateTime, Utc};
 
-use super::model::Level;
+use super::card::OnCallLine;
+use super::model::{Incident, Level};
 use super::{IncidentError, Incidents};
 use crate::delivery::oplog::{self, OpEntry};
 use crate::schedule::resolve;
@@ -42,6 +44,36 @@ impl Incidents {
             }
         }
         people
+    }
+
+    /// Who was on call when the incident opened in each schedule its rule's levels name, in
+    /// the order the levels name them (a deleted schedule is left out).
+    pub(super) fn on_call_lines(&self, incident: &Incident) -> Vec<OnCallLine> {
+        let Some(rule) = incident.rule_id.as_deref().and_then(|id| self.rule(id).ok()) else {
+            return Vec::new();
+        };
+        let mut seen = Vec::new();
+        let mut lines = Vec::new();
+        for id in rule.levels.iter().flat_map(|l| &l.schedules) {
+            if seen.contains(id) {
+                continue;
+            }
+            seen.push(id.clone());
+            let Ok(schedule) = self.schedules.get(id) else {
+                continue;
+            };
+            let members = resolve::on_call(&schedule, incident.created_at)
+                .map(|f| f.shift.members)
+                .unwrap_or_default()
+                .iter()
+                .map(|m| self.members.get(m).map(|m| m.name).unwrap_or_else(|_| m.clone()))
+                .collect();
+            lines.push(OnCallLine {
+                schedule: schedule.name,
+                members,
+            });
+        }
+        lines
     }
 
     /// The operation-log entry of a schedule that had nobody on call when a level notified.

@@ -99,6 +99,7 @@ impl Incidents {
             assignee_names,
             now: self.clock.now(),
             war_room: self.war_room_button(incident),
+            on_call: self.on_call_lines(incident),
         };
         card::render(incident, &ctx)
     }
