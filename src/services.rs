@@ -129,7 +129,7 @@ impl Services {
                 schedules: schedules.clone(),
             },
             settings.public_base(),
-        );
+        )?;
         let auth = Auth::new(store.clone(), metrics.login_failures.clone());
         let homepage = crate::homepage::Homepage::open(
             store.clone(),

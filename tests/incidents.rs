@@ -762,3 +762,88 @@ async fn a_responder_finds_their_incidents_behind_a_page_of_other_peoples() {
     assert!(nobody["items"].as_array().unwrap().is_empty(), "{nobody}");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn the_open_view_follows_every_change_and_is_rebuilt_for_an_older_state_file() {
+    use lark_oncall::incident::tables::OPEN_INCIDENTS;
+    use lark_oncall::store::tables::META;
+
+    let mut env = Harness::builder(APP_ID, APP_SECRET).start().await;
+    let mut made = Vec::new();
+    for title in ["a", "b", "c", "d", "e"] {
+        let inc = env
+            .create(
+                "/api/v1/incidents",
+                json!({"title": title, "severity": "warning"}),
+            )
+            .await;
+        made.push((
+            inc["id"].as_str().unwrap().to_string(),
+            inc["number"].as_u64().unwrap(),
+        ));
+    }
+    let act = |i: usize, action: &'static str| {
+        let path = format!("/api/v1/incidents/{}/{action}", made[i].0);
+        let env = &env;
+        async move {
+            let (status, body) = env.api(Method::POST, &path, Value::Null).await;
+            assert_eq!(status, StatusCode::OK, "{action}: {body}");
+        }
+    };
+    act(1, "acknowledge").await;
+    act(2, "resolve").await;
+    act(3, "resolve").await;
+    act(3, "reopen").await;
+    assert_eq!(listed(&env, "status=open").await, ["e", "d", "b", "a"]);
+    assert_eq!(listed(&env, "status=triggered").await, ["e", "d", "a"]);
+    assert_eq!(listed(&env, "status=acknowledged").await, ["b"]);
+    assert_eq!(listed(&env, "status=resolved").await, ["c"]);
+    assert_eq!(listed(&env, "status=open&limit=2").await, ["e", "d"]);
+    assert_eq!(
+        listed(&env, &format!("status=open&before={}", made[3].1)).await,
+        ["b", "a"]
+    );
+
+    // A state file written before the open index existed has neither the index nor its marker.
+    let numbers: Vec<u64> = made.iter().map(|(_, n)| *n).collect();
+    env.app()
+        .store
+        .write(move |w| {
+            for n in &numbers {
+                w.remove(&OPEN_INCIDENTS, n)?;
+            }
+            w.remove(&META, "incident_open_index_built").map(drop)
+        })
+        .await
+        .unwrap();
+    assert!(
+        listed(&env, "status=open").await.is_empty(),
+        "the open view reads the index"
+    );
+    env.restart().await;
+    assert_eq!(listed(&env, "status=open").await, ["e", "d", "b", "a"]);
+    let (status, body) = env
+        .api(Method::GET, "/api/v1/incidents?status=closed", Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.to_string()
+            .contains("open, triggered, acknowledged or resolved"),
+        "{body}"
+    );
+    env.stop().await;
+}
+
+/// The titles `GET /api/v1/incidents?{query}` lists, in order.
+async fn listed(env: &Harness, query: &str) -> Vec<String> {
+    let (status, list) = env
+        .api(Method::GET, &format!("/api/v1/incidents?{query}"), Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["title"].as_str().unwrap().to_string())
+        .collect()
+}

@@ -513,22 +513,18 @@ impl LarkActions {
 
     /// `list`: the open incidents assigned to `member`, newest first.
     fn assigned_to(&self, member: &Member) -> String {
-        let mut open = Vec::new();
-        for status in ["triggered", "acknowledged"] {
-            let query = IncidentQuery {
-                status: Some(status.into()),
-                assignee: Some(member.id.clone()),
-                ..Default::default()
-            };
-            match self.incidents.list(&query) {
-                Ok(found) => open.extend(found),
-                Err(e) => return refused_message(e),
-            }
-        }
+        let query = IncidentQuery {
+            status: Some("open".into()),
+            assignee: Some(member.id.clone()),
+            ..Default::default()
+        };
+        let open = match self.incidents.list(&query) {
+            Ok(found) => found,
+            Err(e) => return refused_message(e),
+        };
         if open.is_empty() {
             return "No open incidents are assigned to you.".into();
         }
-        open.sort_by_key(|i| std::cmp::Reverse(i.number));
         let lines: Vec<String> = open
             .iter()
             .map(|i| {

@@ -13,6 +13,22 @@ use ingest::AlertEvent;
 
 const MAX_PAGE: usize = 200;
 
+/// The `status` a list asks for.
+#[derive(Debug, Clone, Copy)]
+enum StatusFilter {
+    Open,
+    Is(Status),
+}
+
+impl StatusFilter {
+    fn admits(self, status: Status) -> bool {
+        match self {
+            StatusFilter::Open => status != Status::Resolved,
+            StatusFilter::Is(s) => s == status,
+        }
+    }
+}
+
 impl Incidents {
     /// An incident by id (`inc_…`) or number (`42`, `#42`).
     pub fn get(&self, reference: &str) -> Result<Incident, IncidentError> {
@@ -39,12 +55,13 @@ impl Incidents {
             .status
             .as_deref()
             .map(|s| match s {
-                "triggered" => Ok(Status::Triggered),
-                "acknowledged" => Ok(Status::Acknowledged),
-                "resolved" => Ok(Status::Resolved),
+                "open" => Ok(StatusFilter::Open),
+                "triggered" => Ok(StatusFilter::Is(Status::Triggered)),
+                "acknowledged" => Ok(StatusFilter::Is(Status::Acknowledged)),
+                "resolved" => Ok(StatusFilter::Is(Status::Resolved)),
                 other => Err(invalid(
                     "status",
-                    format!("{other:?} is not triggered, acknowledged or resolved"),
+                    format!("{other:?} is not open, triggered, acknowledged or resolved"),
                 )),
             })
             .transpose()?;
@@ -66,33 +83,44 @@ impl Incidents {
             })
             .transpose()?;
         let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+        // Open incidents are few; the resolved history can be long, so an open view walks only
+        // the open index.
+        let index = match status {
+            Some(StatusFilter::Open | StatusFilter::Is(Status::Triggered | Status::Acknowledged)) => {
+                &tables::OPEN_INCIDENTS
+            }
+            _ => &tables::INCIDENT_NUMBERS,
+        };
+        let keep = |incident: &Incident| {
+            status.is_none_or(|s| s.admits(incident.status))
+                && severity.is_none_or(|s| incident.severity == s)
+                && label
+                    .as_ref()
+                    .is_none_or(|(k, v)| incident.labels.get(k) == Some(v))
+                && q.assignee.as_ref().is_none_or(|a| incident.assignees.contains(a))
+        };
         let mut out = Vec::new();
         let mut cursor = q.before;
         loop {
-            let chunk = self
-                .store
-                .read(|r| r.page(&tables::INCIDENT_NUMBERS, cursor.as_ref(), 500, true))?;
-            let Some(last) = chunk.last().map(|(k, _)| *k) else {
-                return Ok(out);
-            };
-            for (_, id) in chunk {
-                let Some(incident) = self.store.read(|r| r.get(&tables::INCIDENTS, id.as_str()))? else {
-                    continue;
-                };
-                let keep = status.is_none_or(|s| incident.status == s)
-                    && severity.is_none_or(|s| incident.severity == s)
-                    && label
-                        .as_ref()
-                        .is_none_or(|(k, v)| incident.labels.get(k) == Some(v))
-                    && q.assignee.as_ref().is_none_or(|a| incident.assignees.contains(a));
-                if keep {
-                    out.push(incident);
-                    if out.len() == limit {
-                        return Ok(out);
+            let (last, full) = self.store.read(|r| {
+                let chunk = r.page(index, cursor.as_ref(), 500, true)?;
+                let last = chunk.last().map(|(k, _)| *k);
+                for (_, id) in chunk {
+                    if let Some(incident) = r.get(&tables::INCIDENTS, id.as_str())?
+                        && keep(&incident)
+                    {
+                        out.push(incident);
+                        if out.len() == limit {
+                            return Ok((last, true));
+                        }
                     }
                 }
+                Ok((last, false))
+            })?;
+            match last {
+                Some(last) if !full => cursor = Some(last),
+                _ => return Ok(out),
             }
-            cursor = Some(last);
         }
     }
 

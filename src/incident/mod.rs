@@ -126,6 +126,7 @@ pub enum AlertOutcome {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IncidentQuery {
+    /// `triggered`, `acknowledged`, `resolved`, or `open` (triggered or acknowledged).
     pub status: Option<String>,
     pub severity: Option<String>,
     /// `key=value`
@@ -198,7 +199,8 @@ impl Incidents {
         clock: Arc<dyn Clock>,
         with: Collaborators,
         public_base: &str,
-    ) -> Arc<Incidents> {
+    ) -> Result<Arc<Incidents>, StoreError> {
+        records::build_open_index(&store)?;
         let Collaborators {
             delivery,
             lark,
@@ -224,6 +226,6 @@ impl Incidents {
             stale: Mutex::new(HashMap::new()),
         });
         delivery.on_delivered(Self::delivered_hook(Arc::downgrade(&incidents)));
-        incidents
+        Ok(incidents)
     }
 }

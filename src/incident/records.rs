@@ -1,12 +1,16 @@
 //! How an incident is kept in the state file: the incident row and the indexes that follow it
-//! (`INCIDENT_NUMBERS`, `INCIDENT_DEDUP`, `SNOOZES`, `ESCALATIONS`). Every incident write goes
+//! (`INCIDENT_NUMBERS`, `OPEN_INCIDENTS`, `INCIDENT_DEDUP`, `SNOOZES`, `ESCALATIONS`). Every incident write goes
 //! through [`store_incident`], so no path can change an incident and forget an index.
 
 use chrono::{DateTime, Utc};
 
 use super::model::{Escalation, Incident, Status};
 use super::tables;
-use crate::store::{StoreError, WriteTx};
+use crate::store::{Store, StoreError, WriteTx, tables::META};
+
+/// The `META` key saying `OPEN_INCIDENTS` has been built from every incident (state files from
+/// before the index existed get it once, on open).
+const OPEN_INDEX_BUILT: &str = "incident_open_index_built";
 
 /// What a write does to the incident's escalation row.
 #[derive(Debug, PartialEq)]
@@ -49,6 +53,14 @@ pub(super) fn store_incident(
         }
     }
     w.put(&tables::INCIDENTS, id, after)?;
+    let open_before = before.is_some_and(|b| b.status != Status::Resolved);
+    match (open_before, after.status != Status::Resolved) {
+        (false, true) => w.put(&tables::OPEN_INCIDENTS, &after.number, &id.to_string())?,
+        (true, false) => {
+            w.remove(&tables::OPEN_INCIDENTS, &after.number)?;
+        }
+        _ => {}
+    }
     match escalation {
         EscalationChange::Keep => {}
         EscalationChange::Remove => {
@@ -68,6 +80,27 @@ pub(super) fn store_incident(
         }
     }
     Ok(())
+}
+
+/// Builds `OPEN_INCIDENTS` from every incident, once per state file.
+pub(super) fn build_open_index(store: &Store) -> Result<(), StoreError> {
+    if store.read(|r| r.get(&META, OPEN_INDEX_BUILT))?.is_some() {
+        return Ok(());
+    }
+    store.write_blocking(|w| {
+        let mut after = None;
+        loop {
+            let chunk = w.page(&tables::INCIDENTS, after.as_ref(), 1000, false)?;
+            let Some((last, _)) = chunk.last() else { break };
+            after = Some(last.clone());
+            for (id, incident) in chunk {
+                if incident.status != Status::Resolved {
+                    w.put(&tables::OPEN_INCIDENTS, &incident.number, &id)?;
+                }
+            }
+        }
+        w.put(&META, OPEN_INDEX_BUILT, &1)
+    })
 }
 
 /// Drops an escalation whose incident or rule is gone.

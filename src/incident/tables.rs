@@ -2,7 +2,7 @@
 //! type becomes a new table migrated by copy, never a silent reinterpretation.
 
 //!
-//! The index tables (`INCIDENT_NUMBERS`, `INCIDENT_DEDUP`, `SNOOZES`, `ESCALATIONS`) are written
+//! The index tables (`INCIDENT_NUMBERS`, `OPEN_INCIDENTS`, `INCIDENT_DEDUP`, `SNOOZES`, `ESCALATIONS`) are written
 //! only by [`super::store_incident`], which keeps them consistent with `INCIDENTS`.
 
 use crate::store::Table;
@@ -14,6 +14,9 @@ use super::war_room::WarRoom;
 pub const INCIDENTS: Table<String, Incident> = Table::new("incidents_v1");
 /// Incident ids by short number (`#42`), newest last.
 pub const INCIDENT_NUMBERS: Table<u64, String> = Table::new("incident_numbers_v1");
+/// Open (triggered or acknowledged) incident ids by number, so the lists people look at most
+/// (*My incidents*, the open view, the bot's `list`) never walk the resolved history.
+pub const OPEN_INCIDENTS: Table<u64, String> = Table::new("incident_open_v1");
 /// The open incident of each dedup key (`{source or "api"}/{key}`); removed when it resolves.
 pub const INCIDENT_DEDUP: Table<String, String> = Table::new("incident_dedup_v1");
 /// Every card sent for an incident, by `{incident_id}/{message_id}`.
@@ -43,6 +46,7 @@ pub const INCIDENT_BOT_WEBHOOKS: Table<String, super::group_bot::BotWebhookNotic
 pub const NAMES: &[&str] = &[
     INCIDENTS.name,
     INCIDENT_NUMBERS.name,
+    OPEN_INCIDENTS.name,
     INCIDENT_DEDUP.name,
     INCIDENT_CARDS.name,
     ESCALATIONS.name,

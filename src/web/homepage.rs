@@ -296,21 +296,14 @@ fn open_incidents(
     status: Option<&str>,
     assignee: Option<&str>,
 ) -> Result<Vec<Incident>, ApiError> {
-    let statuses: Vec<&str> = match status {
-        Some(s) => vec![s],
-        None => vec!["triggered", "acknowledged"],
+    let q = IncidentQuery {
+        status: Some(status.unwrap_or("open").to_string()),
+        severity: severity.map(str::to_string),
+        assignee: assignee.map(str::to_string),
+        limit: Some(LIST_LIMIT),
+        ..Default::default()
     };
-    let mut out = Vec::new();
-    for s in statuses {
-        let q = IncidentQuery {
-            status: Some(s.to_string()),
-            severity: severity.map(str::to_string),
-            assignee: assignee.map(str::to_string),
-            limit: Some(LIST_LIMIT),
-            ..Default::default()
-        };
-        out.extend(app.incidents.list(&q)?);
-    }
+    let mut out = app.incidents.list(&q)?;
     out.sort_by(|a, b| {
         b.severity
             .urgency()
