@@ -145,7 +145,7 @@ impl Service {
         )
         .unwrap();
         let out = Command::new(BIN)
-            .args(["admin", "create-token", "bench", "--config"])
+            .args(["admin", "create-token", "bench", "--scope", "admin", "--config"])
             .arg(&config)
             .output()
             .unwrap();

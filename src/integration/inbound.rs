@@ -2,6 +2,10 @@
 //! ([`crate::lark::callback`]), drop redeliveries (a durable seen-set with a time-to-live that
 //! outlives Lark's ~7 h of redelivery), and dispatch to the handlers other domains register.
 //!
+//! The seen-set is one row per delivery key, holding when it was seen: one insert per request on
+//! the hot path. Pruning, hourly, walks the whole set instead of a second time-ordered index,
+//! which cost a second insert on every request to save a walk once an hour.
+//!
 //! Events are acknowledged as soon as they are durable: the dedup mark and the event itself are
 //! written in one commit to an inbox, handled after the response, and removed once handled, so
 //! an event Lark was told we have is processed even across a crash. Card actions are answered in
@@ -40,6 +44,9 @@ pub trait CardActionHandler: Send + Sync + 'static {
 /// Lark shows an error when the answer takes over 3 s (§3.2).
 const CARD_ACTION_BUDGET: Duration = Duration::from_millis(2500);
 
+/// Rows read (and at most removed) per transaction while pruning the seen-set.
+const PRUNE_PAGE: usize = 1000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum InboundError {
     #[error("no integration {0}")]
@@ -73,10 +80,6 @@ pub struct InboundPipeline {
 
 fn dedup_key(integration: &str, key: &str) -> String {
     format!("{integration}/{key}")
-}
-
-fn expiry_key(seen_ms: i64, dedup_key: &str) -> String {
-    format!("{seen_ms:015}/{dedup_key}")
 }
 
 impl InboundPipeline {
@@ -286,7 +289,6 @@ impl InboundPipeline {
                 }
                 for k in &keys {
                     w.put(&tables::DEDUP, k.as_str(), &now_ms)?;
-                    w.put(&tables::DEDUP_EXPIRY, expiry_key(now_ms, k).as_str(), &())?;
                 }
                 let seq = match entry {
                     Some(entry) => {
@@ -338,30 +340,55 @@ impl InboundPipeline {
         Ok(count)
     }
 
-    /// Forgets dedup entries older than the time-to-live; returns how many were removed.
+    /// Forgets dedup entries older than the time-to-live; returns how many were removed. Also
+    /// empties the time-ordered index older builds kept beside the set.
     pub async fn prune_seen(&self) -> Result<u64, StoreError> {
         let cutoff = self.clock.now().timestamp_millis() - self.ttl.as_millis() as i64;
-        let bound = format!("{cutoff:015}");
         let mut removed = 0;
+        let mut after: Option<String> = None;
         loop {
-            let old: Vec<String> = self.store.read(|r| {
-                Ok(r.page(&tables::DEDUP_EXPIRY, None, 1000, false)?
+            let page = self
+                .store
+                .read(|r| r.page(&tables::DEDUP, after.as_ref(), PRUNE_PAGE, false))?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            let expired: Vec<String> = page
+                .into_iter()
+                .filter(|(_, seen_ms)| *seen_ms < cutoff)
+                .map(|(k, _)| k)
+                .collect();
+            if expired.is_empty() {
+                continue;
+            }
+            removed += self
+                .store
+                .write(move |w| {
+                    let mut removed = 0;
+                    for k in &expired {
+                        // Seen again since the read: a newer mark, kept.
+                        if w.get(&tables::DEDUP, k.as_str())?.is_some_and(|ms| ms < cutoff) {
+                            w.remove(&tables::DEDUP, k.as_str())?;
+                            removed += 1;
+                        }
+                    }
+                    Ok(removed)
+                })
+                .await?;
+        }
+        loop {
+            let legacy: Vec<String> = self.store.read(|r| {
+                Ok(r.page(&tables::DEDUP_EXPIRY, None, PRUNE_PAGE, false)?
                     .into_iter()
                     .map(|(k, ())| k)
-                    .take_while(|k| k.as_str() < bound.as_str())
                     .collect())
             })?;
-            if old.is_empty() {
+            if legacy.is_empty() {
                 return Ok(removed);
             }
-            removed += old.len() as u64;
             self.store
                 .write(move |w| {
-                    for k in &old {
+                    for k in &legacy {
                         w.remove(&tables::DEDUP_EXPIRY, k.as_str())?;
-                        if let Some((_, dedup)) = k.split_once('/') {
-                            w.remove(&tables::DEDUP, dedup)?;
-                        }
                     }
                     Ok(())
                 })
@@ -431,15 +458,23 @@ mod tests {
     async fn entries_expire_after_the_ttl_and_only_then() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ShiftedClock::default());
-        let (p, id, _store) = pipeline(dir.path(), clock.clone()).await;
+        let (p, id, store) = pipeline(dir.path(), clock.clone()).await;
         let h = SignatureHeaders::default();
         p.handle(&id, &h, &event("e1")).await.unwrap();
         clock.advance(chrono::Duration::hours(4));
         p.handle(&id, &h, &event("e2")).await.unwrap();
         assert_eq!(p.seen_count().unwrap(), 2);
+        // One row per delivery: nothing in the time-ordered index older builds also wrote.
+        assert_eq!(store.read(|r| r.count(&tables::DEDUP_EXPIRY)).unwrap(), 0);
+        // Such a leftover index is emptied by the next prune.
+        store
+            .write(|w| w.put(&tables::DEDUP_EXPIRY, "000000000000001/x/event:old", &()))
+            .await
+            .unwrap();
         clock.advance(chrono::Duration::hours(4) + chrono::Duration::seconds(1));
         assert_eq!(p.prune_seen().await.unwrap(), 1, "only e1 is past 8 h");
         assert_eq!(p.seen_count().unwrap(), 1);
+        assert_eq!(store.read(|r| r.count(&tables::DEDUP_EXPIRY)).unwrap(), 0);
         // e2 is still a duplicate; e1 would be new again (its signed form would be stale by now).
         let live = p.integrations.get(&id).unwrap();
         p.handle(&id, &h, &event("e2")).await.unwrap();

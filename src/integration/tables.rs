@@ -11,7 +11,8 @@ use super::inbound::InboxEntry;
 pub const INTEGRATIONS: Table<String, IntegrationRecord> = Table::new("integrations_v1");
 /// Lark deliveries already seen, by `{integration_id}/{kind}:{id}`, with the Unix ms they were seen.
 pub const DEDUP: Table<String, i64> = Table::new("dedup_v1");
-/// The same entries ordered by time (`{ms:015}/{dedup key}`), so pruning reads only expired ones.
+/// The same entries ordered by time (`{ms:015}/{dedup key}`), written by older builds: no longer
+/// written (a second insert per request); pruning empties what is left.
 pub const DEDUP_EXPIRY: Table<String, ()> = Table::new("dedup_expiry_v1");
 /// Accepted events not yet handled, by sequence number.
 pub const INBOX: Table<u64, InboxEntry> = Table::new("inbox_v1");
