@@ -543,6 +543,35 @@ impl Delivery {
         Ok(id)
     }
 
+    /// Writes a job in the same transaction as the caller's own rows, so the two commit or
+    /// neither does (exactly-once producers mark what they sent this way). `rows` runs first,
+    /// inside the transaction, and may read what it is about to write: when it answers false
+    /// (it found the job already made, and wrote nothing), no job is written and `None` comes
+    /// back. For sends only: card updates and group-bot state changes merge through
+    /// [`Delivery::enqueue`].
+    pub async fn enqueue_with<F>(&self, new: NewJob, rows: F) -> Result<Option<u64>, StoreError>
+    where
+        F: FnOnce(&crate::store::WriteTx<'_>) -> Result<bool, StoreError> + Send + 'static,
+    {
+        let now = self.clock.now();
+        let written = self
+            .store
+            .write(move |w| {
+                if !rows(w)? {
+                    return Ok(None);
+                }
+                write_new_job(w, new, now, None).map(Some)
+            })
+            .await?;
+        let Some(job) = written else {
+            return Ok(None);
+        };
+        let id = job.id;
+        self.admit(&mut self.inner.lock().expect("delivery lock"), job);
+        self.wake.notify_one();
+        Ok(Some(id))
+    }
+
     /// The card of `message_id` was replaced another way (by the answer to a press on it): an
     /// update still waiting for it would only repeat or undo that, so it is dropped, counted as
     /// coalesced. One already in flight goes on. Returns whether one was dropped.
