@@ -117,6 +117,8 @@ fn schedule(from: DateTime<Utc>) -> Schedule {
         id: "sch_bench".into(),
         name: "bench".into(),
         description: String::new(),
+        handoff_notice: None,
+        daily_summary: None,
         versions: vec![Version {
             effective_from: None,
             time_zone: "America/New_York".into(),

@@ -18,7 +18,8 @@ use crate::incident::Incidents;
 use crate::integration::inbound::InboundPipeline;
 use crate::integration::{IntegrationChange, Integrations, Live};
 use crate::lark::{ClientConfig, LarkClient, LarkError, Secret};
-use crate::schedule::{Roster, Schedules};
+use crate::schedule::notices::ScheduleNotices;
+use crate::schedule::{LarkContact, Roster, Schedules};
 use crate::scheduler::{Scheduler, Task};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
@@ -47,6 +48,8 @@ pub struct Services {
     pub homepage: Arc<crate::homepage::Homepage>,
     /// On-call schedules and who is on call in them.
     pub schedules: Arc<Schedules>,
+    /// Handoff notices and daily "who is on call" cards, sent through the outbox.
+    pub schedule_notices: Arc<ScheduleNotices>,
     /// False once shutdown starts, so `/readyz` tells load balancers to stop sending.
     pub ready: AtomicBool,
 }
@@ -118,6 +121,7 @@ impl Services {
             clock.clone(),
             Arc::new(MemberRoster(store.clone())),
         );
+        let schedule_notices = ScheduleNotices::new(schedules.clone(), delivery.clone());
         let incidents = Incidents::new(
             store.clone(),
             clock.clone(),
@@ -157,6 +161,7 @@ impl Services {
             incidents,
             homepage,
             schedules,
+            schedule_notices,
             ready: AtomicBool::new(false),
         });
         let services = Arc::downgrade(&app);
@@ -305,6 +310,15 @@ impl Services {
         self.scheduler
             .add("session_prune", "0 */10 * * * *", prune_sessions)
             .await?;
+        let notices = self.schedule_notices.clone();
+        let schedule_notices: Task = Arc::new(move || {
+            let notices = notices.clone();
+            Box::pin(async move { notices.send_due().await.map_err(|e| e.to_string()) })
+        });
+        // Every minute, so a notice goes out within a minute of its time.
+        self.scheduler
+            .add("schedule_notices", "0 * * * * *", schedule_notices)
+            .await?;
         self.scheduler.start().await?;
         Ok(())
     }
@@ -411,6 +425,29 @@ impl Roster for MemberRoster {
             .0
             .read(|r| r.get(&crate::incident::tables::MEMBERS, member_id))?;
         Ok(member.map(|m| m.name))
+    }
+
+    /// The member's first linked integration (by id), so one person gets one notice.
+    fn lark_contact(&self, member_id: &str) -> Result<Option<LarkContact>, StoreError> {
+        let member = self
+            .0
+            .read(|r| r.get(&crate::incident::tables::MEMBERS, member_id))?;
+        Ok(member.and_then(|m| {
+            m.lark
+                .into_iter()
+                .next()
+                .map(|(integration_id, identity)| LarkContact {
+                    integration_id,
+                    open_id: identity.open_id,
+                })
+        }))
+    }
+
+    fn has_integration(&self, integration_id: &str) -> Result<bool, StoreError> {
+        let found = self
+            .0
+            .read(|r| r.get(&crate::integration::tables::INTEGRATIONS, integration_id))?;
+        Ok(found.is_some())
     }
 }
 

@@ -885,3 +885,281 @@ async fn the_bot_says_who_is_on_call_now_and_next() {
     );
     env.stop().await;
 }
+
+impl Harness {
+    /// Runs the `schedule_notices` job now, as the scheduler does every minute; returns its
+    /// outcome.
+    async fn run_notices(&self) -> String {
+        let (status, job) = self
+            .api(
+                Method::POST,
+                "/api/v1/scheduler/schedule_notices/run",
+                Value::Null,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        let outcome = job["last_outcome"].as_str().unwrap().to_string();
+        assert!(outcome.starts_with("ok: "), "{outcome}");
+        self.settle().await;
+        outcome
+    }
+
+    /// Links every member to their simulated Lark user by email.
+    async fn link_members(&self) {
+        let (status, body) = self
+            .api(
+                Method::POST,
+                &format!("/api/v1/members/link?integration_id={}", self.integration),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    /// The content of each card sent to `receiver`, oldest first.
+    fn card_texts(&self, receiver: &str) -> Vec<String> {
+        self.cards_to(receiver).into_iter().map(|m| m.content).collect()
+    }
+}
+
+#[tokio::test]
+async fn handoff_notices_arrive_once_before_each_shift_and_not_again_after_edits() {
+    let env = Harness::builder(APP_ID, APP_SECRET).start().await;
+    // Monday 14 December 2026, 10:00 in Shanghai; Alice is on call until 09:00 tomorrow.
+    env.clock.set(t("2026-12-14T02:00:00Z"));
+    let alice = env.member("Alice", "alice@example.com").await;
+    let bob = env.member("Bob", "bob@example.com").await;
+    let carol = env.member("Carol", "carol@example.com").await;
+    env.link_members().await;
+    let layers = json!([daily("primary", &[&alice, &bob], "2026-12-14T09:00")]);
+    let id = env
+        .schedule(
+            json!({"name": "ops", "time_zone": "Asia/Shanghai", "layers": layers,
+                         "handoff_notice": {"minutes_before": 30}}),
+        )
+        .await;
+    let (_, shown) = env.get(&format!("/api/v1/schedules/{id}")).await;
+    assert_eq!(
+        shown["handoff_notice"],
+        json!({"minutes_before": 30, "notify_outgoing": false})
+    );
+    let (alice_at, bob_at, carol_at) = (
+        env.open_id("alice@example.com"),
+        env.open_id("bob@example.com"),
+        env.open_id("carol@example.com"),
+    );
+
+    env.clock.set(t("2026-12-15T00:29:59Z"));
+    env.run_notices().await;
+    assert!(
+        env.card_texts(&bob_at).is_empty(),
+        "31 minutes before is too early"
+    );
+
+    env.clock.set(t("2026-12-15T00:30:00Z"));
+    let outcome = env.run_notices().await;
+    assert!(outcome.contains("1 handoff notices"), "{outcome}");
+    env.run_notices().await;
+    env.clock.set(t("2026-12-15T00:45:00Z"));
+    env.run_notices().await;
+    let to_bob = env.card_texts(&bob_at);
+    assert_eq!(to_bob.len(), 1, "exactly one notice: {to_bob:?}");
+    assert!(
+        to_bob[0].contains("You are on call for ops from 2026-12-15 09:00 CST to 2026-12-16 09:00 CST."),
+        "{}",
+        to_bob[0]
+    );
+    assert!(to_bob[0].contains("Taking over from Alice."), "{}", to_bob[0]);
+    assert!(to_bob[0].contains("你将于 2026-12-15 09:00 CST 至 2026-12-16 09:00 CST"));
+    assert!(
+        env.card_texts(&alice_at).is_empty(),
+        "the outgoing person is not told unless asked"
+    );
+
+    // Edits that move nobody's shift: the same layers again from now, a new name.
+    let (status, body) = env
+        .api(
+            Method::PUT,
+            &format!("/api/v1/schedules/{id}/layers"),
+            json!({"layers": layers}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = env
+        .api(
+            Method::PATCH,
+            &format!("/api/v1/schedules/{id}"),
+            json!({"name": "ops", "description": "the on-call desk"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    env.run_notices().await;
+    assert_eq!(env.card_texts(&bob_at).len(), 1, "no notice again after edits");
+    assert!(env.card_texts(&alice_at).is_empty());
+
+    // With notify_outgoing, tomorrow's handoff reaches both.
+    env.clock.set(t("2026-12-16T00:00:00Z"));
+    let (status, body) = env
+        .api(
+            Method::PATCH,
+            &format!("/api/v1/schedules/{id}"),
+            json!({"handoff_notice": {"minutes_before": 30, "notify_outgoing": true}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    env.clock.set(t("2026-12-16T00:30:00Z"));
+    env.run_notices().await;
+    env.run_notices().await;
+    let (to_alice, to_bob) = (env.card_texts(&alice_at), env.card_texts(&bob_at));
+    assert_eq!(to_alice.len(), 1, "{to_alice:?}");
+    assert!(
+        to_alice[0].contains("You are on call for ops from 2026-12-16 09:00 CST to 2026-12-17 09:00 CST.")
+    );
+    assert_eq!(to_bob.len(), 2, "{to_bob:?}");
+    assert!(
+        to_bob[1].contains("You hand ops over to Alice at 2026-12-16 09:00 CST."),
+        "{}",
+        to_bob[1]
+    );
+
+    // An override moves Bob's next shift to start an hour later: Carol is told of hers, and
+    // Bob of his at its new start.
+    env.clock.set(t("2026-12-17T00:20:00Z"));
+    let (status, body) = env
+        .api(
+            Method::POST,
+            &format!("/api/v1/schedules/{id}/overrides"),
+            json!({"start": "2026-12-17T01:00:00Z", "end": "2026-12-17T02:00:00Z", "member_id": carol}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    env.clock.set(t("2026-12-17T00:30:00Z"));
+    env.run_notices().await;
+    let to_carol = env.card_texts(&carol_at);
+    assert_eq!(to_carol.len(), 1, "{to_carol:?}");
+    assert!(to_carol[0].contains("from 2026-12-17 09:00 CST to 2026-12-17 10:00 CST"));
+    assert_eq!(
+        env.card_texts(&bob_at).len(),
+        2,
+        "Bob's shift now starts at 10:00"
+    );
+    assert_eq!(env.card_texts(&alice_at).len(), 2, "Alice hands over to Carol");
+    env.clock.set(t("2026-12-17T01:30:00Z"));
+    env.run_notices().await;
+    let to_bob = env.card_texts(&bob_at);
+    assert_eq!(to_bob.len(), 3, "{to_bob:?}");
+    assert!(to_bob[2].contains("You are on call for ops from 2026-12-17 10:00 CST to 2026-12-18 09:00 CST."));
+    assert!(to_bob[2].contains("Taking over from Carol."));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_daily_card_arrives_once_a_day_in_the_chosen_chat() {
+    let env = Harness::builder(APP_ID, APP_SECRET).start().await;
+    // Monday 14 December 2026, 08:00 in Shanghai.
+    env.clock.set(t("2026-12-14T00:00:00Z"));
+    let alice = env.member("Alice", "alice@example.com").await;
+    let bob = env.member("Bob", "bob@example.com").await;
+    let chat = env.chat();
+    let base = json!({"name": "ops", "time_zone": "Asia/Shanghai",
+                      "layers": [daily("primary", &[&alice, &bob], "2026-12-14T09:00")]});
+    let with = |field: &str, value: Value| {
+        let mut body = base.clone();
+        body[field] = value;
+        body
+    };
+    for (body, field) in [
+        (
+            with(
+                "daily_summary",
+                json!({"integration_id": "int_nope", "chats": [&chat], "at": "09:00"}),
+            ),
+            "daily_summary.integration_id",
+        ),
+        (
+            with(
+                "daily_summary",
+                json!({"integration_id": env.integration, "chats": [], "at": "09:00"}),
+            ),
+            "daily_summary.chats",
+        ),
+        (
+            with(
+                "daily_summary",
+                json!({"integration_id": env.integration, "chats": [&chat], "at": "9am"}),
+            ),
+            "daily_summary.at",
+        ),
+        (
+            with("handoff_notice", json!({"minutes_before": 0})),
+            "handoff_notice.minutes_before",
+        ),
+        (with("handoff_notice", json!({"minutes": 5})), "minutes"),
+    ] {
+        let (status, answer) = env.api(Method::POST, "/api/v1/schedules", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{body}: {message:?} names no {field}");
+    }
+    let id = env
+        .schedule(with(
+            "daily_summary",
+            json!({"integration_id": env.integration, "chats": [&chat], "at": "09:00"}),
+        ))
+        .await;
+
+    env.clock.set(t("2026-12-14T00:59:59Z"));
+    env.run_notices().await;
+    assert!(env.card_texts(&chat).is_empty(), "not before 09:00");
+    env.clock.set(t("2026-12-14T01:00:00Z"));
+    env.run_notices().await;
+    env.run_notices().await;
+    env.clock.set(t("2026-12-14T01:30:00Z"));
+    env.run_notices().await;
+    env.clock.set(t("2026-12-14T09:00:00Z"));
+    env.run_notices().await;
+    let cards = env.card_texts(&chat);
+    assert_eq!(cards.len(), 1, "once a day: {cards:?}");
+    assert!(
+        cards[0].contains("Who is on call: ops (2026-12-14)"),
+        "{}",
+        cards[0]
+    );
+    assert!(
+        cards[0].contains("On call now: Alice until 2026-12-15 09:00 CST"),
+        "{}",
+        cards[0]
+    );
+    assert!(
+        cards[0].contains("Next: Bob from 2026-12-15 09:00 CST"),
+        "{}",
+        cards[0]
+    );
+    assert!(cards[0].contains("当前值班：Alice（至 2026-12-15 09:00 CST）"));
+
+    env.clock.set(t("2026-12-15T01:05:00Z"));
+    env.run_notices().await;
+    env.run_notices().await;
+    let cards = env.card_texts(&chat);
+    assert_eq!(cards.len(), 2, "the next day's: {cards:?}");
+    assert!(
+        cards[1].contains("On call now: Bob until 2026-12-16 09:00 CST"),
+        "{}",
+        cards[1]
+    );
+
+    // Turned off, it stops.
+    let (status, body) = env
+        .api(
+            Method::PATCH,
+            &format!("/api/v1/schedules/{id}"),
+            json!({"daily_summary": null}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.get("daily_summary").is_none_or(Value::is_null), "{body}");
+    env.clock.set(t("2026-12-16T01:00:00Z"));
+    env.run_notices().await;
+    assert_eq!(env.card_texts(&chat).len(), 2);
+    env.stop().await;
+}

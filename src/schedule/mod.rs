@@ -6,6 +6,7 @@
 
 pub mod ical;
 pub mod model;
+pub mod notices;
 pub mod resolve;
 pub mod tables;
 
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::store::{Store, StoreError};
-use model::{Feed, FeedTarget, Layer, Override, Schedule, Version};
+use model::{DailySummary, Feed, FeedTarget, HandoffNotice, Layer, Override, Schedule, Version};
 pub use resolve::{FinalShift, Resolution, Shift, Source};
 
 /// The most layers one version holds.
@@ -34,6 +35,10 @@ pub const MAX_OVERRIDES: usize = 1000;
 pub const MAX_WINDOW_DAYS: i64 = 90;
 /// The longest override.
 pub const MAX_OVERRIDE_DAYS: i64 = 366;
+/// The earliest a handoff notice goes out before its shift.
+pub const MAX_NOTICE_MINUTES: u32 = 2880;
+/// The most chats one daily card goes to.
+pub const MAX_SUMMARY_CHATS: usize = 20;
 const MAX_NAME_CHARS: usize = 100;
 const MAX_DESCRIPTION_CHARS: usize = 2000;
 
@@ -56,10 +61,22 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ScheduleError
     }
 }
 
-/// Who the member ids in schedules name.
+/// Who the member ids in schedules name, and where in Lark they and a schedule's chats are
+/// reached.
 pub trait Roster: Send + Sync {
     /// The member's display name; `None` when no member has this id.
     fn name(&self, member_id: &str) -> Result<Option<String>, StoreError>;
+    /// Where to message the member in Lark; `None` when they are linked to no integration.
+    fn lark_contact(&self, member_id: &str) -> Result<Option<LarkContact>, StoreError>;
+    /// Whether an integration has this id.
+    fn has_integration(&self, integration_id: &str) -> Result<bool, StoreError>;
+}
+
+/// A member's identity in one integration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LarkContact {
+    pub integration_id: String,
+    pub open_id: String,
 }
 
 /// A schedule as created through the API.
@@ -73,14 +90,30 @@ pub struct ScheduleInput {
     pub time_zone: String,
     #[serde(default)]
     pub layers: Vec<Layer>,
+    pub handoff_notice: Option<HandoffNotice>,
+    pub daily_summary: Option<DailySummary>,
 }
 
-/// What changes without a new version (nothing that moves a shift).
+/// What changes without a new version (nothing that moves a shift). For the notices, absent
+/// keeps them and `null` turns them off.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleChange {
     pub name: Option<String>,
     pub description: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub handoff_notice: Option<Option<HandoffNotice>>,
+    #[serde(default, deserialize_with = "present")]
+    pub daily_summary: Option<Option<DailySummary>>,
+}
+
+/// A field that is there, even as `null` (absent stays `None` through `#[serde(default)]`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A new version of the layers, in force from `effective_from` (now when absent).
@@ -111,6 +144,8 @@ pub struct ScheduleView {
     pub description: String,
     pub time_zone: String,
     pub layers: Vec<Layer>,
+    pub handoff_notice: Option<HandoffNotice>,
+    pub daily_summary: Option<DailySummary>,
     pub versions: Vec<Version>,
     /// Overrides not yet ended.
     pub overrides: Vec<Override>,
@@ -209,6 +244,40 @@ impl Schedules {
             .unwrap_or_else(|| id.to_string())
     }
 
+    fn check_handoff_notice(&self, notice: &HandoffNotice) -> Result<(), ScheduleError> {
+        if !(1..=MAX_NOTICE_MINUTES).contains(&notice.minutes_before) {
+            return Err(invalid(
+                "handoff_notice.minutes_before",
+                format!("1 to {MAX_NOTICE_MINUTES} minutes"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_daily_summary(&self, summary: &DailySummary) -> Result<(), ScheduleError> {
+        if !self.roster.has_integration(&summary.integration_id)? {
+            return Err(invalid(
+                "daily_summary.integration_id",
+                format!("no integration {}", summary.integration_id),
+            ));
+        }
+        if summary.chats.is_empty() || summary.chats.len() > MAX_SUMMARY_CHATS {
+            return Err(invalid(
+                "daily_summary.chats",
+                format!("1 to {MAX_SUMMARY_CHATS} chat ids"),
+            ));
+        }
+        for (i, chat) in summary.chats.iter().enumerate() {
+            if chat.trim().is_empty() || chat.len() > 100 || chat.chars().any(char::is_whitespace) {
+                return Err(invalid(
+                    format!("daily_summary.chats[{i}]"),
+                    "a chat id such as oc_…",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_layers(&self, layers: &[Layer]) -> Result<(), ScheduleError> {
         if layers.len() > MAX_LAYERS {
             return Err(invalid("layers", format!("at most {MAX_LAYERS} layers")));
@@ -266,11 +335,19 @@ impl Schedules {
         let description = check_description(&input.description)?;
         parse_zone("time_zone", &input.time_zone)?;
         self.check_layers(&input.layers)?;
+        if let Some(notice) = &input.handoff_notice {
+            self.check_handoff_notice(notice)?;
+        }
+        if let Some(summary) = &input.daily_summary {
+            self.check_daily_summary(summary)?;
+        }
         let now = self.clock.now();
         let schedule = Schedule {
             id: crate::ids::new_id(crate::ids::prefix::SCHEDULE, 6),
             name,
             description,
+            handoff_notice: input.handoff_notice,
+            daily_summary: input.daily_summary,
             versions: vec![Version {
                 effective_from: None,
                 time_zone: input.time_zone,
@@ -312,6 +389,8 @@ impl Schedules {
             description: schedule.description,
             time_zone: current.time_zone,
             layers: current.layers,
+            handoff_notice: schedule.handoff_notice,
+            daily_summary: schedule.daily_summary,
             versions: schedule.versions,
             overrides: schedule.overrides.into_iter().filter(|o| o.end > now).collect(),
             created_at: schedule.created_at,
@@ -345,6 +424,12 @@ impl Schedules {
     pub async fn update(&self, id: &str, change: ScheduleChange) -> Result<Schedule, ScheduleError> {
         let name = change.name.as_deref().map(check_name).transpose()?;
         let description = change.description.as_deref().map(check_description).transpose()?;
+        if let Some(Some(notice)) = &change.handoff_notice {
+            self.check_handoff_notice(notice)?;
+        }
+        if let Some(Some(summary)) = &change.daily_summary {
+            self.check_daily_summary(summary)?;
+        }
         let (schedule, ()) = self
             .modify(id, move |s| {
                 if let Some(name) = name {
@@ -352,6 +437,12 @@ impl Schedules {
                 }
                 if let Some(description) = description {
                     s.description = description;
+                }
+                if let Some(notice) = change.handoff_notice {
+                    s.handoff_notice = notice;
+                }
+                if let Some(summary) = change.daily_summary {
+                    s.daily_summary = summary;
                 }
                 Ok(())
             })
@@ -651,6 +742,12 @@ mod tests {
         fn name(&self, member_id: &str) -> Result<Option<String>, StoreError> {
             Ok(Some(member_id.to_string()))
         }
+        fn lark_contact(&self, _: &str) -> Result<Option<LarkContact>, StoreError> {
+            Ok(None)
+        }
+        fn has_integration(&self, _: &str) -> Result<bool, StoreError> {
+            Ok(true)
+        }
     }
 
     fn t(text: &str) -> DateTime<Utc> {
@@ -686,6 +783,8 @@ mod tests {
                 description: String::new(),
                 time_zone: "Asia/Shanghai".into(),
                 layers: vec![layer],
+                handoff_notice: None,
+                daily_summary: None,
             })
             .await
             .unwrap();

@@ -121,11 +121,38 @@ pub struct Override {
     pub created_at: DateTime<Utc>,
 }
 
+/// A Lark message to whoever takes over, `minutes_before` each shift starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffNotice {
+    pub minutes_before: u32,
+    /// Also tell whoever hands over.
+    #[serde(default)]
+    pub notify_outgoing: bool,
+}
+
+/// A card of who is on call now and next, once a local day at `at`, to chats of one integration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DailySummary {
+    /// The integration whose bot posts the card (and is in the chats).
+    pub integration_id: String,
+    pub chats: Vec<String>,
+    /// Local time of day in the schedule's zone.
+    #[serde(with = "clock_time")]
+    pub at: NaiveTime,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Schedule {
     pub id: String,
     pub name: String,
     pub description: String,
+    /// Not versioned: it moves no shift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_notice: Option<HandoffNotice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_summary: Option<DailySummary>,
     /// Oldest first; each later one takes effect at its `effective_from`.
     pub versions: Vec<Version>,
     /// In the order they were made: a later override wins where two overlap.
@@ -154,6 +181,13 @@ impl Schedule {
                     .any(|p| p.0.iter().any(|m| m == member_id))
             })
     }
+}
+
+/// A notice that went out: what it was for (a shift's start, a daily card's time) and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Noticed {
+    pub due: DateTime<Utc>,
+    pub sent_at: DateTime<Utc>,
 }
 
 /// Whose shifts a calendar feed carries.

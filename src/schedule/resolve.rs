@@ -460,6 +460,8 @@ mod tests {
             id: "sch_test".into(),
             name: "test".into(),
             description: String::new(),
+            handoff_notice: None,
+            daily_summary: None,
             versions: vec![Version {
                 effective_from: None,
                 time_zone: zone.into(),
