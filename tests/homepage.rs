@@ -554,3 +554,106 @@ async fn the_stylesheet_is_cached_with_an_etag_and_pages_in_chinese_by_the_brows
     assert!(res.text().await.unwrap().contains("没有这个应用"));
     env.stop().await;
 }
+
+#[tokio::test]
+async fn the_on_call_page_shows_who_is_on_call_now_and_my_shifts() {
+    let env = start().await;
+    // Monday 14 December 2026, 10:00 in Shanghai.
+    let at = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    env.clock.set(at("2026-12-14T02:00:00Z"));
+    let alice = env.member("Alice Chen", "alice@example.com").await;
+    let bob = env.member("Bob <Smith>", "bob@example.com").await;
+    let ops = env
+        .create(
+            "/api/v1/schedules",
+            json!({"name": "ops", "time_zone": "Asia/Shanghai", "layers": [
+                {"name": "primary", "participants": [&alice, &bob], "rotation": {"unit": "day"},
+                 "first_handoff": "2026-12-14T09:00"}]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Bob covers 11:00–12:00 of Alice's day.
+    let (status, body) = env
+        .api(
+            Method::POST,
+            &format!("/api/v1/schedules/{ops}/overrides"),
+            json!({"start": "2026-12-14T03:00:00Z", "end": "2026-12-14T04:00:00Z", "member_id": bob}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    env.create(
+        "/api/v1/schedules",
+        json!({"name": "weekend desk", "time_zone": "UTC", "layers": [
+            {"name": "weekends", "participants": [&bob], "rotation": {"unit": "week"},
+             "first_handoff": "2026-12-07T00:00",
+             "restrictions": [{"days": [5, 6], "start": "09:00", "end": "18:00"}]}]}),
+    )
+    .await;
+
+    let mut browser = Browser::new(&env);
+    let alice_open = env.open_id("alice@example.com");
+    let back_to = browser.login(&env.integration, "/oncall", &alice_open).await;
+    let path = format!("/lark/{}/app/oncall", env.integration);
+    assert_eq!(back_to, path);
+    let (status, html) = browser.page(&path).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains(&format!("<a href=\"{path}\" aria-current=\"page\">On call</a>")),
+        "{html}"
+    );
+    let (now_part, mine_part) = html.split_at(html.find("My shifts").expect("my shifts"));
+    assert!(now_part.contains("Who is on call now"), "{html}");
+    let ops_row = now_part
+        .split("<li")
+        .find(|li| li.contains("<strong>ops</strong>"))
+        .expect("a row for ops");
+    assert!(ops_row.contains("Alice Chen"), "{ops_row}");
+    assert!(
+        ops_row.contains("until 2026-12-14 11:00 CST"),
+        "the override ends her turn: {ops_row}"
+    );
+    assert!(
+        ops_row.contains("Next Bob &lt;Smith&gt; · 2026-12-14 11:00 CST"),
+        "names are escaped: {ops_row}"
+    );
+    assert!(ops_row.contains(">You</span>"), "Alice is on call: {ops_row}");
+    let weekend_row = now_part
+        .split("<li")
+        .find(|li| li.contains("<strong>weekend desk</strong>"))
+        .expect("a row for the weekend desk");
+    assert!(weekend_row.contains(">Nobody</span>"), "{weekend_row}");
+    assert!(
+        weekend_row.contains("Next Bob &lt;Smith&gt; · 2026-12-19 09:00 UTC"),
+        "{weekend_row}"
+    );
+    assert!(!weekend_row.contains(">You</span>"));
+
+    let shifts: Vec<&str> = mine_part.split("<li class=\"shift\">").skip(1).collect();
+    assert!(
+        shifts[0].contains(">Now</span> <span>until 2026-12-14 11:00 CST</span>"),
+        "{mine_part}"
+    );
+    assert!(
+        shifts[1].contains("2026-12-14 12:00 CST – 2026-12-15 09:00 CST"),
+        "after Bob's override: {mine_part}"
+    );
+    assert!(
+        shifts[2].contains("2026-12-16 09:00 CST – 2026-12-17 09:00 CST"),
+        "{mine_part}"
+    );
+    assert!(
+        !mine_part.contains("weekend desk"),
+        "Alice is not on the weekend desk"
+    );
+
+    let (_, zh) = browser.page(&format!("{path}?lang=zh_cn")).await;
+    assert!(zh.contains("当前值班") && zh.contains("我的班次"), "{zh}");
+    assert!(zh.contains("至 2026-12-14 11:00 CST"), "{zh}");
+    env.stop().await;
+}

@@ -1,8 +1,8 @@
 //! The homepage in headless chromium at a phone's size: log in through the simulator's
 //! authorize page as a chosen person, open an incident from *My incidents*, press Acknowledge,
-//! and see it acknowledged on the page and on every card in the simulator. Screenshots of each
-//! page go to `target/screenshots/homepage/`, and each page is checked with axe-core (no
-//! serious or critical violation).
+//! and see it acknowledged on the page and on every card in the simulator, then who is on call.
+//! Screenshots of each page go to `target/screenshots/homepage/`, and each page is checked with
+//! axe-core (no serious or critical violation).
 
 mod common;
 
@@ -48,6 +48,14 @@ async fn a_phone_logs_in_opens_an_incident_and_acknowledges_it() {
     assert_eq!(status, StatusCode::OK, "{report}");
     env.rule(json!([{"members": [alice], "chats": [env.chat()]}]))
         .await;
+    let bob = env.member("Bob Smith", "bob@example.com").await;
+    env.create(
+        "/api/v1/schedules",
+        json!({"name": "payments", "time_zone": "Asia/Shanghai", "layers": [
+            {"name": "primary", "participants": [&alice, &bob], "rotation": {"unit": "day"},
+             "first_handoff": "2026-01-01T09:00"}]}),
+    )
+    .await;
     let inc = env
         .create(
             "/api/v1/incidents",
@@ -110,6 +118,15 @@ async fn a_phone_logs_in_opens_an_incident_and_acknowledges_it() {
     browser.wait_for_text("#linked-via", "oauth").await;
     browser.screenshot("6-who-am-i").await;
     assert_accessible(&browser, "6-who-am-i").await;
+    browser.goto(&format!("{base}/oncall")).await;
+    browser.wait_for_text("h1", "On call").await;
+    browser.wait_for_text("li.oncall-now", "payments").await;
+    browser.screenshot("8-on-call").await;
+    assert_accessible(&browser, "8-on-call").await;
+    browser.goto(&format!("{base}/oncall?lang=zh_cn")).await;
+    browser.wait_for_text("h1", "值班").await;
+    browser.screenshot("9-on-call-zh").await;
+    assert_accessible(&browser, "9-on-call-zh").await;
     browser.goto(&format!("{base}/incidents/{id}?lang=zh_cn")).await;
     browser.wait_for_text("#status", "已认领").await;
     browser.screenshot("7-incident-zh").await;

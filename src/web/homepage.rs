@@ -10,7 +10,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
@@ -22,6 +23,8 @@ use crate::incident::actions::Outcome;
 use crate::incident::model::{Incident, Member, Severity, Status, Via};
 use crate::incident::war_room::Requester;
 use crate::incident::{Action, IncidentQuery};
+use crate::schedule::model::Schedule;
+use crate::schedule::{MemberShift, resolve};
 use crate::services::Services;
 
 /// The language cookie (`zh_cn` or `en_us`), set by the switch on every page.
@@ -30,6 +33,8 @@ const LANG_COOKIE: &str = "lko_lang";
 const MAX_PARAM_CHARS: usize = 2048;
 /// Incidents a list page shows.
 const LIST_LIMIT: usize = 200;
+/// How far ahead the on-call page looks for who is next and for my shifts.
+const ON_CALL_DAYS: i64 = 14;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lang {
@@ -167,6 +172,7 @@ fn page(visit: &Visit, title: &str, current: &str, main: &str) -> String {
         for (key, href, label) in [
             ("mine", base.clone(), l.pick("我的事件", "My incidents")),
             ("open", format!("{base}/open"), l.pick("全部未关闭", "All open")),
+            ("oncall", format!("{base}/oncall"), l.pick("值班", "On call")),
             ("me", format!("{base}/me"), l.pick("我是谁", "Who am I")),
         ] {
             let aria = if key == current {
@@ -692,6 +698,162 @@ fn render_incident(
     ))
 }
 
+/// A time in the schedule's zone (as the bot and the notices write it).
+fn schedule_time(schedule: &Schedule, t: DateTime<Utc>) -> String {
+    let tz: Tz = schedule.version_at(t).time_zone.parse().unwrap_or(Tz::UTC);
+    t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
+}
+
+/// My shifts with the pieces that follow one another in one schedule (a layer handing to an
+/// override of mine) joined, as the person lives them.
+fn joined_shifts(shifts: Vec<MemberShift>) -> Vec<(String, DateTime<Utc>, DateTime<Utc>)> {
+    let mut out: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+    for s in shifts {
+        let (start, end) = (s.shift.shift.start, s.shift.shift.end);
+        match out
+            .iter_mut()
+            .rev()
+            .find(|(id, _, e)| *id == s.schedule_id && *e == start)
+        {
+            Some(last) => last.2 = end,
+            None => out.push((s.schedule_id, start, end)),
+        }
+    }
+    out
+}
+
+/// *On call*: who is on call now and next in every schedule, and my next shifts — all from the
+/// one resolver, overrides included.
+fn render_oncall(app: &Services, visit: &Visit, session: &HomeSession) -> Result<Response, ApiError> {
+    let l = visit.lang;
+    let now = app.clock.now();
+    let schedules = app.schedules.list()?;
+    let names = |ids: &[String]| escape(&member_names(app, ids).join(", "));
+    let mut main = format!(
+        "<h1>{}</h1><h2 id=\"now\">{}</h2>",
+        l.pick("值班", "On call"),
+        l.pick("当前值班", "Who is on call now")
+    );
+    if schedules.is_empty() {
+        let _ = write!(
+            main,
+            "<p class=\"empty\">{}</p>",
+            l.pick("还没有排班。", "There are no schedules yet.")
+        );
+    } else {
+        main.push_str("<ul class=\"oncall\" aria-labelledby=\"now\">");
+        for schedule in &schedules {
+            let resolved = resolve::shifts(schedule, now, now + Duration::days(ON_CALL_DAYS));
+            let (current, next) = resolve::current_and_next(&resolved, now);
+            let me = current.is_some_and(|c| c.shift.members.contains(&session.member_id));
+            let _ = write!(
+                main,
+                "<li class=\"oncall-now{mine}\"><strong>{name}</strong>{you}",
+                mine = if me { " mine" } else { "" },
+                name = escape(&schedule.name),
+                you = if me {
+                    format!(
+                        " <span class=\"badge st-acknowledged\">{}</span>",
+                        l.pick("你在值班", "You")
+                    )
+                } else {
+                    String::new()
+                },
+            );
+            match current {
+                Some(c) => {
+                    let _ = write!(
+                        main,
+                        "<span class=\"who\">{}</span><small>{} {}</small>",
+                        names(&c.shift.members),
+                        l.pick("至", "until"),
+                        schedule_time(schedule, c.shift.end)
+                    );
+                }
+                None => {
+                    let _ = write!(
+                        main,
+                        "<span class=\"who nobody\">{}</span>",
+                        l.pick("无人值班", "Nobody")
+                    );
+                }
+            }
+            match next {
+                Some(n) => {
+                    let _ = write!(
+                        main,
+                        "<small>{} {} · {}</small>",
+                        l.pick("下一位", "Next"),
+                        names(&n.shift.members),
+                        schedule_time(schedule, n.shift.start)
+                    );
+                }
+                None => {
+                    let _ = write!(
+                        main,
+                        "<small>{}</small>",
+                        match l {
+                            Lang::Zh => format!("未来 {ON_CALL_DAYS} 天无人接班"),
+                            Lang::En => format!("Nobody next in the coming {ON_CALL_DAYS} days"),
+                        }
+                    );
+                }
+            }
+            main.push_str("</li>");
+        }
+        main.push_str("</ul>");
+    }
+    let _ = write!(main, "<h2 id=\"mine\">{}</h2>", l.pick("我的班次", "My shifts"));
+    let mine = joined_shifts(app.schedules.member_shifts(
+        &session.member_id,
+        now,
+        now + Duration::days(ON_CALL_DAYS),
+    )?);
+    if mine.is_empty() {
+        let _ = write!(
+            main,
+            "<p class=\"empty\">{}</p>",
+            match l {
+                Lang::Zh => format!("未来 {ON_CALL_DAYS} 天你没有班次。"),
+                Lang::En => format!("You have no shifts in the next {ON_CALL_DAYS} days."),
+            }
+        );
+    } else {
+        main.push_str("<ul class=\"shifts\" aria-labelledby=\"mine\">");
+        for (schedule_id, start, end) in mine {
+            let Some(schedule) = schedules.iter().find(|s| s.id == schedule_id) else {
+                continue;
+            };
+            let _ = write!(
+                main,
+                "<li class=\"shift\"><strong>{name}</strong>{when}</li>",
+                name = escape(&schedule.name),
+                // A running shift is shown from now (the window's start), so only its end says
+                // anything.
+                when = if start <= now {
+                    format!(
+                        "<span class=\"badge st-acknowledged\">{}</span> <span>{} {}</span>",
+                        l.pick("进行中", "Now"),
+                        l.pick("至", "until"),
+                        schedule_time(schedule, end)
+                    )
+                } else {
+                    format!(
+                        "<span>{} – {}</span>",
+                        schedule_time(schedule, start),
+                        schedule_time(schedule, end)
+                    )
+                },
+            );
+        }
+        main.push_str("</ul>");
+    }
+    Ok(html_response(
+        StatusCode::OK,
+        page(visit, l.pick("值班", "On call"), "oncall", &main),
+    ))
+}
+
 fn render_me(app: &Services, visit: &Visit, session: &HomeSession) -> Result<Response, ApiError> {
     let l = visit.lang;
     let member: Option<Member> = app.incidents.members.get(&session.member_id).ok();
@@ -797,6 +959,7 @@ async fn app_page(
         [] | ["incidents"] => html_response(StatusCode::OK, render_mine(&app, &visit, &session)?),
         ["open"] => render_open(&app, &visit, &query)?,
         ["me"] => render_me(&app, &visit, &session)?,
+        ["oncall"] => render_oncall(&app, &visit, &session)?,
         ["incidents", id] => render_incident(&app, &visit, &session, id, flash)?,
         _ => {
             let l = visit.lang;
