@@ -16,6 +16,7 @@ pub mod prefix {
     pub const SCHEDULE: &str = "sch_";
     pub const OVERRIDE: &str = "ovr_";
     pub const FEED: &str = "feed_";
+    pub const COVER_REQUEST: &str = "cov_";
     /// The secret in a calendar feed's URL.
     pub const FEED_TOKEN: &str = "lkocal_";
 }

@@ -657,3 +657,169 @@ async fn the_on_call_page_shows_who_is_on_call_now_and_my_shifts() {
     assert!(zh.contains("至 2026-12-14 11:00 CST"), "{zh}");
     env.stop().await;
 }
+
+/// The value of `name` in the first form of `html` whose action ends with `action` and that
+/// holds `marker`.
+fn form_field(html: &str, action: &str, marker: &str, name: &str) -> String {
+    let form = html
+        .split("<form ")
+        .find(|f| f.contains(&format!("{action}\"")) && f.contains(marker))
+        .unwrap_or_else(|| panic!("no form for {action} with {marker}: {html}"));
+    let at = form
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no {name} in {form}"))
+        + name.len()
+        + 15;
+    form[at..].split('"').next().unwrap().to_string()
+}
+
+impl Browser {
+    /// Submits the cover form for `owner`'s shift on the on-call page; returns the page it
+    /// leads back to.
+    async fn cover(&self, integration: &str, owner: &str) -> String {
+        let page = format!("/lark/{integration}/app/oncall");
+        let (_, html) = self.page(&page).await;
+        let marker = format!("name=\"owner\" value=\"{owner}\"");
+        let field = |name: &str| form_field(&html, "/oncall/cover", &marker, name);
+        let (token, schedule, start, end) = (field("token"), field("schedule"), field("start"), field("end"));
+        let res = self
+            .post(
+                &format!("{page}/cover"),
+                &[
+                    ("token", &token),
+                    ("schedule", &schedule),
+                    ("owner", owner),
+                    ("start", &start),
+                    ("end", &end),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        self.page(&location(&res)).await.1
+    }
+}
+
+#[tokio::test]
+async fn covering_a_shift_waits_for_its_owner_unless_an_admin_takes_it() {
+    let env = start().await;
+    // Monday 14 December 2026, 10:00 in Shanghai: Alice is on call until 09:00 tomorrow.
+    env.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2026-12-14T02:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc),
+    );
+    let alice = env.member("Alice Chen", "alice@example.com").await;
+    let bob = env.member("Bob Smith", "bob@example.com").await;
+    let carol = env.member("Carol Admin", "carol@example.com").await;
+    let (status, body) = env
+        .api(
+            Method::PATCH,
+            &format!("/api/v1/members/{carol}"),
+            json!({"role": "admin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ops = env
+        .create(
+            "/api/v1/schedules",
+            json!({"name": "ops", "time_zone": "Asia/Shanghai", "layers": [
+                {"name": "primary", "participants": [&alice, &bob], "rotation": {"unit": "day"},
+                 "first_handoff": "2026-12-14T09:00"}]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let on_call = || async {
+        let (status, body) = env
+            .api(
+                Method::GET,
+                &format!("/api/v1/schedules/{ops}/on-call"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["members"][0]["id"].as_str().unwrap_or("").to_string()
+    };
+
+    // Bob asks to cover Alice's shift: nothing changes until she answers.
+    let mut bob_browser = Browser::new(&env);
+    bob_browser
+        .login(&env.integration, "/oncall", &env.open_id("bob@example.com"))
+        .await;
+    let page = bob_browser.cover(&env.integration, &alice).await;
+    assert!(
+        page.contains("Asked: the shift is yours once they accept"),
+        "{page}"
+    );
+    assert!(
+        page.contains("Waiting for an answer") && page.contains("Shift of Alice Chen"),
+        "{page}"
+    );
+    assert_eq!(on_call().await, alice);
+
+    // Alice accepts on her page: Bob is on call for the rest of her shift.
+    let mut alice_browser = Browser::new(&env);
+    alice_browser
+        .login(&env.integration, "/oncall", &env.open_id("alice@example.com"))
+        .await;
+    let (_, html) = alice_browser
+        .page(&format!("/lark/{}/app/oncall", env.integration))
+        .await;
+    assert!(
+        html.contains("Asked to cover your shifts") && html.contains("By Bob Smith"),
+        "{html}"
+    );
+    let at = html.find("/oncall/requests/").expect("a request form") + "/oncall/requests/".len();
+    let request = html[at..].split('"').next().unwrap().to_string();
+    let token = form_token(&html);
+    let answer = format!("/lark/{}/app/oncall/requests/{request}", env.integration);
+    let res = alice_browser
+        .post(&answer, &[("token", &token), ("action", "accept")])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (_, page) = alice_browser.page(&location(&res)).await;
+    assert!(page.contains("Accepted: they cover your shift."), "{page}");
+    assert!(!page.contains("Asked to cover your shifts"), "answered: {page}");
+    assert_eq!(on_call().await, bob);
+    let (_, schedule) = env
+        .api(Method::GET, &format!("/api/v1/schedules/{ops}"), Value::Null)
+        .await;
+    assert_eq!(schedule["overrides"][0]["member_id"], bob.as_str());
+    assert_eq!(schedule["overrides"][0]["note"], "covering Alice Chen");
+    assert_eq!(schedule["overrides"][0]["end"], "2026-12-15T01:00:00Z");
+    let res = alice_browser
+        .post(&answer, &[("token", &token), ("action", "accept")])
+        .await;
+    let (_, page) = alice_browser.page(&location(&res)).await;
+    assert!(page.contains("already answered"), "{page}");
+
+    // Carol is an admin: she takes Bob's cover at once.
+    let mut carol_browser = Browser::new(&env);
+    carol_browser
+        .login(&env.integration, "/oncall", &env.open_id("carol@example.com"))
+        .await;
+    let page = carol_browser.cover(&env.integration, &bob).await;
+    assert!(page.contains("Covered: the shift is yours now."), "{page}");
+    assert_eq!(on_call().await, carol);
+
+    // A forged shift (Alice is not on call in it any more) is refused.
+    let (_, html) = bob_browser
+        .page(&format!("/lark/{}/app/oncall", env.integration))
+        .await;
+    let res = bob_browser
+        .post(
+            &format!("/lark/{}/app/oncall/cover", env.integration),
+            &[
+                ("token", &form_token(&html)),
+                ("schedule", &ops),
+                ("owner", &alice),
+                ("start", "2026-12-14T02:00:00Z"),
+                ("end", "2026-12-15T01:00:00Z"),
+            ],
+        )
+        .await;
+    let (_, page) = bob_browser.page(&location(&res)).await;
+    assert!(page.contains("That time is no longer their shift."), "{page}");
+    env.stop().await;
+}

@@ -4,6 +4,7 @@
 //! whether an id names a member is asked of a [`Roster`] the services hand in, so this module
 //! knows nothing of incidents.
 
+pub mod cover;
 pub mod ical;
 pub mod model;
 pub mod notices;

@@ -3,6 +3,7 @@
 
 use crate::store::Table;
 
+use super::cover::CoverRequest;
 use super::model::{Feed, Noticed, Schedule};
 
 /// Schedules by id, with their versions and overrides.
@@ -16,5 +17,14 @@ pub const FEED_TOKENS: Table<String, String> = Table::new("schedule_feed_tokens_
 /// and `daily/{schedule}/{local date}/{chat}`.
 pub const NOTICES: Table<String, Noticed> = Table::new("schedule_notices_v1");
 
+/// Requests to cover someone's shift, by id.
+pub const COVER_REQUESTS: Table<String, CoverRequest> = Table::new("schedule_cover_requests_v1");
+
 /// Every table above, by name (for the schema check and backups).
-pub const NAMES: &[&str] = &[SCHEDULES.name, FEEDS.name, FEED_TOKENS.name, NOTICES.name];
+pub const NAMES: &[&str] = &[
+    SCHEDULES.name,
+    FEEDS.name,
+    FEED_TOKENS.name,
+    NOTICES.name,
+    COVER_REQUESTS.name,
+];

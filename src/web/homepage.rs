@@ -1,6 +1,7 @@
 //! The app homepage inside Lark, on the public listener: `GET /lark/{id}/app[/…]` (the pages,
 //! or a 302 to Lark's authorize page without a session), `GET /lark/{id}/oauth/callback`, the
-//! page forms (`POST /lark/{id}/app/incidents/{inc}/act`, `…/app/logout`) and the page's own
+//! page forms (`POST /lark/{id}/app/incidents/{inc}/act`, `…/app/oncall/cover`,
+//! `…/app/oncall/requests/{req}`, `…/app/logout`) and the page's own
 //! stylesheet `GET /lark/assets/{file}`; on the admin listener the session list and revocation
 //! (`GET /api/v1/homepage/sessions`, `DELETE /api/v1/homepage/sessions/{id}`). Pages are rendered
 //! here, phone-first, in zh_cn or en_us; the domain decides (`crate::homepage`).
@@ -20,11 +21,12 @@ use warp::{Filter, Reply};
 use super::error::ApiError;
 use crate::homepage::{COOKIE, HomeSession, HomepageError, StateProblem};
 use crate::incident::actions::Outcome;
-use crate::incident::model::{Incident, Member, Severity, Status, Via};
+use crate::incident::model::{Incident, Member, MemberRole, Severity, Status, Via};
 use crate::incident::war_room::Requester;
 use crate::incident::{Action, IncidentQuery};
+use crate::schedule::cover::CoverRequest;
 use crate::schedule::model::Schedule;
-use crate::schedule::{MemberShift, resolve};
+use crate::schedule::{MemberShift, ScheduleError, resolve};
 use crate::services::Services;
 
 /// The language cookie (`zh_cn` or `en_us`), set by the switch on every page.
@@ -724,14 +726,55 @@ fn joined_shifts(shifts: Vec<MemberShift>) -> Vec<(String, DateTime<Utc>, DateTi
 
 /// *On call*: who is on call now and next in every schedule, and my next shifts — all from the
 /// one resolver, overrides included.
-fn render_oncall(app: &Services, visit: &Visit, session: &HomeSession) -> Result<Response, ApiError> {
+fn render_oncall(
+    app: &Services,
+    visit: &Visit,
+    session: &HomeSession,
+    flash: Option<String>,
+) -> Result<Response, ApiError> {
     let l = visit.lang;
     let now = app.clock.now();
     let schedules = app.schedules.list()?;
     let names = |ids: &[String]| escape(&member_names(app, ids).join(", "));
-    let mut main = format!(
-        "<h1>{}</h1><h2 id=\"now\">{}</h2>",
-        l.pick("值班", "On call"),
+    let role = app.incidents.members.get(&session.member_id).ok().map(|m| m.role);
+    let may_cover = role.is_some_and(MemberRole::may_act);
+    let token = app.homepage.form_token(session);
+    let base = visit.base();
+    // A form to cover each other person's part of a shift.
+    let cover_forms = |schedule: &Schedule, shift: &resolve::Shift| -> String {
+        if !may_cover {
+            return String::new();
+        }
+        let mut forms = String::new();
+        for owner in shift.members.iter().filter(|m| **m != session.member_id) {
+            let _ = write!(
+                forms,
+                "<form method=\"post\" action=\"{action}\" class=\"cover\">\
+                 <input type=\"hidden\" name=\"token\" value=\"{token}\">\
+                 <input type=\"hidden\" name=\"schedule\" value=\"{schedule}\">\
+                 <input type=\"hidden\" name=\"owner\" value=\"{owner}\">\
+                 <input type=\"hidden\" name=\"start\" value=\"{start}\">\
+                 <input type=\"hidden\" name=\"end\" value=\"{end}\">\
+                 <button type=\"submit\">{label} {name}</button></form>",
+                action = escape(&format!("{base}/oncall/cover")),
+                schedule = escape(&schedule.id),
+                owner = escape(owner),
+                start = shift.start.to_rfc3339(),
+                end = shift.end.to_rfc3339(),
+                label = l.pick("代班", "Cover for"),
+                name = names(std::slice::from_ref(owner)),
+            );
+        }
+        forms
+    };
+    let mut main = format!("<h1>{}</h1>", l.pick("值班", "On call"));
+    if let Some(text) = flash {
+        let _ = write!(main, "<p class=\"flash\" role=\"status\">{}</p>", escape(&text));
+    }
+    main.push_str(&cover_requests(app, visit, session, &schedules, &token)?);
+    let _ = write!(
+        main,
+        "<h2 id=\"now\">{}</h2>",
         l.pick("当前值班", "Who is on call now")
     );
     if schedules.is_empty() {
@@ -764,10 +807,11 @@ fn render_oncall(app: &Services, visit: &Visit, session: &HomeSession) -> Result
                 Some(c) => {
                     let _ = write!(
                         main,
-                        "<span class=\"who\">{}</span><small>{} {}</small>",
+                        "<span class=\"who\">{}</span><small>{} {}</small>{}",
                         names(&c.shift.members),
                         l.pick("至", "until"),
-                        schedule_time(schedule, c.shift.end)
+                        schedule_time(schedule, c.shift.end),
+                        cover_forms(schedule, &c.shift)
                     );
                 }
                 None => {
@@ -782,10 +826,11 @@ fn render_oncall(app: &Services, visit: &Visit, session: &HomeSession) -> Result
                 Some(n) => {
                     let _ = write!(
                         main,
-                        "<small>{} {} · {}</small>",
+                        "<small>{} {} · {}</small>{}",
                         l.pick("下一位", "Next"),
                         names(&n.shift.members),
-                        schedule_time(schedule, n.shift.start)
+                        schedule_time(schedule, n.shift.start),
+                        cover_forms(schedule, &n.shift)
                     );
                 }
                 None => {
@@ -852,6 +897,203 @@ fn render_oncall(app: &Services, visit: &Visit, session: &HomeSession) -> Result
         StatusCode::OK,
         page(visit, l.pick("值班", "On call"), "oncall", &main),
     ))
+}
+
+/// The cover requests waiting for my answer (with accept and decline) and those I made.
+fn cover_requests(
+    app: &Services,
+    visit: &Visit,
+    session: &HomeSession,
+    schedules: &[Schedule],
+    token: &str,
+) -> Result<String, ApiError> {
+    let l = visit.lang;
+    let requests = app.schedules.cover_requests(&session.member_id)?;
+    let mut out = String::new();
+    let describe = |r: &CoverRequest| {
+        let schedule = schedules.iter().find(|s| s.id == r.schedule_id)?;
+        Some(format!(
+            "<strong>{}</strong><span>{} – {}</span>",
+            escape(&schedule.name),
+            schedule_time(schedule, r.start),
+            schedule_time(schedule, r.end)
+        ))
+    };
+    let (to_me, mine): (Vec<_>, Vec<_>) = requests.iter().partition(|r| r.owner == session.member_id);
+    if !to_me.is_empty() {
+        let _ = write!(
+            out,
+            "<h2 id=\"asked\">{}</h2><ul class=\"shifts\" aria-labelledby=\"asked\">",
+            l.pick("请你确认的代班", "Asked to cover your shifts")
+        );
+        for r in to_me {
+            let Some(what) = describe(r) else { continue };
+            let _ = write!(
+                out,
+                "<li class=\"shift request\">{what}<small>{by} {who}</small>\
+                 <form method=\"post\" action=\"{action}\" class=\"actions\">\
+                 <input type=\"hidden\" name=\"token\" value=\"{token}\">{accept}{decline}</form></li>",
+                by = l.pick("代班人", "By"),
+                who = escape(&member_names(app, std::slice::from_ref(&r.requester)).join("")),
+                action = escape(&format!("{}/oncall/requests/{}", visit.base(), r.id)),
+                accept = action_button("accept", l.pick("同意", "Accept"), "primary", ""),
+                decline = action_button("decline", l.pick("拒绝", "Decline"), "", ""),
+            );
+        }
+        out.push_str("</ul>");
+    }
+    if !mine.is_empty() {
+        let _ = write!(
+            out,
+            "<h2 id=\"asking\">{}</h2><ul class=\"shifts\" aria-labelledby=\"asking\">",
+            l.pick("等待对方确认", "Waiting for an answer")
+        );
+        for r in mine {
+            let Some(what) = describe(r) else { continue };
+            let _ = write!(
+                out,
+                "<li class=\"shift request\">{what}<small>{for_} {who}</small></li>",
+                for_ = l.pick("原值班人", "Shift of"),
+                who = escape(&member_names(app, std::slice::from_ref(&r.owner)).join("")),
+            );
+        }
+        out.push_str("</ul>");
+    }
+    Ok(out)
+}
+
+/// Where a cover form sends the person back to, with what happened.
+fn back_to_oncall(app: &Services, visit: &Visit, message: &str) -> Response {
+    see_other(&format!(
+        "{}/oncall?m={}",
+        visit.base(),
+        app.homepage.seal_text(message)
+    ))
+}
+
+/// What a refused cover says, in the person's language.
+fn cover_refusal(l: Lang, e: ScheduleError) -> Result<String, ApiError> {
+    match e {
+        ScheduleError::Store(e) => Err(e.into()),
+        ScheduleError::NotFound(_) => Ok(l
+            .pick("找不到这个排班或请求。", "That schedule or request is gone.")
+            .into()),
+        ScheduleError::Conflict(_) => Ok(l
+            .pick("这个请求已经处理过了。", "That request was already answered.")
+            .into()),
+        ScheduleError::Invalid { field, .. } if field == "end" => {
+            Ok(l.pick("这个班次已经结束了。", "That shift is over.").into())
+        }
+        ScheduleError::Invalid { .. } => Ok(l
+            .pick(
+                "这段时间已经不是对方的班次了。",
+                "That time is no longer their shift.",
+            )
+            .into()),
+    }
+}
+
+/// `POST /lark/{id}/app/oncall/cover`: an admin takes the shift at once; anyone else who may
+/// act asks its owner.
+async fn cover(
+    app: Arc<Services>,
+    visit: Visit,
+    form: HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let l = visit.lang;
+    let session = match form_session(&app, &visit, &form).await {
+        Ok(s) => s,
+        Err(page) => return Ok(page),
+    };
+    let role = app.incidents.members.get(&session.member_id).ok().map(|m| m.role);
+    if !role.is_some_and(MemberRole::may_act) {
+        return Ok(back_to_oncall(
+            &app,
+            &visit,
+            l.pick("你的角色只能查看。", "Your role may look, not act."),
+        ));
+    }
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
+    let instant = |name: &str| {
+        DateTime::parse_from_rfc3339(field(name))
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let (Some(start), Some(end)) = (instant("start"), instant("end")) else {
+        return Ok(back_to_oncall(
+            &app,
+            &visit,
+            l.pick("表单不完整。", "The form is incomplete."),
+        ));
+    };
+    let (schedule, owner, me) = (field("schedule"), field("owner"), session.member_id.as_str());
+    let message = if role == Some(MemberRole::Admin) {
+        match app.schedules.cover(schedule, owner, me, start, end).await {
+            Ok(made) => {
+                tracing::info!(schedule = %schedule, owner = %owner, member = %me, r#override = %made.id,
+                               "shift covered from the homepage by an admin");
+                l.pick("已代班：你现在接替这个班次。", "Covered: the shift is yours now.")
+                    .into()
+            }
+            Err(e) => cover_refusal(l, e)?,
+        }
+    } else {
+        match app.schedules.request_cover(schedule, owner, me, start, end).await {
+            Ok(request) => {
+                tracing::info!(schedule = %schedule, owner = %owner, member = %me, request = %request.id,
+                               "cover requested from the homepage");
+                l.pick(
+                    "已发出代班请求，对方在应用主页同意后生效。",
+                    "Asked: the shift is yours once they accept on their homepage.",
+                )
+                .into()
+            }
+            Err(e) => cover_refusal(l, e)?,
+        }
+    };
+    Ok(back_to_oncall(&app, &visit, &message))
+}
+
+/// `POST /lark/{id}/app/oncall/requests/{req}`: the owner accepts or declines.
+async fn answer_cover(
+    app: Arc<Services>,
+    visit: Visit,
+    request: String,
+    form: HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let l = visit.lang;
+    let session = match form_session(&app, &visit, &form).await {
+        Ok(s) => s,
+        Err(page) => return Ok(page),
+    };
+    let accept = match form.get("action").map(String::as_str) {
+        Some("accept") => true,
+        Some("decline") => false,
+        _ => {
+            return Ok(back_to_oncall(
+                &app,
+                &visit,
+                l.pick("未知的操作。", "Unknown action."),
+            ));
+        }
+    };
+    let message = match app
+        .schedules
+        .answer_cover(&request, &session.member_id, accept)
+        .await
+    {
+        Ok(answered) if accept => {
+            tracing::info!(request = %answered.id, "cover request accepted from the homepage");
+            l.pick("已同意：对方接替你的班次。", "Accepted: they cover your shift.")
+                .into()
+        }
+        Ok(answered) => {
+            tracing::info!(request = %answered.id, "cover request declined from the homepage");
+            l.pick("已拒绝。", "Declined.").into()
+        }
+        Err(e) => cover_refusal(l, e)?,
+    };
+    Ok(back_to_oncall(&app, &visit, &message))
 }
 
 fn render_me(app: &Services, visit: &Visit, session: &HomeSession) -> Result<Response, ApiError> {
@@ -959,7 +1201,7 @@ async fn app_page(
         [] | ["incidents"] => html_response(StatusCode::OK, render_mine(&app, &visit, &session)?),
         ["open"] => render_open(&app, &visit, &query)?,
         ["me"] => render_me(&app, &visit, &session)?,
-        ["oncall"] => render_oncall(&app, &visit, &session)?,
+        ["oncall"] => render_oncall(&app, &visit, &session, flash)?,
         ["incidents", id] => render_incident(&app, &visit, &session, id, flash)?,
         _ => {
             let l = visit.lang;
@@ -1453,6 +1695,28 @@ pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
                 finish(&app, (false, Lang::En), r)
             },
         );
+    let cover_route = warp::path!("lark" / String / "app" / "oncall" / "cover")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(visit_filter())
+        .and(super::body::raw(limit))
+        .then(|id: String, app: Arc<Services>, parts, body: Bytes| async move {
+            let visit = make_visit(id, &HashMap::new(), parts);
+            let r = cover(app.clone(), visit, form_body(&body)).await;
+            finish(&app, (false, Lang::En), r)
+        });
+    let answer_route = warp::path!("lark" / String / "app" / "oncall" / "requests" / String)
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(visit_filter())
+        .and(super::body::raw(limit))
+        .then(
+            |id: String, req: String, app: Arc<Services>, parts, body: Bytes| async move {
+                let visit = make_visit(id, &HashMap::new(), parts);
+                let r = answer_cover(app.clone(), visit, req, form_body(&body)).await;
+                finish(&app, (false, Lang::En), r)
+            },
+        );
     let logout_route = warp::path!("lark" / String / "app" / "logout")
         .and(warp::post())
         .and(with_app.clone())
@@ -1488,6 +1752,10 @@ pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
         .or(callback_route)
         .unify()
         .or(act_route)
+        .unify()
+        .or(cover_route)
+        .unify()
+        .or(answer_route)
         .unify()
         .or(logout_route)
         .unify()
