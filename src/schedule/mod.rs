@@ -484,12 +484,18 @@ impl Schedules {
         Ok(schedule)
     }
 
+    /// Removes the schedule with its calendar feeds and the requests to cover its shifts.
     pub async fn delete(&self, id: &str) -> Result<(), ScheduleError> {
         let key = id.to_string();
         let removed = self
             .store
             .write(move |w| {
                 let removed = w.remove(&tables::SCHEDULES, key.as_str())?;
+                for (request_id, request) in w.page(&tables::COVER_REQUESTS, None, usize::MAX, false)? {
+                    if request.schedule_id == key {
+                        w.remove(&tables::COVER_REQUESTS, request_id.as_str())?;
+                    }
+                }
                 for (feed_id, feed) in w.page(&tables::FEEDS, None, usize::MAX, false)? {
                     if feed.target == FeedTarget::Schedule(key.clone()) {
                         w.remove(&tables::FEEDS, feed_id.as_str())?;
