@@ -713,6 +713,14 @@ async fn covering_a_shift_waits_for_its_owner_unless_an_admin_takes_it() {
     let carol = env.member("Carol Admin", "carol@example.com").await;
     let (status, body) = env
         .api(
+            Method::POST,
+            &format!("/api/v1/members/link?integration_id={}", env.integration),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = env
+        .api(
             Method::PATCH,
             &format!("/api/v1/members/{carol}"),
             json!({"role": "admin"}),
@@ -757,6 +765,25 @@ async fn covering_a_shift_waits_for_its_owner_unless_an_admin_takes_it() {
         "{page}"
     );
     assert_eq!(on_call().await, alice);
+    let alice_open = env.open_id("alice@example.com");
+    env.wait_for("Alice told of the request", |h| {
+        h.cards_to(&alice_open).len() == 1
+    })
+    .await;
+    let told = &env.cards_to(&alice_open)[0].content;
+    assert!(
+        told.contains(
+            "Bob Smith asks to cover your ops shift from 2026-12-14 10:00 CST to 2026-12-15 09:00 CST."
+        ),
+        "{told}"
+    );
+    assert!(
+        told.contains(&format!(
+            "https://oncall.example.com/lark/{}/app/oncall",
+            env.integration
+        )),
+        "{told}"
+    );
 
     // Alice accepts on her page: Bob is on call for the rest of her shift.
     let mut alice_browser = Browser::new(&env);

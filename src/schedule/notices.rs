@@ -3,7 +3,8 @@
 //! the same transaction as the row that says it was sent, so it goes out exactly once however
 //! often the job runs. The row's key is what was noticed — (schedule, shift start, person), or
 //! (schedule, local day, chat) — so an edit that moves nobody's shift sends nothing again, and
-//! a shift an edit moves is noticed at its new start.
+//! a shift an edit moves is noticed at its new start. It also tells a shift's owner that
+//! someone asks to cover it.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
 
+use super::cover::CoverRequest;
 use super::model::{DailySummary, HandoffNotice, Noticed, Schedule};
 use super::resolve::{self, FinalShift};
 use super::{ScheduleError, Schedules, tables, whole_second};
@@ -123,18 +125,34 @@ fn local(schedule: &Schedule, t: DateTime<Utc>) -> String {
 /// A card with a header and lines of plain text (names are never read as markup), in both
 /// languages; Lark shows the reader's.
 fn card(zh: (String, Vec<String>), en: (String, Vec<String>)) -> String {
-    let elements = |lines: Vec<String>| -> Vec<Value> {
-        lines
+    card_with_link(zh, en, None)
+}
+
+/// [`card`] with a button opening `link` (its label in each language).
+fn card_with_link(
+    zh: (String, Vec<String>),
+    en: (String, Vec<String>),
+    link: Option<(&str, [&str; 2])>,
+) -> String {
+    let elements = |lines: Vec<String>, label: usize| -> Vec<Value> {
+        let mut out: Vec<Value> = lines
             .into_iter()
             .map(|line| json!({"tag": "div", "text": {"tag": "plain_text", "content": line}}))
-            .collect()
+            .collect();
+        if let Some((url, labels)) = link {
+            out.push(
+                json!({"tag": "action", "actions": [{"tag": "button", "type": "primary", "url": url,
+                             "text": {"tag": "plain_text", "content": labels[label]}}]}),
+            );
+        }
+        out
     };
     let header =
         |title: String| json!({"template": "blue", "title": {"tag": "plain_text", "content": title}});
     json!({
         "config": {"wide_screen_mode": true},
         "i18n_header": {"zh_cn": header(zh.0), "en_us": header(en.0)},
-        "i18n_elements": {"zh_cn": elements(zh.1), "en_us": elements(en.1)},
+        "i18n_elements": {"zh_cn": elements(zh.1, 0), "en_us": elements(en.1, 1)},
     })
     .to_string()
 }
@@ -179,6 +197,53 @@ impl ScheduleNotices {
             "{} handoff notices and {} daily cards sent; {} not sent (person not linked to Lark); {pruned} old notice records removed",
             sent.handoffs, sent.daily, sent.not_linked
         ))
+    }
+
+    /// Tells the owner of a shift that someone asks to cover it, with a button to where they
+    /// answer (`answer_url` of the integration they are reached through). Returns whether a
+    /// message was queued (not when the owner is linked to no Lark app).
+    pub async fn cover_requested(
+        &self,
+        request: &CoverRequest,
+        answer_url: impl Fn(&str) -> String,
+    ) -> Result<bool, ScheduleError> {
+        let Some(contact) = self.schedules.roster.lark_contact(&request.owner)? else {
+            return Ok(false);
+        };
+        let schedule = self.schedules.get(&request.schedule_id)?;
+        let (name, who) = (&schedule.name, self.schedules.member_name(&request.requester));
+        let (start, end) = (local(&schedule, request.start), local(&schedule, request.end));
+        let url = answer_url(&contact.integration_id);
+        let content = card_with_link(
+            (
+                format!("代班请求：{name}"),
+                vec![format!(
+                    "{who} 想替你在“{name}”值班，{start} 至 {end}。在应用主页同意或拒绝。"
+                )],
+            ),
+            (
+                format!("Cover request: {name}"),
+                vec![format!(
+                    "{who} asks to cover your {name} shift from {start} to {end}. Accept or decline on the homepage."
+                )],
+            ),
+            Some((&url, ["去处理", "Answer"])),
+        );
+        self.delivery
+            .enqueue(NewJob {
+                integration_id: contact.integration_id,
+                incident_id: None,
+                priority: Priority::Info,
+                cosmetic: false,
+                kind: JobKind::Send {
+                    receive_id_type: ReceiveIdType::OpenId,
+                    receive_id: contact.open_id,
+                    msg_type: "interactive".into(),
+                    content,
+                },
+            })
+            .await?;
+        Ok(true)
     }
 
     fn names(&self, ids: &[String]) -> String {

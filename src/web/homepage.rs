@@ -1042,6 +1042,12 @@ async fn cover(
             Ok(request) => {
                 tracing::info!(schedule = %schedule, owner = %owner, member = %me, request = %request.id,
                                "cover requested from the homepage");
+                let answer_url = |integration: &str| {
+                    format!("{}/oncall", app.integrations.urls(integration).web_configuration)
+                };
+                if let Err(e) = app.schedule_notices.cover_requested(&request, answer_url).await {
+                    tracing::error!(request = %request.id, error = %e, "cannot tell the owner of a cover request");
+                }
                 l.pick(
                     "已发出代班请求，对方在应用主页同意后生效。",
                     "Asked: the shift is yours once they accept on their homepage.",
