@@ -1007,8 +1007,16 @@ async fn handoff_notices_arrive_once_before_each_shift_and_not_again_after_edits
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // Two runs at once (the minute's and one by hand) still send each notice once.
     env.clock.set(t("2026-12-16T00:30:00Z"));
-    env.run_notices().await;
+    let notices = &env.app().schedule_notices;
+    let (first, second) = tokio::join!(notices.send_due(), notices.send_due());
+    let sent: Vec<u32> = [first.unwrap(), second.unwrap()]
+        .iter()
+        .map(|o| o.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(sent.iter().sum::<u32>(), 2, "Alice's and Bob's, once: {sent:?}");
+    env.settle().await;
     env.run_notices().await;
     let (to_alice, to_bob) = (env.card_texts(&alice_at), env.card_texts(&bob_at));
     assert_eq!(to_alice.len(), 1, "{to_alice:?}");
