@@ -808,6 +808,10 @@ async fn group_bots_and_schedules_are_set_up_in_the_ui() {
     open(&b, &h, "bots").await;
     b.wait_for_text(&format!("[data-outcomes='{bot_id}']"), "delivered")
         .await;
+    // The quota page gives the bot its own line, outside the app's quota.
+    open(&b, &h, "quota").await;
+    let line = b.wait_for_text("#quota-bots", "Ops group").await;
+    assert!(line.contains("do not count against"), "{line}");
     // Ending the running override keeps its past and lists it no more.
     open(&b, &h, &format!("schedules/{schedule_id}")).await;
     b.click("[data-end-override]").await;
