@@ -762,11 +762,21 @@ async fn group_bots_and_schedules_are_set_up_in_the_ui() {
     let feed = b.wait_for_text("#feed-url", ".ics").await;
     assert!(feed.contains("/calendar/"), "{feed}");
 
-    // A rule level pages the group bot and whoever is on call.
+    // A rule level pages the group bot, a second one set up with the wrong secret, and whoever
+    // is on call.
+    let wrong = h
+        .create(
+            "/api/v1/bot-webhooks",
+            json!({"name": "Wrong secret", "url": hook_url, "secret": "not-the-secret"}),
+        )
+        .await;
+    let wrong_id = wrong["id"].as_str().unwrap().to_string();
     open(&b, &h, "rules/new").await;
     b.fill("#rule-form input[name=name]", "Group and rota").await;
-    b.click(&format!("#rule-form [name=bot_webhooks-0][value='{bot_id}']"))
-        .await;
+    for id in [&bot_id, &wrong_id] {
+        b.click(&format!("#rule-form [name=bot_webhooks-0][value='{id}']"))
+            .await;
+    }
     b.click(&format!("#rule-form [name=schedules-0][value='{schedule_id}']"))
         .await;
     b.screenshot("rule-editor-targets-laptop").await;
@@ -777,7 +787,7 @@ async fn group_bots_and_schedules_are_set_up_in_the_ui() {
     let level = &rules["items"][0]["levels"][0];
     assert_eq!(
         (&level["bot_webhooks"], &level["schedules"]),
-        (&json!([bot_id]), &json!([schedule_id])),
+        (&json!([bot_id, wrong_id]), &json!([schedule_id])),
         "{rules}"
     );
 
@@ -805,9 +815,29 @@ async fn group_bots_and_schedules_are_set_up_in_the_ui() {
         .is_ok_and(|e| e.iter().any(|e| e.outcome == "delivered"))
     })
     .await;
+    h.wait_for("the refused post in the operation log", |h| {
+        lark_oncall::delivery::oplog::query(
+            &h.app().store,
+            &lark_oncall::delivery::oplog::OpQuery {
+                receiver: Some(format!("bot_webhook:{wrong_id}")),
+                ..Default::default()
+            },
+        )
+        .is_ok_and(|e| e.iter().any(|e| e.outcome == "failed"))
+    })
+    .await;
     open(&b, &h, "bots").await;
     b.wait_for_text(&format!("[data-outcomes='{bot_id}']"), "delivered")
         .await;
+    // The wrong secret's post failed for good, with the reason and what to do in words.
+    let refused = b
+        .wait_for_text(&format!("[data-outcomes='{wrong_id}']"), "sign_mismatch")
+        .await;
+    assert!(
+        refused.contains("19021") && refused.contains("signing secret"),
+        "{refused}"
+    );
+    b.screenshot("bots-outcomes-laptop").await;
     // The quota page gives the bot its own line, outside the app's quota.
     open(&b, &h, "quota").await;
     let line = b.wait_for_text("#quota-bots", "Ops group").await;

@@ -787,8 +787,9 @@ async function botsPage(id) {
       { label: t("bot_secret"), render: (b) => setOrNot(b.secret_set, "secret") },
       { label: t("bot_keyword"), render: (b) => (b.keyword ? h("code", {}, b.keyword) : "—") },
       { label: t("bot_recent"), render: (b) => outcomes[b.id].length ? h("ul", { class: "plain attempts", "data-outcomes": b.id }, outcomes[b.id].map((e) => h("li", {},
-        badge(outcomeText(e.outcome), e.outcome === "delivered" ? "ok" : e.outcome.startsWith("retry") ? "warn" : "bad"), ` ${i18n.date(e.at)}`,
-        e.lark_code ? ` · ${e.lark_code} ${e.lark_message || ""}` : e.reason ? ` · ${e.reason}` : ""))) : h("span", { class: "muted" }, t("no_attempts")) },
+        badge(outcomeText(e.outcome), e.outcome === "delivered" ? "ok" : e.outcome.startsWith("retry") ? "warn" : "bad"),
+        // The reason word, then Lark's code with what to do about it (e.g. check the clock).
+        [` ${i18n.date(e.at)}`, e.reason, e.lark_code ? `${e.lark_code} ${e.lark_message || ""}` : null].filter(Boolean).join(" · ")))) : h("span", { class: "muted" }, t("no_attempts")) },
       { label: t("actions"), render: (b) => h("div", { class: "row" }, h("a", { class: "btn small", href: `#/bots/${enc(b.id)}`, "aria-label": `${t("edit")}: ${b.name}` }, t("edit")), button(t("remove"), async () => {
         if ((await dialog(t("confirm_remove", { what: b.name }), [], [[t("cancel"), "no"], [t("remove"), "yes", "danger"]])) === "yes" && (await guard(() => api("DELETE", `/api/v1/bot-webhooks/${enc(b.id)}`))) !== null) route();
       }, { small: true, kind: "danger", "aria-label": `${t("remove")}: ${b.name}` })) },
