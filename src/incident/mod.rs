@@ -161,7 +161,7 @@ pub struct Incidents {
     stale: Mutex<HashMap<(String, String), u32>>,
     /// One war-room operation at a time per incident (which serialises member adds per chat).
     war_room_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Bumped whenever a war room is saved, for requests waiting on its set-up.
+    /// Bumped whenever a war room has taken a step, for requests waiting on its set-up.
     war_room_progress: tokio::sync::watch::Sender<u64>,
     /// This service, for work it starts in the background (automatic war rooms).
     me: Weak<Incidents>,

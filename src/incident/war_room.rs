@@ -374,7 +374,6 @@ impl Incidents {
                 w.put(&tables::WAR_ROOMS, room.incident_id.as_str(), &room)
             })
             .await?;
-        self.war_room_progress.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
     }
 
@@ -821,6 +820,10 @@ impl Incidents {
         let Some(incident_id) = job.incident_id.clone() else {
             return Ok(());
         };
+        // Most group cards are of incidents without a room: no lock for them.
+        if self.war_room(&incident_id)?.is_none() {
+            return Ok(());
+        }
         let lock = self.war_room_lock(&incident_id);
         let guard = lock.lock().await;
         let Some(mut room) = self.war_room(&incident_id)? else {
@@ -955,6 +958,8 @@ impl Incidents {
         if opened {
             self.room_opened(&room).await?;
         }
+        // Requests waiting on the room look again once its timeline says what happened too.
+        self.war_room_progress.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
     }
 
@@ -1029,7 +1034,12 @@ impl Incidents {
                 room.waiting.splice(0..0, adding.people);
                 lost = true;
             }
-            if !lost && room.waiting.is_empty() {
+            // A step queued just before the stop may not be on the room yet.
+            let unreferenced = room.state == WarRoomState::Opening
+                && room.stalled.is_none()
+                && room.step_job.is_none()
+                && room.adding.is_none();
+            if !lost && !unreferenced && room.waiting.is_empty() {
                 continue;
             }
             tracing::info!(incident = %room.incident_id, "resuming a war room's set-up");
