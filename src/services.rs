@@ -181,6 +181,7 @@ impl Services {
                 chats: crate::integration::chats::DisbandedHandler {
                     store: app.store.clone(),
                     clock: app.clock.clone(),
+                    delivery: app.delivery.clone(),
                 },
                 incidents: app.incidents.clone(),
             }),
@@ -188,6 +189,7 @@ impl Services {
         let membership = Arc::new(crate::integration::chats::MembershipHandler {
             store: app.store.clone(),
             clock: app.clock.clone(),
+            delivery: app.delivery.clone(),
         });
         for event_type in crate::integration::chats::MEMBERSHIP_EVENTS {
             app.inbound.on_event(event_type, membership.clone());

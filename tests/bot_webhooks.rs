@@ -27,6 +27,7 @@ impl Harness {
                 chat_id: None,
                 secret: secret.map(str::to_string),
                 keywords: keywords.iter().map(|k| k.to_string()).collect(),
+                ip_whitelist: Vec::new(),
             })
             .unwrap();
         let url = self.sim.bot_hook_url(&hook);
@@ -272,6 +273,123 @@ async fn a_storm_of_150_is_spread_within_100_a_minute_without_11232() {
     assert!(
         span >= chrono::Duration::seconds(60),
         "the last 50 waited for the minute: {span}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn posts_around_the_top_of_the_hour_go_one_a_second_without_11232() {
+    let h = Harness::builder(APP_ID, APP_SECRET).start().await;
+    let (hook, url) = h.hook_setup(None, &[]);
+    let id = h.bot_webhook(json!({"name": "Ops", "url": url})).await;
+    h.hook_rule(&id).await;
+    // Alerts fired by the same cron as everyone else's, 3 s before the next full hour (forward:
+    // the hook's windows run on the clock).
+    use lark_oncall::clock::Clock;
+    let now = h.clock.now().timestamp();
+    let mut start = (now / 3600 + 1) * 3600 - 3;
+    if start <= now {
+        start += 3600;
+    }
+    h.clock.set(DateTime::from_timestamp(start, 0).unwrap());
+    for i in 0..20 {
+        h.create(
+            "/api/v1/incidents",
+            json!({"title": format!("cron-{i} failed"), "severity": "critical"}),
+        )
+        .await;
+    }
+    h.app().incidents.tick().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while h.hook(&hook.token).posts.len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 20 posts",
+            h.hook(&hook.token).posts.len()
+        );
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        h.clock.advance(chrono::Duration::milliseconds(250));
+        h.app().delivery.tick();
+    }
+    let posts = h.hook(&hook.token).posts;
+    assert_eq!(posts.iter().filter(|p| p.code == 11232).count(), 0, "{posts:?}");
+    assert_eq!(posts.iter().filter(|p| p.code == 0).count(), 20);
+    let busy = |t: &DateTime<Utc>| {
+        let s = t.timestamp().rem_euclid(1800);
+        !(10..1798).contains(&s)
+    };
+    let in_busy: Vec<DateTime<Utc>> = posts.iter().map(|p| p.at).filter(busy).collect();
+    assert!(in_busy.len() >= 2, "some posts went in the busy span: {posts:?}");
+    assert!(
+        most_in_any(&in_busy, chrono::Duration::seconds(1)) <= 1,
+        "one a second around :00: {in_busy:?}"
+    );
+    let after: Vec<DateTime<Utc>> = posts.iter().map(|p| p.at).filter(|t| !busy(t)).collect();
+    assert!(
+        most_in_any(&after, chrono::Duration::seconds(1)) > 1,
+        "the usual 5/s once the span is over: {after:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_post_from_outside_the_hooks_ip_whitelist_ends_ip_not_allowed() {
+    let h = Harness::builder(APP_ID, APP_SECRET).start().await;
+    let fenced = h
+        .sim
+        .add_bot_hook(SimBotHookSetup {
+            name: "fenced".into(),
+            ip_whitelist: vec!["10.20.30.*".into()],
+            ..SimBotHookSetup::default()
+        })
+        .unwrap();
+    let open = h
+        .sim
+        .add_bot_hook(SimBotHookSetup {
+            name: "loopback".into(),
+            ip_whitelist: vec!["127.0.0.0/8".into()],
+            ..SimBotHookSetup::default()
+        })
+        .unwrap();
+    let fenced_id = h
+        .bot_webhook(json!({"name": "Fenced", "url": h.sim.bot_hook_url(&fenced)}))
+        .await;
+    let open_id = h
+        .bot_webhook(json!({"name": "Loopback", "url": h.sim.bot_hook_url(&open)}))
+        .await;
+    h.rule(json!([{"bot_webhooks": [fenced_id, open_id]}])).await;
+    h.open_incident("Disk full").await;
+    let failed = oplog::wait(
+        &h.http,
+        &h.admin,
+        &h.token,
+        "outcome=failed",
+        1,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(failed[0]["reason"], "ip_not_allowed", "{failed:?}");
+    assert_eq!(failed[0]["lark_code"], 19022);
+    h.settle().await;
+    let fenced_posts = h.hook(&fenced.token).posts;
+    assert_eq!(fenced_posts.len(), 1, "not retried: {fenced_posts:?}");
+    assert_eq!(fenced_posts[0].code, 19022);
+    assert_eq!(
+        h.hook(&open.token).delivered(),
+        1,
+        "a whitelisted address gets through"
+    );
+    let (status, _) = client()
+        .post(format!("{}/sim/api/bot_hooks", h.sim.base_url()))
+        .json(&json!({"name": "bad", "ip_whitelist": ["10.0.*.1"]}))
+        .send()
+        .await
+        .map(|r| (r.status(), ()))
+        .unwrap();
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "the simulator refuses a malformed entry"
     );
     h.stop().await;
 }

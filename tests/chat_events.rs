@@ -167,3 +167,76 @@ async fn a_rename_shows() {
     assert_eq!(h.sim.world().chats[0].name, "SRE 值班");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn removing_the_bot_ends_the_sends_already_waiting_for_the_chat() {
+    let h = start().await;
+    let chat = h.chat();
+    h.rule(json!([{"chats": [chat]}])).await;
+    // The tenant's month is spent (other tools of the tenant used it): the first send is refused
+    // with 99991403 and every send of the integration waits, held, in the outbox.
+    h.sim.spend_quota(10_000 - h.sim.quota_used());
+    for i in 0..3 {
+        h.create(
+            "/api/v1/incidents",
+            json!({"title": format!("disk {i}"), "severity": "critical"}),
+        )
+        .await;
+    }
+    let held = oplog::wait(
+        &h.http,
+        &h.admin,
+        &h.token,
+        "outcome=held_quota",
+        3,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        held.iter()
+            .all(|e| e["receiver"] == format!("chat_id:{chat}").as_str())
+    );
+
+    h.sim.remove_bot_from_chat(&chat, APP_ID, None).await.unwrap();
+    let ended = oplog::wait(
+        &h.http,
+        &h.admin,
+        &h.token,
+        "outcome=bot_removed",
+        3,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(ended.len(), 3, "{ended:?}");
+    assert!(
+        ended.iter().all(|e| e["job_id"].is_u64()),
+        "queued jobs, ended: {ended:?}"
+    );
+    let (_, jobs) = h.api(Method::GET, "/api/v1/jobs", Value::Null).await;
+    let failed: Vec<&Value> = jobs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["state"]["reason"] == "bot_removed")
+        .collect();
+    assert_eq!(failed.len(), 3, "kept for re-trigger: {jobs}");
+
+    // A new month's quota (a plan change releases the holds): nothing is left to try the chat.
+    let (status, body) = h
+        .api(
+            Method::PATCH,
+            &format!("/api/v1/integrations/{}", h.integration),
+            json!({"plan": "paid"}),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    h.settle().await;
+    let refused = h
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.code == Some(230002))
+        .count();
+    assert_eq!(refused, 0, "no waiting send was tried against Lark");
+    h.stop().await;
+}

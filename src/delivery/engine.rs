@@ -97,12 +97,28 @@ struct Lane {
     /// A group-bot webhook's lane: its windows run on the injected clock (see
     /// [`Delivery::lane_now`]) and it has no monthly quota.
     clocked: bool,
+    /// When this lane last started a call, on its clock: group-bot posts are spaced by it in
+    /// [`hook_busy_span`].
+    last_started: Option<Instant>,
 }
 
 /// Whether a lane is a group-bot webhook's (its key is the webhook's id) rather than an
 /// integration's.
 pub fn is_bot_webhook_lane(lane: &str) -> bool {
     lane.starts_with(crate::ids::prefix::BOT_WEBHOOK)
+}
+
+/// Lark's group bots answer 11232 more often around the top and the half of the hour, when
+/// every cron-driven bot posts (next §2): from this long before :00 and :30 …
+const HOOK_BUSY_BEFORE: i64 = 2;
+/// … to this long after, a group-bot lane starts at most one post a second.
+const HOOK_BUSY_AFTER: i64 = 10;
+const HOOK_BUSY_SPACING: Duration = Duration::from_secs(1);
+
+/// Whether `wall` is in one of the spans around :00 and :30 that group-bot posts are spread in.
+fn hook_busy_span(wall: DateTime<Utc>) -> bool {
+    let into_half_hour = wall.timestamp().rem_euclid(1800);
+    !(HOOK_BUSY_AFTER..1800 - HOOK_BUSY_BEFORE).contains(&into_half_hour)
 }
 
 /// Remembered group-bot state changes before the ones older than the spacing are forgotten.
@@ -387,6 +403,7 @@ impl Delivery {
                 quota_refused: false,
                 last_accepted: None,
                 clocked,
+                last_started: None,
             }
         })
     }
@@ -598,6 +615,72 @@ impl Delivery {
             .await?;
         self.metrics.coalesced.inc();
         Ok(true)
+    }
+
+    /// Ends, without a call, every job still waiting in `integration`'s lane for `receiver`
+    /// (e.g. `chat_id:oc_…` once the bot was removed from that chat, where Lark would answer
+    /// each one 230002). They are kept as failed with `reason`, in the operation log like any
+    /// other ending, and can be re-triggered. A job already in flight goes on. Returns how many
+    /// were ended.
+    pub async fn cancel_waiting_for(
+        &self,
+        integration: &str,
+        receiver: &str,
+        reason: &str,
+    ) -> Result<usize, StoreError> {
+        let ended: Vec<(Job, OpEntry)> = {
+            let mut inner = self.inner.lock().expect("delivery lock");
+            let inner = &mut *inner;
+            let ids: Vec<u64> = inner
+                .jobs
+                .values()
+                .filter(|j| {
+                    j.lane() == integration
+                        && !inner.in_flight_ids.contains(&j.id)
+                        && j.kind.receiver().as_deref() == Some(receiver)
+                })
+                .map(|j| j.id)
+                .collect();
+            ids.into_iter()
+                .map(|id| {
+                    let mut job = inner.jobs.remove(&id).expect("waiting job");
+                    if let Some(lane) = inner.lanes.get_mut(integration) {
+                        lane.unqueue(&job);
+                    }
+                    if let Some(key) = hook_state_key(&job)
+                        && let Some((pending, _)) = inner.hook_state_changes.get_mut(&key)
+                        && *pending == Some(id)
+                    {
+                        *pending = None;
+                    }
+                    self.metrics.queued(job.kind.name(), -1);
+                    self.metrics.outcome(job.kind.name(), "failed");
+                    job.state = JobState::Failed {
+                        reason: reason.to_string(),
+                        code: None,
+                        message: None,
+                    };
+                    // Worded like a send refused before the call (`record_unsendable`).
+                    let mut entry = self.entry(&job, reason, None, None);
+                    entry.reason = Some(reason.to_string());
+                    (job, entry)
+                })
+                .collect()
+        };
+        let count = ended.len();
+        if count > 0 {
+            tracing::info!(integration, count, reason, "waiting jobs ended without a call");
+            self.store
+                .write(move |w| {
+                    for (job, entry) in ended {
+                        w.put(&tables::OUTBOX, &job.id, &job)?;
+                        oplog::append(w, entry)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(count)
     }
 
     /// Writes many jobs to the outbox in one durable commit and schedules them (for bulk
@@ -920,7 +1003,13 @@ impl Delivery {
                             continue;
                         }
                         let shape = job.kind.shape();
-                        let at = lane.limits.available_at(&shape, lane_now);
+                        let mut at = lane.limits.available_at(&shape, lane_now);
+                        if lane.clocked
+                            && hook_busy_span(wall)
+                            && let Some(last) = lane.last_started
+                        {
+                            at = at.max(last + HOOK_BUSY_SPACING + self.config.limits.margin);
+                        }
                         if at > lane_now {
                             let at = now + (at - lane_now);
                             wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
@@ -928,6 +1017,7 @@ impl Delivery {
                             continue;
                         }
                         lane.limits.started(&shape);
+                        lane.last_started = Some(lane_now);
                         ids.pop_front();
                         if ids.is_empty() {
                             queue.by_receiver.remove(&receiver);

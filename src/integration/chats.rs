@@ -171,6 +171,8 @@ pub fn unusable_reason(
 pub struct DisbandedHandler {
     pub store: Store,
     pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+    /// Where the sends still waiting for the chat are ended.
+    pub delivery: std::sync::Arc<crate::delivery::Delivery>,
 }
 
 impl super::inbound::EventHandler for DisbandedHandler {
@@ -193,7 +195,8 @@ impl super::inbound::EventHandler for DisbandedHandler {
             .await
             {
                 Ok(()) => {
-                    tracing::info!(integration = %integration.id(), chat = %d.chat_id, "Lark chat disbanded")
+                    tracing::info!(integration = %integration.id(), chat = %d.chat_id, "Lark chat disbanded");
+                    end_waiting_sends(&self.delivery, integration.id(), &d.chat_id, "chat_disbanded").await;
                 }
                 Err(e) => tracing::error!(error = %e, chat = %d.chat_id, "cannot record a disbanded chat"),
             }
@@ -295,6 +298,22 @@ pub const MEMBERSHIP_EVENTS: [&str; 3] = [
 pub struct MembershipHandler {
     pub store: Store,
     pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+    /// Where the sends still waiting for a chat the bot left are ended.
+    pub delivery: std::sync::Arc<crate::delivery::Delivery>,
+}
+
+/// Ends the sends still queued for a chat the bot can no longer post to, so a backlog does not
+/// turn into one refused call each (230002).
+async fn end_waiting_sends(
+    delivery: &crate::delivery::Delivery,
+    integration: &str,
+    chat_id: &str,
+    reason: &str,
+) {
+    let receiver = format!("{}:{chat_id}", crate::lark::ReceiveIdType::ChatId.as_str());
+    if let Err(e) = delivery.cancel_waiting_for(integration, &receiver, reason).await {
+        tracing::error!(error = %e, chat = %chat_id, "cannot end the sends waiting for a chat");
+    }
 }
 
 impl super::inbound::EventHandler for MembershipHandler {
@@ -330,7 +349,11 @@ impl super::inbound::EventHandler for MembershipHandler {
             let (at, now) = (event.created_at, self.clock.now());
             match apply_event(&self.store, integration.id(), chat_id, change, at, now).await {
                 Ok(()) => {
-                    tracing::info!(integration = %integration.id(), chat = %chat_id, event = %event.event_type, "chat list updated")
+                    tracing::info!(integration = %integration.id(), chat = %chat_id, event = %event.event_type, "chat list updated");
+                    // As the chat now stands: a stale removal after a newer add changed nothing.
+                    if let Ok(Some(reason)) = unusable_reason(&self.store, integration.id(), chat_id) {
+                        end_waiting_sends(&self.delivery, integration.id(), chat_id, reason).await;
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, chat = %chat_id, "cannot record a chat event"),
             }

@@ -44,9 +44,9 @@ type Reply = Result<Response<Full<Bytes>>, Dropped>;
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut connections = JoinSet::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "simulator accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -59,7 +59,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: 
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| route(shared.clone(), req));
+            let service = hyper::service::service_fn(move |req| route(shared.clone(), peer.ip(), req));
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
@@ -94,7 +94,7 @@ async fn body_of(req: Request<Incoming>) -> Option<Bytes> {
         .map(|b| b.to_bytes())
 }
 
-async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
+async fn route(shared: Arc<Shared>, peer: std::net::IpAddr, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().to_string();
     if path == "/sim" || path.starts_with("/sim/") {
         return Ok(control(&shared, req).await);
@@ -104,7 +104,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
     {
         let token = token.to_string();
         let body = body_of(req).await.unwrap_or_default();
-        return Ok(super::bot_hook::handle(&shared, &token, &body));
+        return Ok(super::bot_hook::handle(&shared, &token, peer, &body));
     }
     match path.as_str() {
         "/callback/ws/endpoint" if req.method() == hyper::Method::POST => {
@@ -349,6 +349,7 @@ fn sim_error(e: &SimError) -> Response<Full<Bytes>> {
         | SimError::NoRequestUrl(_)
         | SimError::NoLongConnection(_)
         | SimError::NoApps => (409, "conflict"),
+        SimError::BadSetup(_) => (400, "bad_request"),
         SimError::Verification(_) => (502, "verification_failed"),
         SimError::Bind { .. } | SimError::World { .. } => (500, "internal"),
     };

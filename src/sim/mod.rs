@@ -388,6 +388,8 @@ pub enum SimError {
     UnknownUser(String),
     #[error("no chat {0}")]
     UnknownChat(String),
+    #[error("{0}")]
+    BadSetup(String),
     #[error("no message {0}")]
     UnknownMessage(String),
     #[error("no app {0}")]
