@@ -454,9 +454,9 @@ impl Delivery {
         *self.delivered_hook.write().expect("hook lock") = Some(hook);
     }
 
-    /// Adds a hook told of every job that is done (delivered, or failed for good), after the
-    /// commit that records it: producers whose next call depends on this one (a war room's
-    /// set-up) take their next step from here.
+    /// Adds a hook told of every job that is done (delivered, failed for good, or ended without
+    /// a call), after the commit that records it: producers whose next call depends on this one
+    /// (a war room's set-up) take their next step from here.
     pub fn on_finished(&self, hook: FinishedHook) {
         self.finished_hooks.write().expect("hook lock").push(hook);
     }
@@ -670,6 +670,7 @@ impl Delivery {
         let count = ended.len();
         if count > 0 {
             tracing::info!(integration, count, reason, "waiting jobs ended without a call");
+            let jobs: Vec<Job> = ended.iter().map(|(job, _)| job.clone()).collect();
             self.store
                 .write(move |w| {
                     for (job, entry) in ended {
@@ -679,6 +680,16 @@ impl Delivery {
                     Ok(())
                 })
                 .await?;
+            let outcome = CallOutcome::Failed(CallFailure {
+                kind: FailureKind::Permanent {
+                    reason: "ended_without_a_call",
+                },
+                code: None,
+                message: format!("ended without a call: {reason}"),
+            });
+            for job in &jobs {
+                self.finished(job, &outcome);
+            }
         }
         Ok(count)
     }
