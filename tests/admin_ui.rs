@@ -1,6 +1,7 @@
 //! The admin UI in headless chromium against the appliance (`app::start`, real HTTP) and the
 //! Lark simulator: log in, set up an integration with its live checks, page someone, follow the
-//! deliveries and act on the incident, at laptop and phone sizes. Every page is checked with
+//! deliveries and act on the incident, at laptop and phone sizes; set up a group bot and an
+//! on-call schedule with its overrides. Every page is checked with
 //! axe-core (no serious or critical violation) and, on a phone, for fitting the screen.
 //! Screenshots of every page under `target/screenshots/admin_ui/`.
 
@@ -9,7 +10,7 @@ mod common;
 use common::accessibility::assert_accessible;
 use common::browser::{Browser, Viewport};
 use common::inprocess::{Harness, VERIFICATION_TOKEN};
-use lark_oncall::sim::{CardCallbackVersion, SimApp};
+use lark_oncall::sim::{CardCallbackVersion, SimApp, SimBotHookSetup};
 use serde_json::{Value, json};
 
 const APP_ID: &str = "cli_adminui0001";
@@ -23,7 +24,9 @@ const PAGES: &[&str] = &[
     "integrations",
     "incidents",
     "members",
+    "schedules",
     "rules",
+    "bots",
     "oplog",
     "quota",
     "sources",
@@ -226,6 +229,10 @@ async fn an_operator_sets_up_pages_and_acknowledges_from_the_ui() {
     )
     .await;
     assert_eq!(saved["receive_modes"], json!(["long_connection"]), "{saved}");
+    // Lark never posts to the Request URL of an integration on the long connection alone.
+    wait_check(&b, "request_url", "not_needed").await;
+    let words = b.text("#checks li[data-check=request_url]").await;
+    assert!(words.contains("long connection"), "{words}");
     b.screenshot("setup-long-connection-laptop").await;
 
     // The harness's integration: the simulator's url_verification turns the Request URL green.
@@ -466,6 +473,18 @@ async fn an_operator_sets_up_pages_and_acknowledges_from_the_ui() {
         )
         .await;
     assert!(tallest_bar.as_f64().unwrap_or(0.0) > 0.0, "{tallest_bar}");
+    // The day numbers under the bars are drawn at a size people read (they were ~5 px).
+    let label_px = b
+        .execute_async(
+            "const [css, done] = arguments; requestAnimationFrame(() => requestAnimationFrame(() => \
+             done(document.querySelector(css + ' svg.chart text').getBoundingClientRect().height)));",
+            vec![Value::from(section.clone())],
+        )
+        .await;
+    assert!(
+        label_px.as_f64().unwrap_or(0.0) >= 12.0,
+        "chart labels {label_px} px high"
+    );
     let limiter = b.text(&format!("{section} .limiter-state")).await;
     assert!(
         limiter.contains("queued") || limiter.contains("Idle"),
@@ -542,6 +561,349 @@ async fn every_page_works_on_a_phone_in_both_languages() {
         b.wait_for("#checks li[data-check=credentials]").await;
         b.screenshot(&format!("setup-guide-{suffix}")).await;
         check_page(&b, "set-up guide", true).await;
+        b.close().await;
+    }
+}
+
+/// Sets an input's value by script (a `datetime-local` holds `YYYY-MM-DDTHH:MM`, whatever the
+/// browser's locale would make of typed segments).
+async fn set_value(b: &Browser, css: &str, value: &str) {
+    b.wait_for(css).await;
+    b.execute(
+        "document.querySelector(arguments[0]).value = arguments[1];",
+        vec![Value::from(css), Value::from(value)],
+    )
+    .await;
+}
+
+/// A group bot set up in the UI, whose URL and secret never show again, on a page that says what
+/// a group bot cannot do; a schedule built layer by layer whose next shifts, gaps and overrides
+/// show; a rule level naming both; every new page axe-clean at laptop and phone, en and zh.
+#[tokio::test(flavor = "multi_thread")]
+async fn group_bots_and_schedules_are_set_up_in_the_ui() {
+    const BOT_SECRET: &str = "group-bot-signing-secret";
+    let h = start().await;
+    let alice = h.member("Alice Wang", "alice.wang@example.com").await;
+    let bob = h.member("Bob Li", "bob.li@example.com").await;
+    let hook = h
+        .sim
+        .add_bot_hook(SimBotHookSetup {
+            name: "ops-group".into(),
+            secret: Some(BOT_SECRET.into()),
+            ..SimBotHookSetup::default()
+        })
+        .unwrap();
+    let hook_url = h.sim.bot_hook_url(&hook);
+    let Some(b) = Browser::start("admin_ui", Viewport::LAPTOP).await else {
+        return;
+    };
+    log_in(&b, &h).await;
+
+    // The group bot: what it cannot do is said before there is one.
+    open(&b, &h, "bots").await;
+    let notes = b.text("#bot-notes").await;
+    for words in [
+        "cannot call back",
+        "cannot be updated",
+        "at most one per incident per minute",
+        "100 a minute",
+        "monthly quota",
+    ] {
+        assert!(notes.contains(words), "{words:?} not in {notes}");
+    }
+    b.click("#new-bot").await;
+    b.wait_for("#bot-form").await;
+    b.fill("#bot-form input[name=name]", "Ops group").await;
+    b.fill("#bot-form input[name=url]", &hook_url).await;
+    b.fill("#bot-form input[name=secret]", BOT_SECRET).await;
+    b.screenshot("bot-form-laptop").await;
+    check_page(&b, "group bot form", false).await;
+    b.click("#bot-form button[type=submit]").await;
+    b.wait_for_text("#bots", "Ops group").await;
+    assert_eq!(b.text("#bots [data-set=url]").await, "set");
+    assert_eq!(b.text("#bots [data-set=secret]").await, "set");
+    let bots = api(&h, reqwest::Method::GET, "/api/v1/bot-webhooks", Value::Null).await;
+    let bot_id = bots["items"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(bots["items"][0]["secret_set"], json!(true), "{bots}");
+    b.screenshot("bots-laptop").await;
+    check_page(&b, "group bots", false).await;
+    // Editing shows neither the URL nor the secret, only that they are set.
+    b.click("a[data-bot='Ops group']").await;
+    b.wait_for("#bot-form").await;
+    let url_value = b
+        .execute(
+            "return document.querySelector('#bot-form input[name=url]').value",
+            vec![],
+        )
+        .await;
+    assert_eq!(url_value, json!(""));
+    let page = b
+        .execute("return document.documentElement.outerHTML", vec![])
+        .await;
+    let page = page.as_str().unwrap();
+    assert!(
+        !page.contains(&hook.token) && !page.contains(BOT_SECRET),
+        "a secret shown"
+    );
+    assert!(
+        b.text("#bot-form")
+            .await
+            .contains("Set. Type a new value to replace it.")
+    );
+
+    // A schedule: two people a day each, only 08:00–20:00 in Shanghai, so every night is a gap.
+    open(&b, &h, "schedules").await;
+    b.click("#new-schedule").await;
+    b.wait_for("#schedule-form").await;
+    b.fill("#schedule-form input[name=name]", "Primary").await;
+    b.fill("#schedule-form input[name=time_zone]", "Asia/Shanghai")
+        .await;
+    b.fill("#schedule-form input[name=layer_name-0]", "Days").await;
+    for member in [&alice, &bob] {
+        b.click(&format!(
+            "#schedule-form select[name=add_member-0] option[value='{member}']"
+        ))
+        .await;
+        b.click("#schedule-form [data-add=turn]").await;
+    }
+    b.click("#schedule-form select[name=unit-0] option[value=day]")
+        .await;
+    let shanghai = chrono_tz::Asia::Shanghai;
+    let today = chrono::Utc::now().with_timezone(&shanghai).date_naive();
+    set_value(
+        &b,
+        "#schedule-form input[name=first_handoff-0]",
+        &format!("{today}T08:00"),
+    )
+    .await;
+    b.fill("#schedule-form textarea[name=restrictions-0]", "0-6 08:00-20:00")
+        .await;
+    b.screenshot("schedule-form-laptop").await;
+    check_page(&b, "schedule form", false).await;
+    b.click("#schedule-form button[type=submit]").await;
+    let shifts = b.wait_for_text("#final", "Alice Wang").await;
+    assert!(shifts.contains("Bob Li") && shifts.contains("Days"), "{shifts}");
+    let gaps = b.text("#gaps").await;
+    assert!(
+        gaps.contains("20:00") && gaps.contains("08:00") && gaps.contains("nobody on call"),
+        "{gaps}"
+    );
+    let schedules = api(&h, reqwest::Method::GET, "/api/v1/schedules", Value::Null).await;
+    let schedule = &schedules["items"][0];
+    let schedule_id = schedule["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (
+            &schedule["time_zone"],
+            &schedule["layers"][0]["participants"],
+            &schedule["layers"][0]["rotation"],
+            &schedule["layers"][0]["first_handoff"],
+            &schedule["layers"][0]["restrictions"]
+        ),
+        (
+            &json!("Asia/Shanghai"),
+            &json!([alice, bob]),
+            &json!({"unit": "day", "every": 1}),
+            &json!(format!("{today}T08:00:00")),
+            &json!([{"days": [0, 1, 2, 3, 4, 5, 6], "start": "08:00", "end": "20:00"}])
+        ),
+        "{schedule}"
+    );
+    b.screenshot("schedule-laptop").await;
+    check_page(&b, "schedule", false).await;
+    // Each layer and each person.
+    b.click(".tabs [role=tab]:nth-child(2)").await;
+    b.wait_for_text(".tabs [role=tabpanel]", "Days").await;
+    check_page(&b, "schedule, each layer", false).await;
+    b.click(".tabs [role=tab]:nth-child(3)").await;
+    b.wait_for("#person-shifts").await;
+    check_page(&b, "schedule, per person", false).await;
+
+    // An override from now for three hours: Bob is on call, and the final schedule says why.
+    let end = (chrono::Utc::now() + chrono::Duration::hours(3)).with_timezone(&shanghai);
+    b.click(&format!(
+        "#override-form select[name=member_id] option[value='{bob}']"
+    ))
+    .await;
+    set_value(
+        &b,
+        "#override-form input[name=end]",
+        &end.format("%Y-%m-%dT%H:%M").to_string(),
+    )
+    .await;
+    b.fill("#override-form input[name=note]", "Covering for Alice")
+        .await;
+    b.click("#override-form button[type=submit]").await;
+    let on_call = b.wait_for_text("#final tbody tr:first-child", "override").await;
+    assert!(on_call.contains("Bob Li"), "{on_call}");
+    b.wait_for_text("#on-call-now", "Bob Li").await;
+    assert!(b.text("#overrides").await.contains("Covering for Alice"));
+    let stored = api(
+        &h,
+        reqwest::Method::GET,
+        &format!("/api/v1/schedules/{schedule_id}"),
+        Value::Null,
+    )
+    .await;
+    let o = &stored["overrides"][0];
+    assert_eq!(o["member_id"], json!(bob), "{stored}");
+    let stored_end: chrono::DateTime<chrono::Utc> = o["end"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        stored_end
+            .with_timezone(&shanghai)
+            .format("%Y-%m-%dT%H:%M")
+            .to_string(),
+        end.format("%Y-%m-%dT%H:%M").to_string()
+    );
+    b.screenshot("schedule-override-laptop").await;
+    check_page(&b, "schedule with an override", false).await;
+
+    // A calendar URL, shown once.
+    b.click("#create-feed").await;
+    let feed = b.wait_for_text("#feed-url", ".ics").await;
+    assert!(feed.contains("/calendar/"), "{feed}");
+
+    // A rule level pages the group bot, a second one set up with the wrong secret, and whoever
+    // is on call.
+    let wrong = h
+        .create(
+            "/api/v1/bot-webhooks",
+            json!({"name": "Wrong secret", "url": hook_url, "secret": "not-the-secret"}),
+        )
+        .await;
+    let wrong_id = wrong["id"].as_str().unwrap().to_string();
+    open(&b, &h, "rules/new").await;
+    b.fill("#rule-form input[name=name]", "Group and rota").await;
+    for id in [&bot_id, &wrong_id] {
+        b.click(&format!("#rule-form [name=bot_webhooks-0][value='{id}']"))
+            .await;
+    }
+    b.click(&format!("#rule-form [name=schedules-0][value='{schedule_id}']"))
+        .await;
+    b.screenshot("rule-editor-targets-laptop").await;
+    check_page(&b, "rule editor with group bots and schedules", false).await;
+    b.click("#rule-form button[type=submit]").await;
+    b.wait_for_text("#rules", "Group and rota").await;
+    let rules = api(&h, reqwest::Method::GET, "/api/v1/rules", Value::Null).await;
+    let level = &rules["items"][0]["levels"][0];
+    assert_eq!(
+        (&level["bot_webhooks"], &level["schedules"]),
+        (&json!([bot_id, wrong_id]), &json!([schedule_id])),
+        "{rules}"
+    );
+
+    // An incident reaches the bot's group; its page shows how the post went.
+    h.create(
+        "/api/v1/incidents",
+        json!({"title": "Disk full on db-1", "severity": "critical"}),
+    )
+    .await;
+    h.wait_for("a signed post at the hook", |h| {
+        h.sim
+            .bot_hooks()
+            .iter()
+            .any(|x| x.posts.iter().any(|p| p.code == 0 && p.signed))
+    })
+    .await;
+    h.wait_for("the post in the operation log", |h| {
+        lark_oncall::delivery::oplog::query(
+            &h.app().store,
+            &lark_oncall::delivery::oplog::OpQuery {
+                receiver: Some(format!("bot_webhook:{bot_id}")),
+                ..Default::default()
+            },
+        )
+        .is_ok_and(|e| e.iter().any(|e| e.outcome == "delivered"))
+    })
+    .await;
+    h.wait_for("the refused post in the operation log", |h| {
+        lark_oncall::delivery::oplog::query(
+            &h.app().store,
+            &lark_oncall::delivery::oplog::OpQuery {
+                receiver: Some(format!("bot_webhook:{wrong_id}")),
+                ..Default::default()
+            },
+        )
+        .is_ok_and(|e| e.iter().any(|e| e.outcome == "failed"))
+    })
+    .await;
+    open(&b, &h, "bots").await;
+    b.wait_for_text(&format!("[data-outcomes='{bot_id}']"), "delivered")
+        .await;
+    // The wrong secret's post failed for good, with the reason and what to do in words.
+    let refused = b
+        .wait_for_text(&format!("[data-outcomes='{wrong_id}']"), "sign_mismatch")
+        .await;
+    assert!(
+        refused.contains("19021") && refused.contains("signing secret"),
+        "{refused}"
+    );
+    b.screenshot("bots-outcomes-laptop").await;
+    // The quota page gives the bot its own line, outside the app's quota.
+    open(&b, &h, "quota").await;
+    let line = b.wait_for_text("#quota-bots", "Ops group").await;
+    assert!(line.contains("do not count against"), "{line}");
+    // Ending the running override keeps its past and lists it no more.
+    open(&b, &h, &format!("schedules/{schedule_id}")).await;
+    b.click("[data-end-override]").await;
+    b.wait_for_text("#overrides", "No override in force or to come.")
+        .await;
+    b.close().await;
+
+    for (viewport, suffix, note) in [
+        (Viewport::PHONE, "phone", "cannot call back"),
+        (Viewport::PHONE.with_language("zh-CN"), "phone-zh", "无法回调"),
+    ] {
+        let Some(b) = Browser::start("admin_ui", viewport).await else {
+            return;
+        };
+        log_in(&b, &h).await;
+        for page in [
+            "bots",
+            "bots/new",
+            "schedules",
+            &format!("schedules/{schedule_id}"),
+            &format!("schedules/{schedule_id}/edit"),
+        ] {
+            open(&b, &h, page).await;
+            b.screenshot(&format!(
+                "{}-{suffix}",
+                page.replace('/', "-").replace(&schedule_id, "one")
+            ))
+            .await;
+            check_page(&b, page, true).await;
+        }
+        // Further down the schedule: the shifts in words, the overrides and the calendar URLs.
+        open(&b, &h, &format!("schedules/{schedule_id}")).await;
+        for part in ["final", "overrides", "feeds"] {
+            b.execute(
+                "document.getElementById(arguments[0]).scrollIntoView()",
+                vec![Value::from(part)],
+            )
+            .await;
+            b.screenshot(&format!("schedule-{part}-{suffix}")).await;
+        }
+        open(&b, &h, "bots").await;
+        assert!(b.text("#bot-notes").await.contains(note));
+        // On a phone the six log filters fold behind one line, and open from it.
+        open(&b, &h, "oplog").await;
+        let folded = b
+            .execute(
+                "return document.querySelector('#oplog-filter-disclosure').open",
+                vec![],
+            )
+            .await;
+        assert_eq!(folded, json!(false), "the filters are open on a phone");
+        let hidden = b
+            .execute(
+                "return !document.querySelector('#oplog-filters select[name=outcome]').checkVisibility()",
+                vec![],
+            )
+            .await;
+        assert_eq!(hidden, json!(true), "a filter shows while folded");
+        b.click("#oplog-filter-disclosure summary").await;
+        b.wait_for("#oplog-filters select[name=outcome]").await;
+        b.screenshot(&format!("oplog-filters-open-{suffix}")).await;
+        check_page(&b, "operation log, filters open", true).await;
         b.close().await;
     }
 }

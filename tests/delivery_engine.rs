@@ -365,6 +365,7 @@ async fn faults_are_retried_until_delivered_and_permanent_errors_end_at_once() {
         latency: Duration::from_millis(20),
         hang: Duration::from_millis(300),
         outage: None,
+        ..Faults::default()
     });
     let users = rig.users();
     let messages: Vec<Value> = (0..200)

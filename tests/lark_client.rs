@@ -788,6 +788,8 @@ async fn the_executor_turns_jobs_into_calls_and_outcomes() {
             name: "INC-1 war room".into(),
             owner_open_id: Some(bob.open_id.clone()),
             member_open_ids: vec![bob.open_id.clone()],
+            description: String::new(),
+            dedup_uuid: None,
         },
     );
     let CallOutcome::Delivered {

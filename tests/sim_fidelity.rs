@@ -823,6 +823,112 @@ async fn war_room_chat_apis_as_lark_answers_them() {
 }
 
 #[tokio::test]
+async fn chat_apis_refuse_a_missing_scope_and_a_pin_the_chat_keeps_for_its_managers() {
+    let clock = Arc::new(ManualClock::at(start_time()));
+    let cfg = config(&clock);
+    let visible = cfg.world.users[0].open_id.clone();
+    let api = Api::start(cfg).await;
+    let token = api.token().await;
+    let create = |uuid: &'static str| {
+        let (api, token, visible) = (&api, token.clone(), visible.clone());
+        async move {
+            api.call(
+                "POST",
+                &format!("/open-apis/im/v1/chats?uuid={uuid}"),
+                Some(&token),
+                Some(json!({"name": "[P1] #8 db", "user_id_list": [visible]})),
+            )
+            .await
+        }
+    };
+    let chats_before = api.sim.world().chats.len();
+    // Without `im:chat` the finer `im:chat:create` still lets the app create.
+    api.sim.set_faults(Faults {
+        missing_scopes: vec!["im:chat".into()],
+        ..Faults::default()
+    });
+    let created = create("wr-8").await;
+    assert_eq!(created.body["code"], 0, "{}", created.body);
+    let chat_id = created.body["data"]["chat_id"].as_str().unwrap().to_string();
+    // Without either: HTTP 400, 99991672 naming the scopes that would do, and no chat.
+    let put = api
+        .http
+        .put(format!("{}/sim/api/faults", api.sim.base_url()))
+        .json(&json!({"missing_scopes": ["im:chat", "im:chat:create", "im:chat.top_notice:write_only"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let refused = create("wr-9").await;
+    assert_eq!(
+        (refused.status, refused.body["code"].clone()),
+        (400, json!(99991672)),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body["msg"]
+            .as_str()
+            .unwrap()
+            .contains("im:chat, im:chat:create"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(api.sim.world().chats.len(), chats_before + 1);
+    let sent = api
+        .send(&token, "chat_id", &chat_id, "interactive", shared_card("INC-8"))
+        .await;
+    let message_id = sent.body["data"]["message_id"].as_str().unwrap().to_string();
+    let notice = api
+        .call(
+            "POST",
+            &format!("/open-apis/im/v1/chats/{chat_id}/top_notice/put_top_notice"),
+            Some(&token),
+            Some(json!({"chat_top_notice": [{"action_type": "1", "message_id": message_id}]})),
+        )
+        .await;
+    assert_eq!(
+        (notice.status, notice.body["code"].clone()),
+        (400, json!(99991672))
+    );
+    assert_eq!(api.sim.top_notice(&chat_id), None);
+
+    // A chat that keeps pinning for its owner and managers refuses the app's pin with 230046.
+    let pin = || {
+        let (api, token, message_id) = (&api, token.clone(), message_id.clone());
+        async move {
+            api.call(
+                "POST",
+                "/open-apis/im/v1/pins",
+                Some(&token),
+                Some(json!({"message_id": message_id})),
+            )
+            .await
+        }
+    };
+    let put = api
+        .http
+        .put(format!("{}/sim/api/faults", api.sim.base_url()))
+        .json(&json!({"pins_for_managers_only": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let refused = pin().await;
+    assert_eq!(
+        (refused.status, refused.body["code"].clone()),
+        (400, json!(230046)),
+        "{}",
+        refused.body
+    );
+    assert!(api.sim.pins(&chat_id).is_empty());
+    api.sim.set_faults(Faults::default());
+    assert_eq!(pin().await.body["code"], 0);
+    assert_eq!(api.sim.pins(&chat_id).len(), 1);
+    api.sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn oauth_login_as_a_chosen_user() {
     let clock = Arc::new(ManualClock::at(start_time()));
     let cfg = config(&clock);

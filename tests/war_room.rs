@@ -7,7 +7,8 @@
 mod common;
 
 use common::inprocess::Harness;
-use lark_oncall::sim::{CardCallbackVersion, SimChat};
+use lark_oncall::incident::war_room::WarRoomState;
+use lark_oncall::sim::{CardCallbackVersion, Faults, SimChat};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -99,6 +100,27 @@ impl Harness {
             .unwrap();
         assert_eq!(outcome.status, Some(200), "{outcome:?}");
         outcome.toast.unwrap()
+    }
+
+    /// A rule opening a room for every critical incident, with `member` on its only level.
+    async fn auto_rule(&self, member: &str) {
+        self.create(
+            "/api/v1/rules",
+            json!({"name": "critical", "integration_id": self.integration, "war_room": "auto",
+                   "match": {"severities": ["critical"]}, "levels": [{"members": [member]}]}),
+        )
+        .await;
+    }
+
+    async fn wait_for_room(&self, incident: &str, state: WarRoomState) {
+        self.wait_for("the room's state", |e| {
+            e.app()
+                .incidents
+                .war_room(incident)
+                .unwrap()
+                .is_some_and(|r| r.state == state)
+        })
+        .await;
     }
 
     async fn advance_minutes(&self, minutes: i64) {
@@ -360,7 +382,8 @@ async fn people_lark_refuses_are_listed_with_the_reason() {
     assert!(
         failed.iter().any(|e| e["kind"] == "create_chat"
             && e["lark_code"] == 232043
-            && e["lark_message"].as_str().unwrap().contains("availability scope")),
+            && e["job_id"].is_u64()
+            && e["lark_message"].as_str().unwrap().contains("unavailable ids")),
         "{failed:?}"
     );
     env.stop().await;
@@ -611,5 +634,217 @@ async fn a_rule_with_war_room_auto_opens_a_room_without_a_press() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_in_the_middle_of_a_set_up_resumes_it_with_one_chat() {
+    let mut env = start(true).await;
+    let alice = env.member("Alice", "alice@example.com").await;
+    env.auto_rule(&alice).await;
+    // Every Lark answer takes a while, so the restart falls between the create and the rest.
+    env.sim.set_faults(Faults {
+        latency: std::time::Duration::from_millis(300),
+        ..Faults::default()
+    });
+    let inc = env
+        .create(
+            "/api/v1/incidents",
+            json!({"title": "core router flapping", "severity": "critical"}),
+        )
+        .await;
+    let id = inc["id"].as_str().unwrap().to_string();
+    let name = format!("[P1] #{} core router flapping", inc["number"]);
+    env.wait_for("the chat created in Lark", |e| e.chats_named(&name).len() == 1)
+        .await;
+    assert_ne!(
+        env.app().incidents.war_room(&id).unwrap().unwrap().state,
+        WarRoomState::Open
+    );
+    env.restart().await;
+    env.sim.set_faults(Faults::default());
+    env.wait_for_room(&id, WarRoomState::Open).await;
+
+    let rooms = env.chats_named(&name);
+    assert_eq!(rooms.len(), 1, "{rooms:?}");
+    let chat = rooms[0].clone();
+    assert!(chat.members.contains(&env.open_id("alice@example.com")));
+    let room = env.room(&id).await;
+    assert_eq!(room["chat_id"], chat.chat_id.as_str());
+    assert_eq!(
+        (room["pinned"].clone(), room["top_notice"].clone()),
+        (json!(true), json!(true))
+    );
+    let room_cards = env.cards_to(&chat.chat_id);
+    assert_eq!(room_cards.len(), 1, "one card in the room");
+    assert_eq!(env.sim.pins(&chat.chat_id).len(), 1);
+    // A create repeated after the restart was answered with the same chat (its uuid).
+    let creates: Vec<_> = env
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.api == "im.v1.chat.create" && c.status == 200)
+        .collect();
+    assert!(
+        creates
+            .iter()
+            .skip(1)
+            .all(|c| c.summary.contains("uuid duplicate")),
+        "{creates:?}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_set_up_calls_are_outbox_jobs_in_the_operation_log_and_the_quota() {
+    let env = start(true).await;
+    let alice = env.member("Alice", "alice@example.com").await;
+    let zhang = env.member("Zhang Wei", "zhang.wei@example.com").await;
+    env.rule(json!([{"members": [alice, zhang]}])).await;
+    let id = env.paged("search index stale", 2).await;
+    let quota_before = env
+        .get(&format!("/api/v1/integrations/{}/quota", env.integration))
+        .await["by_class"]["chat_management"]
+        .as_u64()
+        .unwrap_or(0);
+    let (status, opened) = env.open_room(&id, json!({"member_id": alice})).await;
+    assert_eq!(status, StatusCode::CREATED, "{opened}");
+    assert_eq!(opened["war_room"]["state"], "open", "{opened}");
+    let entries = common::oplog::all(&env.http, &env.admin, &env.token, &format!("incident={id}")).await;
+    let chat_id = opened["war_room"]["chat_id"].as_str().unwrap();
+    for kind in ["create_chat", "add_members", "pin", "top_notice"] {
+        let entry = entries
+            .iter()
+            .find(|e| e["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {entries:?}"));
+        assert_eq!(entry["outcome"], "delivered", "{entry}");
+        assert!(entry["job_id"].is_u64(), "{kind} is an outbox job: {entry}");
+        assert_eq!(entry["chat_id"], chat_id, "{entry}");
+    }
+    let card = entries
+        .iter()
+        .find(|e| e["kind"] == "send" && e["receiver"] == format!("chat_id:{chat_id}"))
+        .unwrap_or_else(|| panic!("no card for the room in {entries:?}"));
+    assert!(card["job_id"].is_u64());
+    let quota_after = env
+        .get(&format!("/api/v1/integrations/{}/quota", env.integration))
+        .await["by_class"]["chat_management"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(quota_after - quota_before, 4, "create, add, pin, top notice");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn without_the_im_chat_scope_no_room_is_created_and_the_incident_says_why() {
+    let env = start(true).await;
+    let alice = env.member("Alice", "alice@example.com").await;
+    env.rule(json!([{"members": [alice]}])).await;
+    let id = env.paged("disk full on db-4", 1).await;
+    env.sim.set_faults(Faults {
+        missing_scopes: vec!["im:chat".into(), "im:chat:create".into()],
+        ..Faults::default()
+    });
+    let (status, body) = env.open_room(&id, json!({"member_id": alice})).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("scope missing: im:chat"),
+        "{body}"
+    );
+    let room = env.room(&id).await;
+    assert_eq!(room["state"], "opening", "{room}");
+    assert!(room["chat_id"].is_null());
+    assert!(
+        room["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("scope missing: im:chat")),
+        "{room}"
+    );
+    let timeline = env.get(&format!("/api/v1/incidents/{id}")).await["timeline"].clone();
+    assert!(
+        timeline
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "war_room_failed"
+                && e["detail"].as_str().unwrap().contains("scope missing: im:chat")),
+        "{timeline}"
+    );
+    let failed = common::oplog::all(
+        &env.http,
+        &env.admin,
+        &env.token,
+        &format!("incident={id}&outcome=failed"),
+    )
+    .await;
+    assert!(
+        failed.iter().any(|e| e["kind"] == "create_chat"
+            && e["lark_code"] == 99991672
+            && e["reason"] == "permission_missing"
+            && e["lark_message"].as_str().unwrap().contains("im:chat")),
+        "{failed:?}"
+    );
+    // Refused for good: one create, no retries.
+    env.settle().await;
+    let creates = env
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.api == "im.v1.chat.create")
+        .count();
+    assert_eq!(creates, 1);
+    assert!(env.chats_named("[P2]").is_empty() && env.chats_named("[P1]").is_empty());
+    // Granted again, asking again resumes the set-up.
+    env.sim.set_faults(Faults::default());
+    let (status, body) = env.open_room(&id, json!({"member_id": alice})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["war_room"]["state"], "open", "{body}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_pin_the_chat_refuses_leaves_the_room_open_with_the_problem_in_words() {
+    let env = start(true).await;
+    let alice = env.member("Alice", "alice@example.com").await;
+    env.rule(json!([{"members": [alice]}])).await;
+    let id = env.paged("checkout latency", 1).await;
+    env.sim.set_faults(Faults {
+        pins_for_managers_only: true,
+        ..Faults::default()
+    });
+    let (status, opened) = env.open_room(&id, json!({"member_id": alice})).await;
+    assert_eq!(status, StatusCode::CREATED, "{opened}");
+    let room = &opened["war_room"];
+    assert_eq!(room["state"], "open", "{room}");
+    assert_eq!(room["pinned"], false);
+    assert_eq!(room["top_notice"], true, "the top notice goes on without the pin");
+    assert!(
+        room["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("pin not allowed")),
+        "{room}"
+    );
+    let chat_id = room["chat_id"].as_str().unwrap();
+    assert!(env.sim.pins(chat_id).is_empty());
+    let failed = common::oplog::all(
+        &env.http,
+        &env.admin,
+        &env.token,
+        &format!("incident={id}&outcome=failed"),
+    )
+    .await;
+    assert!(
+        failed
+            .iter()
+            .any(|e| e["kind"] == "pin" && e["lark_code"] == 230046),
+        "{failed:?}"
+    );
     env.stop().await;
 }

@@ -1,6 +1,6 @@
 // The admin UI: a hash-routed single page on the admin API alone (the same calls a script makes
 // with a token). Built from the shared kit in /kit/.
-import { h, button, field, checkbox, showErrors, statusDot, badge, table, toast, dialog, copyField, chart, bars, meter } from "/kit/ui.js";
+import { h, button, field, checkbox, showErrors, statusDot, badge, table, toast, dialog, copyField, chart, bars, meter, tabs } from "/kit/ui.js";
 import { createI18n, LANGUAGES } from "/kit/i18n.js";
 import { api, setCsrfToken } from "/kit/api.js";
 import { dictionaries } from "./i18n.js";
@@ -13,8 +13,8 @@ const enc = encodeURIComponent;
 const INTERACTIVE_MARK = "lark-oncall:interactive";
 
 const PAGES = [
-  ["integrations", integrationsPage], ["incidents", incidentsPage], ["members", membersPage], ["rules", rulesPage],
-  ["oplog", oplogPage], ["quota", quotaPage], ["sources", sourcesPage], ["webhooks", webhooksPage],
+  ["integrations", integrationsPage], ["incidents", incidentsPage], ["members", membersPage], ["schedules", schedulesPage],
+  ["rules", rulesPage], ["bots", botsPage], ["oplog", oplogPage], ["quota", quotaPage], ["sources", sourcesPage], ["webhooks", webhooksPage],
   ["tokens", tokensPage], ["scheduler", schedulerPage], ["backup", backupPage], ["account", accountPage],
 ];
 
@@ -132,7 +132,7 @@ const healthOf = (i) => {
   if (s.last_error && (!s.last_accepted_at || s.last_error.at > s.last_accepted_at)) return "bad";
   return s.accepted + s.challenges > 0 ? "ok" : "pending";
 };
-const HEALTH_DOT = { ok: "ok", bad: "bad", pending: "warn" };
+const HEALTH_DOT = { ok: "ok", bad: "bad", pending: "warn", not_needed: "neutral" };
 
 async function integrationsPage(id, sub) {
   if (id === "new") return integrationForm(null);
@@ -378,9 +378,9 @@ async function oplogPage() {
   const q = new URLSearchParams(location.hash.split("?")[1] || "");
   const params = new URLSearchParams([...q].filter(([k, v]) => v && ["outcome", "integration", "incident", "receiver", "before", "since", "until"].includes(k)));
   const [page, ints] = await Promise.all([api("GET", `/api/v1/oplog?${params}`), api("GET", "/api/v1/integrations")]);
-  const filters = h("form", { class: "filters", role: "search", id: "oplog-filters", "aria-label": t("filter") },
+  const filters = h("form", { class: "filters", role: "search", id: "oplog-filters", "aria-label": t("filters") },
     field({ name: "outcome", label: t("outcome"), type: "select", value: q.get("outcome") || "", options: [["", t("any")], ...OUTCOMES.map((o) => [o, t(`outcome_${o}`)])] }),
-    field({ name: "integration", label: t("nav_integrations"), type: "select", value: q.get("integration") || "", options: [["", t("any")], ...ints.items.map((i) => [i.id, i.name])] }),
+    field({ name: "integration", label: t("integration"), type: "select", value: q.get("integration") || "", options: [["", t("any")], ...ints.items.map((i) => [i.id, i.name])] }),
     field({ name: "receiver", label: t("receiver"), value: q.get("receiver") || "" }),
     field({ name: "incident", label: t("incident"), value: q.get("incident") || "" }),
     field({ name: "since", label: t("from"), type: "datetime-local", value: toLocalInput(q.get("since")) }),
@@ -392,7 +392,16 @@ async function oplogPage() {
     location.hash = `#/oplog?${new URLSearchParams(chosen)}`;
   });
   const older = page.next_before ? h("a", { class: "btn", href: `#/oplog?${new URLSearchParams({ ...Object.fromEntries(params), before: page.next_before })}` }, t("older")) : null;
-  return [h("h1", {}, t("oplog")), filters, h("div", { id: "oplog" }, oplogTable(page.items)), older];
+  return [h("h1", {}, t("oplog")), filterDisclosure(filters, [...params.keys()].filter((k) => k !== "before").length), h("div", { id: "oplog" }, oplogTable(page.items)), older];
+}
+
+// Six filters stack into a screenful on a phone: there they fold behind one "Filters" line
+// (open when some are in force); from 48rem up they show.
+const WIDE_SCREEN = "(min-width: 48rem)";
+
+function filterDisclosure(form, active) {
+  return h("details", { class: "filter-disclosure", id: "oplog-filter-disclosure", open: active > 0 || matchMedia(WIDE_SCREEN).matches },
+    h("summary", {}, active ? t("filters_active", { n: active }) : t("filters")), form);
 }
 
 function contactBody(data, existing) {
@@ -471,7 +480,10 @@ function memberEditor(m, integrations) {
 
 async function rulesPage(id) {
   const [{ items }, ints, members] = await Promise.all([api("GET", "/api/v1/rules"), api("GET", "/api/v1/integrations"), api("GET", "/api/v1/members")]);
-  if (id) return ruleEditor(id === "new" ? null : items.find((r) => r.id === id), ints.items, members.items);
+  if (id) {
+    const [bots, schedules] = await Promise.all([api("GET", "/api/v1/bot-webhooks"), api("GET", "/api/v1/schedules")]);
+    return ruleEditor(id === "new" ? null : items.find((r) => r.id === id), ints.items, members.items, { bots: bots.items, schedules: schedules.items });
+  }
   // Moves a rule one place and renumbers the list 10, 20, 30…: positions may tie (rules made
   // through the API without one), and a swap of tied positions would change nothing.
   const move = (rule, delta) => async () => {
@@ -500,11 +512,39 @@ async function rulesPage(id) {
   ];
 }
 
-function ruleEditor(rule, integrations, members) {
+/**
+ * Weekly windows as one line each, `days start-end`: days `0-4` (a range) or `0,2,4` (a list),
+ * 0 = Monday. What rules' time windows and schedules' restrictions are written as.
+ */
+function parseWindows(text) {
+  return String(text || "").split("\n").map((l) => l.trim()).filter(Boolean).map((l) => {
+    const [days, span] = l.split(/\s+/);
+    const [start, end] = (span || "").split("-");
+    const [a, b] = days.split("-").map(Number);
+    const list = days.includes("-") ? Array.from({ length: b - a + 1 }, (_, i) => a + i) : days.split(",").map(Number);
+    return { days: list, start, end };
+  });
+}
+
+const formatWindows = (windows) => (windows || []).map((w) => `${(w.days || []).join(",")} ${w.start}-${w.end}`).join("\n");
+
+/** Checkboxes for the ids a level names (`name-n`), one per target; nothing when there is none. */
+function levelTargets(name, n, label, targets, chosen) {
+  if (!targets.length) return null;
+  return h("div", { class: "field", "data-targets": name }, h("span", { class: "hint" }, label), targets.map((target) => {
+    const c = checkbox({ name: `${name}-${n}`, label: target.name, checked: (chosen || []).includes(target.id) });
+    c.querySelector("input").value = target.id;
+    return c;
+  }));
+}
+
+const NEW_LEVEL = () => ({ members: [], chats: [], bot_webhooks: [], schedules: [], delay_minutes: 0, repeat_count: 0, escalate_unless: "acknowledged" });
+
+function ruleEditor(rule, integrations, members, { bots, schedules }) {
   const integrationId = rule?.integration_id || integrations[0]?.id || "";
   let chats = [];
   const levelsHost = h("div", { id: "levels" });
-  const levels = (rule?.levels || [{ members: [], chats: [], delay_minutes: 0, repeat_count: 0, escalate_unless: "acknowledged" }]).map((l) => ({ ...l }));
+  const levels = (rule?.levels || [NEW_LEVEL()]).map((l) => ({ ...l }));
   const flagged = new Set((rule?.needs_attention || []).map((n) => (typeof n === "string" ? n : n.chat_id)));
   const drawLevels = () => levelsHost.replaceChildren(...levels.map((l, n) => h("fieldset", { "data-level": n },
     h("legend", {}, t("level", { n: n + 1 })),
@@ -518,6 +558,9 @@ function ruleEditor(rule, integrations, members) {
         if (bad) c.classList.add("flagged");
         return c;
       })),
+    levelTargets("bot_webhooks", n, t("level_bots"), bots, l.bot_webhooks),
+    levelTargets("schedules", n, t("level_schedules"), schedules, l.schedules),
+    schedules.length ? checkbox({ name: `fall_through-${n}`, label: t("fall_through"), checked: l.fall_through_when_nobody_on_call }) : null,
     field({ name: `delay-${n}`, label: t("delay"), type: "number", value: l.delay_minutes ?? 0 }),
     field({ name: `repeat_every-${n}`, label: t("repeat_every"), type: "number", value: l.repeat_every_minutes ?? "" }),
     field({ name: `repeat_count-${n}`, label: t("repeat_count"), type: "number", value: l.repeat_count ?? 0 }),
@@ -531,6 +574,9 @@ function ruleEditor(rule, integrations, members) {
     if (!form.querySelector(`[data-level="${n}"]`)) return;
     l.members = [...form.querySelectorAll(`[name="members-${n}"]:checked`)].map((e) => e.value);
     l.chats = [...form.querySelectorAll(`[name="chats-${n}"]:checked`)].map((e) => e.value);
+    l.bot_webhooks = [...form.querySelectorAll(`[name="bot_webhooks-${n}"]:checked`)].map((e) => e.value);
+    l.schedules = [...form.querySelectorAll(`[name="schedules-${n}"]:checked`)].map((e) => e.value);
+    l.fall_through_when_nobody_on_call = Boolean(form.elements[`fall_through-${n}`]?.checked);
     const num = (k) => (form.elements[`${k}-${n}`].value === "" ? null : Number(form.elements[`${k}-${n}`].value));
     l.delay_minutes = num("delay") ?? 0;
     l.repeat_every_minutes = num("repeat_every");
@@ -540,24 +586,18 @@ function ruleEditor(rule, integrations, members) {
   });
   const form = formOf([
     field({ name: "name", label: t("name"), value: rule?.name, required: true }),
-    field({ name: "integration_id", label: t("nav_integrations"), type: "select", value: integrationId, options: integrations.map((i) => [i.id, i.name]), onchange: () => loadChats(false) }),
+    field({ name: "integration_id", label: t("integration"), type: "select", value: integrationId, options: integrations.map((i) => [i.id, i.name]), onchange: () => loadChats(false) }),
     h("fieldset", { "data-field": "match" }, h("legend", {}, t("severities")), ["critical", "warning", "info"].map((s) => { const c = checkbox({ name: "severities", label: t(s), checked: rule?.match?.severities?.includes(s) }); c.querySelector("input").value = s; return c; })),
     field({ name: "labels", label: t("labels"), type: "textarea", value: Object.entries(rule?.match?.labels || {}).map(([k, v]) => `${k}=${v}`).join("\n") }),
     field({ name: "timezone", label: t("timezone"), value: rule?.timezone || "Asia/Shanghai" }),
-    field({ name: "time_windows", label: t("windows"), type: "textarea", value: (rule?.time_windows || []).map((w) => `${(w.days || []).join(",")} ${w.start}-${w.end}`).join("\n") }),
+    field({ name: "time_windows", label: t("windows"), type: "textarea", value: formatWindows(rule?.time_windows) }),
     h("div", { class: "row" }, h("h2", {}, t("levels")), h("span", { class: "spacer" }), button(t("refresh_chats"), () => loadChats(true), { small: true, id: "refresh-chats" }),
-      button(t("add_level"), () => { readLevels(); levels.push({ members: [], chats: [], delay_minutes: 0, repeat_count: 0, escalate_unless: "acknowledged" }); drawLevels(); }, { small: true })),
+      button(t("add_level"), () => { readLevels(); levels.push(NEW_LEVEL()); drawLevels(); }, { small: true })),
     levelsHost,
   ], async (data) => {
     readLevels();
     const labels = Object.fromEntries(String(data.get("labels")).split("\n").map((l) => l.trim()).filter(Boolean).map((l) => l.split("=").map((s) => s.trim())));
-    const windows = String(data.get("time_windows")).split("\n").map((l) => l.trim()).filter(Boolean).map((l) => {
-      const [days, span] = l.split(/\s+/);
-      const [start, end] = (span || "").split("-");
-      const [a, b] = days.split("-").map(Number);
-      const list = days.includes("-") ? Array.from({ length: b - a + 1 }, (_, i) => a + i) : days.split(",").map(Number);
-      return { days: list, start, end };
-    });
+    const windows = parseWindows(data.get("time_windows"));
     const body = { name: data.get("name"), integration_id: data.get("integration_id"), match: { severities: data.getAll("severities"), labels }, time_windows: windows, timezone: data.get("timezone"), levels };
     if (rule) body.position = rule.position;
     await (rule ? api("PUT", `/api/v1/rules/${enc(rule.id)}`, body) : api("POST", "/api/v1/rules", body));
@@ -599,8 +639,11 @@ function duration(seconds) {
 
 async function quotaPage() {
   const { items } = await api("GET", "/api/v1/integrations");
+  // Every answer lists the group bots' calls (the same list): they are shown once.
+  let botCalls = [];
   const sections = await Promise.all(items.map(async (i) => {
     const q = await api("GET", `/api/v1/integrations/${enc(i.id)}/quota`);
+    botCalls = q.bot_webhooks || [];
     const l = q.limiter;
     const limit = q.limit == null ? t("unlimited") : i18n.number(q.limit);
     return h("section", { class: "card stack", "data-quota": i.id, "aria-labelledby": `quota-h-${i.id}` },
@@ -615,7 +658,9 @@ async function quotaPage() {
       l ? h("div", { class: "stack", "data-limiter": i.id }, h("h3", {}, t("limiter")), h("p", { class: "limiter-state" }, limiterText(l)),
         l.held ? h("p", {}, h("a", { href: `#/oplog?${new URLSearchParams({ integration: i.id, outcome: "held_quota" })}` }, t("held_see_log", { n: i18n.number(l.held) }))) : null) : null);
   }));
-  return [h("h1", {}, t("quota")), sections.length ? sections : h("p", { class: "empty" }, t("none"))];
+  const bots = botCalls.length ? h("section", { class: "card stack", id: "quota-bots", "aria-labelledby": "quota-bots-h" }, h("h2", { id: "quota-bots-h" }, t("bots")),
+    h("p", { class: "muted" }, t("bots_quota_note")), bars(botCalls.map((b) => ({ label: b.name, value: b.calls })), { title: t("bots") })) : null;
+  return [h("h1", {}, t("quota")), sections.length ? sections : h("p", { class: "empty" }, t("none")), bots];
 }
 
 async function sourcesPage() {
@@ -704,6 +749,419 @@ function accountPage() {
     toast(t("password_changed"));
   }, t("change_password"));
   return [h("h1", {}, t("account")), h("p", {}, t("signed_in_as", { user: session.username })), h("div", { class: "card" }, form)];
+}
+
+// Group bots (custom bot webhooks). The URL and the signing secret are write-only: the API
+// answers only whether they are set, and so does this page.
+const BOT_OUTCOMES_SHOWN = 3;
+// The operation log names a group bot's posts by this receiver (delivery's BOT_WEBHOOK_RECEIVER).
+const botReceiver = (id) => `bot_webhook:${id}`;
+
+// What the page says before any webhook exists to carry the API's notes.
+const BOT_NOTE_COUNT = 3;
+// The API's notes are English; zh_cn has its own words for the same notes, in the same order.
+function botNotes(fromApi) {
+  const count = Math.max(fromApi.length, BOT_NOTE_COUNT);
+  return Array.from({ length: count }, (_, n) => {
+    const key = `bot_note_${n + 1}`;
+    return i18n.lang === "zh_cn" && t(key) !== key ? t(key) : fromApi[n] || t(key);
+  });
+}
+
+async function botsPage(id) {
+  const { items } = await api("GET", "/api/v1/bot-webhooks");
+  if (id) {
+    const hook = id === "new" ? null : items.find((b) => b.id === id) || (await api("GET", `/api/v1/bot-webhooks/${enc(id)}`));
+    return botForm(hook);
+  }
+  const outcomes = Object.fromEntries(await Promise.all(items.map(async (b) =>
+    [b.id, (await api("GET", `/api/v1/oplog?${new URLSearchParams({ receiver: botReceiver(b.id), limit: BOT_OUTCOMES_SHOWN })}`)).items])));
+  const setOrNot = (isSet, what) => h("span", { "data-set": what }, statusDot(isSet ? "ok" : "neutral", t(isSet ? "set" : "not_set")));
+  return [
+    h("div", { class: "row" }, h("h1", {}, t("bots")), h("span", { class: "spacer" }), h("a", { class: "btn primary", href: "#/bots/new", id: "new-bot" }, t("new_bot"))),
+    h("section", { class: "card stack", id: "bot-notes", "aria-labelledby": "bot-notes-h" }, h("h2", { id: "bot-notes-h" }, t("bot_notes")),
+      h("ul", {}, botNotes(items[0]?.notes || []).map((note) => h("li", {}, note)))),
+    h("div", { id: "bots" }, table([
+      { label: t("name"), render: (b) => h("a", { href: `#/bots/${enc(b.id)}`, "data-bot": b.name }, b.name) },
+      { label: t("url"), render: (b) => setOrNot(b.url_set, "url") },
+      { label: t("bot_secret"), render: (b) => setOrNot(b.secret_set, "secret") },
+      { label: t("bot_keyword"), render: (b) => (b.keyword ? h("code", {}, b.keyword) : "—") },
+      { label: t("bot_recent"), render: (b) => outcomes[b.id].length ? h("ul", { class: "plain attempts", "data-outcomes": b.id }, outcomes[b.id].map((e) => h("li", {},
+        badge(outcomeText(e.outcome), e.outcome === "delivered" ? "ok" : e.outcome.startsWith("retry") ? "warn" : "bad"),
+        // The reason word, then Lark's code with what to do about it (e.g. check the clock).
+        [` ${i18n.date(e.at)}`, e.reason, e.lark_code ? `${e.lark_code} ${e.lark_message || ""}` : null].filter(Boolean).join(" · ")))) : h("span", { class: "muted" }, t("no_attempts")) },
+      { label: t("actions"), render: (b) => h("div", { class: "row" }, h("a", { class: "btn small", href: `#/bots/${enc(b.id)}`, "aria-label": `${t("edit")}: ${b.name}` }, t("edit")), button(t("remove"), async () => {
+        if ((await dialog(t("confirm_remove", { what: b.name }), [], [[t("cancel"), "no"], [t("remove"), "yes", "danger"]])) === "yes" && (await guard(() => api("DELETE", `/api/v1/bot-webhooks/${enc(b.id)}`))) !== null) route();
+      }, { small: true, kind: "danger", "aria-label": `${t("remove")}: ${b.name}` })) },
+    ], items, { empty: t("no_bots"), caption: t("bots") })),
+  ];
+}
+
+function botForm(hook) {
+  const hint = (isSet) => (hook ? t(isSet ? "secret_hint_set" : "secret_hint_unset") : undefined);
+  const form = formOf([
+    field({ name: "name", label: t("name"), value: hook?.name, required: true }),
+    // Write-only like a password: typed, sent, never shown back.
+    field({ name: "url", label: t("bot_url"), type: "password", autocomplete: "off", required: !hook, placeholder: "https://open.feishu.cn/open-apis/bot/v2/hook/…", hint: hint(hook?.url_set) || t("bot_url_hint") }),
+    field({ name: "secret", label: t("bot_secret"), type: "password", autocomplete: "off", hint: hint(hook?.secret_set) || t("bot_secret_hint") }),
+    hook?.secret_set ? checkbox({ name: "clear_secret", label: t("bot_clear_secret") }) : null,
+    field({ name: "keyword", label: t("bot_keyword"), value: hook?.keyword || "", hint: t("bot_keyword_hint") }),
+  ], async (data, f) => {
+    const body = { name: data.get("name"), keyword: data.get("keyword") || "" };
+    if (!hook && !body.keyword) delete body.keyword;
+    if (data.get("url")) body.url = data.get("url");
+    // On update an empty secret clears it, so it is sent empty only when asked to.
+    if (data.get("secret")) body.secret = data.get("secret");
+    else if (f.elements.clear_secret?.checked) body.secret = "";
+    await (hook ? api("PATCH", `/api/v1/bot-webhooks/${enc(hook.id)}`, body) : api("POST", "/api/v1/bot-webhooks", body));
+    toast(t("saved"));
+    location.hash = "#/bots";
+  });
+  form.id = "bot-form";
+  return [h("div", { class: "row" }, h("h1", {}, hook ? `${t("edit")}: ${hook.name}` : t("new_bot")), h("span", { class: "spacer" }), h("a", { class: "btn", href: "#/bots" }, t("cancel"))),
+    h("div", { class: "card" }, form)];
+}
+
+// Schedules: rotations in layers, overrides on top, and the final schedule they make. Times are
+// shown and typed in the schedule's own time zone (its handoffs are wall-clock times there),
+// whatever the browser's zone is.
+const SCHEDULE_DAYS = 14;
+const ROTATION_UNITS = ["hour", "day", "week", "month"];
+// The colours a person's shifts get on the timeline, in order of first appearance.
+const PERSON_COLOURS = 8;
+
+/** `tz` when the browser knows it, else UTC (the API names a wrong zone next to its field). */
+function knownZone(tz) {
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone: tz });
+    return tz;
+  } catch {
+    return "UTC";
+  }
+}
+
+function zoneParts(instant, tz) {
+  const parts = new Intl.DateTimeFormat("en-US", { timeZone: knownZone(tz), hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" })
+    .formatToParts(new Date(instant));
+  return Object.fromEntries(parts.map((p) => [p.type, p.value]));
+}
+
+/** `instant` as the wall time `YYYY-MM-DDTHH:MM` in `tz`, what a datetime-local input holds. */
+function wallTime(instant, tz) {
+  const p = zoneParts(instant, tz);
+  return `${p.year}-${p.month}-${p.day}T${p.hour}:${p.minute}`;
+}
+
+/**
+ * The instant wall time `local` names in `tz`, by the resolver's rule: an ambiguous time (clocks
+ * going back) is its first occurrence, a skipped one (clocks going forward) moves forward.
+ */
+function wallToInstant(local, tz) {
+  const [date, time = "00:00"] = local.split("T");
+  const [y, m, d] = date.split("-").map(Number);
+  const [hh, mm] = time.split(":").map(Number);
+  const asUtc = Date.UTC(y, m - 1, d, hh, mm);
+  const offset = (at) => {
+    const p = zoneParts(at, tz);
+    return Date.UTC(Number(p.year), Number(p.month) - 1, Number(p.day), Number(p.hour), Number(p.minute), Number(p.second)) - Math.floor(at / 1000) * 1000;
+  };
+  // The offsets a day either side: the same on most days, before and after a change on others.
+  const day = 86400000;
+  const [before, after] = [asUtc - offset(asUtc - day), asUtc - offset(asUtc + day)];
+  const valid = [before, after].filter((at) => wallTime(at, tz) === `${date}T${time.slice(0, 5)}`);
+  return new Date(valid.length ? Math.min(...valid) : before).toISOString();
+}
+
+function addDays(date, n) {
+  const [y, m, d] = date.split("-").map(Number);
+  return new Date(Date.UTC(y, m - 1, d + n)).toISOString().slice(0, 10);
+}
+
+const zoned = (tz, options) => new Intl.DateTimeFormat(i18n.lang === "zh_cn" ? "zh-CN" : "en-US", { timeZone: knownZone(tz), hourCycle: "h23", ...options });
+const dayLabel = (instant, tz) => zoned(tz, { weekday: "short", month: "short", day: "numeric" }).format(new Date(instant));
+const clockTime = (instant, tz) => zoned(tz, { hour: "2-digit", minute: "2-digit" }).format(new Date(instant));
+
+/** "Tue, Dec 8 02:00–08:00" within one local day, else both ends with their day. */
+function timeSpan(start, end, tz) {
+  if (wallTime(start, tz).slice(0, 10) === wallTime(end, tz).slice(0, 10)) return `${dayLabel(start, tz)} ${clockTime(start, tz)}–${clockTime(end, tz)}`;
+  return `${dayLabel(start, tz)} ${clockTime(start, tz)} – ${dayLabel(end, tz)} ${clockTime(end, tz)}`;
+}
+
+// Final shifts name people as {id, name}; a layer's own shifts by id.
+const peopleText = (people, nameOf) => people.map((p) => (typeof p === "string" ? nameOf(p) : p.name || p.id)).join(" + ");
+const personKey = (people) => people.map((p) => (typeof p === "string" ? p : p.id)).join("+");
+const namesById = (members) => {
+  const names = new Map(members.map((m) => [m.id, m.name]));
+  return (id) => names.get(id) || id;
+};
+
+async function schedulesPage(id, sub) {
+  if (id === "new") return scheduleForm(null, (await api("GET", "/api/v1/members")).items);
+  if (id && sub === "edit") {
+    const [schedule, members] = await Promise.all([api("GET", `/api/v1/schedules/${enc(id)}`), api("GET", "/api/v1/members")]);
+    return scheduleForm(schedule, members.items);
+  }
+  if (id) return scheduleDetail(id);
+  const { items } = await api("GET", "/api/v1/schedules");
+  return [
+    h("div", { class: "row" }, h("h1", {}, t("schedules")), h("span", { class: "spacer" }), h("a", { class: "btn primary", href: "#/schedules/new", id: "new-schedule" }, t("new_schedule"))),
+    h("div", { id: "schedules" }, table([
+      { label: t("name"), render: (x) => h("a", { href: `#/schedules/${enc(x.id)}`, "data-schedule": x.name }, x.name) },
+      { label: t("on_call_now"), render: (x) => (x.on_call_now.length ? peopleText(x.on_call_now) : h("span", { class: "flagged" }, t("nobody"))) },
+      { label: t("time_zone"), render: (x) => h("code", {}, x.time_zone) },
+      { label: t("layers"), render: (x) => i18n.number(x.layers.length) },
+    ], items, { empty: t("no_schedules"), caption: t("schedules") })),
+  ];
+}
+
+/** Each local day of the window as a 24-hour strip with its shifts and gaps (the table below says the same in words). */
+function timeline(rows, from, to, tz, nameOf) {
+  const colours = new Map();
+  rows.filter((r) => r.kind === "shift").forEach((r) => {
+    const key = personKey(r.members);
+    if (!colours.has(key)) colours.set(key, { n: colours.size % PERSON_COLOURS, label: peopleText(r.members, nameOf) });
+  });
+  const end = Date.parse(to);
+  const firstDay = wallTime(from, tz).slice(0, 10);
+  const days = [];
+  for (let i = 0; i <= SCHEDULE_DAYS; i++) {
+    const dayStart = Date.parse(wallToInstant(`${addDays(firstDay, i)}T00:00`, tz));
+    if (dayStart >= end) break;
+    days.push([dayStart, Date.parse(wallToInstant(`${addDays(firstDay, i + 1)}T00:00`, tz))]);
+  }
+  const segments = ([dayStart, dayEnd]) => rows.flatMap((r) => {
+    const a = Math.max(dayStart, Date.parse(r.start));
+    const b = Math.min(dayEnd, Date.parse(r.end));
+    if (a >= b) return [];
+    const left = ((a - dayStart) / (dayEnd - dayStart)) * 100;
+    const width = ((b - a) / (dayEnd - dayStart)) * 100;
+    const cls = r.kind === "gap" ? "gap" : `who-${colours.get(personKey(r.members)).n}${r.source.kind === "override" ? " overridden" : ""}`;
+    return [h("span", { class: `tl-seg ${cls}`, style: `left:${left}%;width:${width}%` })];
+  });
+  return h("div", { class: "timeline", "aria-hidden": "true" },
+    h("div", { class: "tl-day tl-hours" }, h("span", { class: "tl-label" }), h("div", { class: "tl-scale" }, ["00", "06", "12", "18"].map((x) => h("span", {}, x)))),
+    days.map((day) => h("div", { class: "tl-day" }, h("span", { class: "tl-label" }, dayLabel(day[0], tz)), h("div", { class: "tl-track" }, segments(day)))),
+    h("ul", { class: "tl-legend plain" }, [...colours.values()].map((c) => h("li", {}, h("span", { class: `tl-swatch who-${c.n}` }), c.label)),
+      h("li", {}, h("span", { class: "tl-swatch gap" }), t("nobody")),
+      rows.some((r) => r.kind === "shift" && r.source.kind === "override") ? h("li", {}, h("span", { class: "tl-swatch overridden" }), t("override")) : null));
+}
+
+function finalView(resolved, tz, nameOf) {
+  const rows = [...resolved.final.map((f) => ({ ...f, kind: "shift" })), ...resolved.gaps.map((g) => ({ ...g, kind: "gap" }))]
+    .sort((a, b) => Date.parse(a.start) - Date.parse(b.start));
+  return h("div", { class: "stack" },
+    timeline(rows, resolved.from, resolved.to, tz, nameOf),
+    h("div", { id: "final" }, table([
+      { label: t("when"), render: (r) => timeSpan(r.start, r.end, tz) },
+      { label: t("on_call"), render: (r) => (r.kind === "gap" ? h("span", { class: "flagged" }, t("nobody")) : peopleText(r.members, nameOf)) },
+      { label: t("source"), render: (r) => (r.kind === "gap" ? "—" : r.source.kind === "override" ? badge(t("override"), "warn") : r.source.name) },
+    ], rows, { empty: t("none"), caption: t("final_schedule") })),
+    h("h3", {}, t("gaps")),
+    resolved.gaps.length ? h("ul", { id: "gaps" }, resolved.gaps.map((g) => h("li", { class: "flagged" }, t("gap_text", { when: timeSpan(g.start, g.end, tz) }))))
+      : h("p", { class: "muted", id: "gaps" }, t("no_gaps")));
+}
+
+function layersView(resolved, tz, nameOf) {
+  if (!resolved.layers.length) return h("p", { class: "empty" }, t("none"));
+  return h("div", { class: "stack" }, resolved.layers.map((l) => h("section", { class: "stack", "data-layer": l.position },
+    h("h3", {}, l.effective_from ? `${l.name} (${t("version_from", { when: i18n.date(l.effective_from) })})` : l.name),
+    table([
+      { label: t("when"), render: (x) => timeSpan(x.start, x.end, tz) },
+      { label: t("on_call"), render: (x) => peopleText(x.members, nameOf) },
+    ], l.shifts, { empty: t("none"), caption: l.name }))));
+}
+
+function personView(resolved, tz, nameOf) {
+  const people = [...new Map(resolved.final.flatMap((f) => f.members).map((p) => [p.id, p])).values()];
+  if (!people.length) return h("p", { class: "empty" }, t("nobody"));
+  const list = h("div", { id: "person-shifts" });
+  const show = (id) => list.replaceChildren(table([
+    { label: t("when"), render: (f) => timeSpan(f.start, f.end, tz) },
+    { label: t("source"), render: (f) => (f.source.kind === "override" ? badge(t("override"), "warn") : f.source.name) },
+  ], resolved.final.filter((f) => f.members.some((p) => p.id === id)), { empty: t("none"), caption: nameOf(id) }));
+  const picker = field({ name: "person", label: t("person"), type: "select", value: people[0].id, options: people.map((p) => [p.id, p.name]), onchange: (e) => show(e.target.value) });
+  show(people[0].id);
+  return h("div", { class: "stack" }, picker, list);
+}
+
+async function scheduleDetail(id) {
+  const [s, resolved, now, members, feeds] = await Promise.all([
+    api("GET", `/api/v1/schedules/${enc(id)}`),
+    api("GET", `/api/v1/schedules/${enc(id)}/shifts`),
+    api("GET", `/api/v1/schedules/${enc(id)}/on-call`),
+    api("GET", "/api/v1/members"),
+    api("GET", "/api/v1/calendar-feeds"),
+  ]);
+  const tz = knownZone(s.time_zone);
+  const nameOf = namesById(members.items);
+  const onCall = h("section", { class: "card stack", id: "on-call-now", "aria-labelledby": "on-call-h" }, h("h2", { id: "on-call-h" }, t("on_call_now")),
+    now.members.length ? h("p", {}, h("strong", {}, peopleText(now.members)), now.until ? ` ${t("until", { when: `${dayLabel(now.until, tz)} ${clockTime(now.until, tz)}` })}` : "")
+      : h("p", { class: "flagged" }, t("nobody_now")),
+    now.next ? h("p", { class: "muted" }, t("next_on_call", { who: peopleText(now.next.members), when: timeSpan(now.next.start, now.next.end, tz) })) : null);
+  const remove = button(t("remove"), async () => {
+    if ((await dialog(t("confirm_remove", { what: s.name }), [], [[t("cancel"), "no"], [t("remove"), "yes", "danger"]])) !== "yes") return;
+    if ((await guard(() => api("DELETE", `/api/v1/schedules/${enc(s.id)}`))) !== null) location.hash = "#/schedules";
+  }, { kind: "danger" });
+  return [
+    h("div", { class: "row" }, h("h1", {}, s.name), h("span", { class: "spacer" }), h("a", { class: "btn", href: `#/schedules/${enc(s.id)}/edit` }, t("edit")), remove),
+    s.description ? h("p", {}, s.description) : null,
+    h("p", { class: "muted" }, t("times_in_zone", { zone: tz })),
+    onCall,
+    h("section", { class: "card stack", "aria-labelledby": "final-h" }, h("h2", { id: "final-h" }, t("next_two_weeks")),
+      tabs([[t("final_schedule"), () => finalView(resolved, tz, nameOf)], [t("each_layer"), () => layersView(resolved, tz, nameOf)], [t("per_person"), () => personView(resolved, tz, nameOf)]])),
+    overridesSection(s, tz, members.items, nameOf),
+    feedsSection(s, feeds.items.filter((f) => f.schedule === s.id)),
+  ];
+}
+
+function overridesSection(s, tz, members, nameOf) {
+  const now = Date.now();
+  const list = table([
+    { label: t("on_call"), render: (o) => nameOf(o.member_id) },
+    { label: t("when"), render: (o) => timeSpan(o.start, o.end, tz) },
+    { label: t("note"), render: (o) => o.note || "—" },
+    // A running override ends now (its past stays); a future one is deleted.
+    { label: t("actions"), render: (o) => button(Date.parse(o.start) <= now ? t("end_now") : t("remove"), async () => {
+      if ((await guard(() => api("DELETE", `/api/v1/schedules/${enc(s.id)}/overrides/${enc(o.id)}`))) !== null) route();
+    }, { small: true, kind: "danger", "data-end-override": o.id, "aria-label": `${Date.parse(o.start) <= now ? t("end_now") : t("remove")}: ${nameOf(o.member_id)}` }) },
+  ], s.overrides, { empty: t("no_overrides"), caption: t("overrides") });
+  const form = formOf([
+    field({ name: "member_id", label: t("override_who"), type: "select", options: members.map((m) => [m.id, m.name]) }),
+    field({ name: "start", label: t("override_start"), type: "datetime-local", hint: t("override_start_hint", { zone: tz }) }),
+    field({ name: "end", label: t("override_end"), type: "datetime-local", required: true, hint: t("wall_time_hint", { zone: tz }) }),
+    field({ name: "note", label: t("note") }),
+  ], async (data) => {
+    if (!data.get("end")) throw Object.assign(new Error(t("end_required")), { field: "end" });
+    const body = { member_id: data.get("member_id"), end: wallToInstant(data.get("end"), tz) };
+    if (data.get("start")) body.start = wallToInstant(data.get("start"), tz);
+    if (data.get("note")) body.note = data.get("note");
+    await api("POST", `/api/v1/schedules/${enc(s.id)}/overrides`, body);
+    toast(t("saved"));
+    route();
+  }, t("add_override"));
+  form.id = "override-form";
+  return h("section", { class: "card stack", id: "overrides", "aria-labelledby": "overrides-h" }, h("h2", { id: "overrides-h" }, t("overrides")),
+    h("p", { class: "muted" }, t("overrides_text")), list, h("h3", {}, t("add_override")), form);
+}
+
+function feedsSection(s, feeds) {
+  const shown = h("div", { id: "feed-url" });
+  const create = button(t("feed_create"), async () => {
+    const feed = await guard(() => api("POST", "/api/v1/calendar-feeds", { schedule_id: s.id }));
+    if (feed) shown.replaceChildren(h("div", { class: "stack" }, h("p", {}, t("feed_once")), copyField(feed.url, { label: t("feeds"), copyLabel: t("copy"), copiedLabel: t("copied") })));
+  }, { small: true, id: "create-feed" });
+  return h("section", { class: "card stack", id: "feeds", "aria-labelledby": "feeds-h" }, h("h2", { id: "feeds-h" }, t("feeds")),
+    h("p", { class: "muted" }, t("feeds_text")),
+    table([
+      { label: t("created"), render: (f) => i18n.date(f.created_at) },
+      { label: t("actions"), render: (f) => button(t("revoke"), async () => {
+        if ((await guard(() => api("DELETE", `/api/v1/calendar-feeds/${enc(f.id)}`))) !== null) route();
+      }, { small: true, kind: "danger" }) },
+    ], feeds, { empty: t("no_feeds"), caption: t("feeds") }),
+    create, shown);
+}
+
+const newLayer = () => ({ name: "", participants: [], rotation: { unit: "week", every: 1 }, first_handoff: "", restrictions: [] });
+
+/** An API field inside a layer (`layers[0].rotation.every`) as the editor's control (`every-0`). */
+function layerControl(apiField) {
+  const m = /^layers\[(\d+)\]\.(\w+)(?:\.(\w+))?/.exec(apiField || "");
+  if (!m) return apiField;
+  const key = m[2] === "rotation" ? "every" : m[2] === "name" ? "layer_name" : m[2];
+  return `${key}-${m[1]}`;
+}
+
+function scheduleForm(schedule, members) {
+  const nameOf = namesById(members);
+  const zoneList = h("datalist", { id: "time-zones" }, (Intl.supportedValuesOf?.("timeZone") || []).map((z) => h("option", { value: z })));
+  const asTurns = (participants) => participants.map((p) => (Array.isArray(p) ? [...p] : [p]));
+  // Wall times as the inputs hold them (to the minute), so an unchanged form compares equal.
+  const wall = (text) => (text || "").slice(0, 16);
+  const layers = (schedule?.layers?.length ? schedule.layers : [newLayer()]).map((l) => ({
+    ...l, participants: asTurns(l.participants), first_handoff: wall(l.first_handoff), active_from: wall(l.active_from) || undefined, active_until: wall(l.active_until) || undefined,
+  }));
+  const host = h("div", { id: "layers" });
+  const readLayers = () => layers.forEach((l, n) => {
+    const value = (k) => form.elements[`${k}-${n}`].value;
+    l.name = value("layer_name");
+    l.rotation = { unit: value("unit"), every: Number(value("every")) || 1 };
+    l.first_handoff = value("first_handoff");
+    l.restrictions = parseWindows(value("restrictions"));
+    l.active_from = value("active_from") || undefined;
+    l.active_until = value("active_until") || undefined;
+  });
+  const change = (fn) => () => {
+    readLayers();
+    fn();
+    drawLayers();
+  };
+  const turnRow = (l, n, turn, i) => h("li", { class: "turn" }, h("span", { class: "muted" }, `${i + 1}.`), h("span", {}, turn.map(nameOf).join(" + ")), h("span", { class: "spacer" }),
+    button("↑", change(() => i > 0 && l.participants.splice(i - 1, 0, ...l.participants.splice(i, 1))), { small: true, "aria-label": `${t("up")}: ${turn.map(nameOf).join(" + ")}` }),
+    button("↓", change(() => i < l.participants.length - 1 && l.participants.splice(i + 1, 0, ...l.participants.splice(i, 1))), { small: true, "aria-label": `${t("down")}: ${turn.map(nameOf).join(" + ")}` }),
+    button("✕", change(() => l.participants.splice(i, 1)), { small: true, "aria-label": `${t("remove")}: ${turn.map(nameOf).join(" + ")}` }));
+  const drawLayers = () => host.replaceChildren(...layers.map((l, n) => {
+    const picker = `add_member-${n}`;
+    const chosen = () => form.elements[picker].value;
+    return h("fieldset", { "data-layer": n }, h("legend", {}, t("layer", { n: n + 1 })),
+      field({ name: `layer_name-${n}`, label: t("layer_name"), value: l.name, required: true }),
+      h("div", { class: "field", "data-field": `participants-${n}` }, h("span", { class: "hint" }, t("participants")),
+        l.participants.length ? h("ol", { class: "turns plain" }, l.participants.map((turn, i) => turnRow(l, n, turn, i))) : h("p", { class: "muted" }, t("no_participants")),
+        h("div", { class: "error", role: "alert" })),
+      h("div", { class: "row add-turn" },
+        field({ name: picker, label: t("participant_add"), type: "select", options: members.map((m) => [m.id, m.name]) }),
+        button(t("add_turn"), change(() => l.participants.push([chosen()])), { small: true, "data-add": "turn" }),
+        l.participants.length ? button(t("add_to_last_turn"), change(() => { const last = l.participants[l.participants.length - 1]; if (!last.includes(chosen())) last.push(chosen()); }), { small: true, "data-add": "together" }) : null),
+      h("div", { class: "grid" },
+        field({ name: `every-${n}`, label: t("rotation_every"), type: "number", value: l.rotation?.every ?? 1, min: "1" }),
+        field({ name: `unit-${n}`, label: t("rotation_unit"), type: "select", value: l.rotation?.unit || "week", options: ROTATION_UNITS.map((u) => [u, t(`unit_${u}`)]) }),
+        field({ name: `first_handoff-${n}`, label: t("first_handoff"), type: "datetime-local", value: wall(l.first_handoff), required: true, hint: t("wall_time_hint_zone") })),
+      field({ name: `restrictions-${n}`, label: t("restrictions"), type: "textarea", value: formatWindows(l.restrictions), hint: t("restrictions_hint") }),
+      h("div", { class: "grid" },
+        field({ name: `active_from-${n}`, label: t("active_from"), type: "datetime-local", value: wall(l.active_from), hint: t("optional") }),
+        field({ name: `active_until-${n}`, label: t("active_until"), type: "datetime-local", value: wall(l.active_until), hint: t("optional") })),
+      layers.length > 1 ? button(t("remove_layer"), change(() => layers.splice(n, 1)), { small: true, kind: "danger" }) : null);
+  }));
+  const body = () => layers.map((l) => ({
+    name: l.name, participants: l.participants.map((p) => (p.length === 1 ? p[0] : p)), rotation: l.rotation, first_handoff: l.first_handoff, restrictions: l.restrictions,
+    ...(l.active_from ? { active_from: l.active_from } : {}), ...(l.active_until ? { active_until: l.active_until } : {}),
+  }));
+  // A new version only when the layers or the zone change: an edit of the name alone keeps them.
+  const before = schedule ? JSON.stringify({ zone: schedule.time_zone, layers: body() }) : null;
+  const form = formOf([
+    field({ name: "name", label: t("name"), value: schedule?.name, required: true }),
+    field({ name: "description", label: t("description"), type: "textarea", value: schedule?.description || "" }),
+    field({ name: "time_zone", label: t("time_zone"), value: schedule?.time_zone || Intl.DateTimeFormat().resolvedOptions().timeZone || "Asia/Shanghai", required: true, list: "time-zones", autocomplete: "off", hint: t("time_zone_hint") }),
+    zoneList,
+    h("div", { class: "row" }, h("h2", {}, t("layers")), h("span", { class: "spacer" }), button(t("add_layer_schedule"), change(() => layers.push(newLayer())), { small: true, id: "add-layer" })),
+    h("p", { class: "muted" }, t("layers_text")),
+    host,
+    schedule ? field({ name: "effective_from", label: t("effective_from"), type: "datetime-local", hint: t("effective_from_hint") }) : null,
+  ], async (data) => {
+    readLayers();
+    const zone = data.get("time_zone").trim();
+    try {
+      if (!schedule) {
+        const created = await api("POST", "/api/v1/schedules", { name: data.get("name"), description: data.get("description"), time_zone: zone, layers: body() });
+        location.hash = `#/schedules/${enc(created.id)}`;
+      } else {
+        await api("PATCH", `/api/v1/schedules/${enc(schedule.id)}`, { name: data.get("name"), description: data.get("description") });
+        const layersBody = { time_zone: zone, layers: body() };
+        if (JSON.stringify({ zone, layers: layersBody.layers }) !== before) {
+          if (data.get("effective_from")) layersBody.effective_from = wallToInstant(data.get("effective_from"), zone);
+          await api("PUT", `/api/v1/schedules/${enc(schedule.id)}/layers`, layersBody);
+        }
+        location.hash = `#/schedules/${enc(schedule.id)}`;
+      }
+      toast(t("saved"));
+    } catch (e) {
+      e.field = layerControl(e.field);
+      throw e;
+    }
+  });
+  form.id = "schedule-form";
+  drawLayers();
+  return [h("div", { class: "row" }, h("h1", {}, schedule ? `${t("edit")}: ${schedule.name}` : t("new_schedule")), h("span", { class: "spacer" }),
+    h("a", { class: "btn", href: schedule ? `#/schedules/${enc(schedule.id)}` : "#/schedules" }, t("cancel"))), h("div", { class: "card" }, form)];
 }
 
 window.addEventListener("hashchange", route);

@@ -80,9 +80,10 @@ export function showErrors(form, error) {
   if (wrapper) {
     wrapper.classList.add("invalid");
     wrapper.querySelector(".error").textContent = error.message;
+    // A group of buttons (a list being built) has no control of its own to mark.
     const control = wrapper.querySelector("input, select, textarea");
-    control.setAttribute("aria-invalid", "true");
-    control.focus();
+    control?.setAttribute("aria-invalid", "true");
+    (control || wrapper.querySelector("button"))?.focus();
   } else if (top) {
     top.textContent = error.message;
   } else {
@@ -209,25 +210,42 @@ function s(tag, attrs = {}, ...children) {
 /**
  * A bar chart (`kind: "bar"`) or line chart (`"line"`) of `points: [{label, value, title?}]`,
  * with a text title for screen readers; every bar carries its value (and `title`, else its
- * label) as a tooltip.
+ * label) as a tooltip. It is redrawn at the width it is shown at, one SVG unit to a CSS pixel,
+ * so its labels keep their size on a phone instead of shrinking with the picture.
  */
 export function chart(points, { title, kind = "bar", width = 600, height = 200 } = {}) {
-  const pad = { l: 36, r: 8, t: 8, b: 22 };
+  const host = h("div", { class: "chart-host" }, drawChart(points, { title, kind, width, height }));
+  let drawnAt = width;
+  new ResizeObserver(() => {
+    const shown = Math.round(host.clientWidth);
+    if (!shown || shown === drawnAt) return;
+    drawnAt = shown;
+    host.replaceChildren(drawChart(points, { title, kind, width: shown, height }));
+  }).observe(host);
+  return host;
+}
+
+// Wide enough for a day number or a short label at the chart's 12 px.
+const X_LABEL_PX = 28;
+const DIGIT_PX = 7.5;
+
+function drawChart(points, { title, kind, width, height }) {
   const max = Math.max(1, ...points.map((p) => p.value));
+  const pad = { l: 10 + DIGIT_PX * String(max).length, r: 8, t: 10, b: 24 };
   const innerW = width - pad.l - pad.r;
   const innerH = height - pad.t - pad.b;
   const step = innerW / Math.max(1, points.length);
   const y = (v) => pad.t + innerH - (v / max) * innerH;
-  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title || "" },
+  const svg = s("svg", { class: "chart", width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title || "" },
     s("title", {}, title || ""),
     s("line", { class: "axis", x1: pad.l, y1: pad.t + innerH, x2: width - pad.r, y2: pad.t + innerH }),
-    s("text", { x: pad.l - 4, y: pad.t + 8, "text-anchor": "end" }, max),
+    s("text", { x: pad.l - 4, y: pad.t + 10, "text-anchor": "end" }, max),
     s("text", { x: pad.l - 4, y: pad.t + innerH, "text-anchor": "end" }, 0));
   if (kind === "line") {
     const d = points.map((p, i) => `${i ? "L" : "M"}${pad.l + step * i + step / 2},${y(p.value)}`).join(" ");
     svg.append(s("path", { class: "line", d }));
   }
-  const labelEvery = Math.ceil(points.length / 10);
+  const labelEvery = Math.max(1, Math.ceil(X_LABEL_PX / step));
   points.forEach((p, i) => {
     const x = pad.l + step * i;
     if (kind === "bar") {

@@ -73,6 +73,7 @@ pub struct BotWebhookView {
 pub const NOTES: &[&str] = &[
     "A group bot's card cannot call back: its buttons open the incident on the app homepage.",
     "A group bot's card cannot be updated: each state change sends a short new message, at most one per incident per minute.",
+    "A group bot has its own limits, 5 posts a second and 100 a minute per webhook, and its posts do not count against the app's monthly quota.",
 ];
 
 /// What an admin sends to create (name and url required) or update (any subset) a webhook. On

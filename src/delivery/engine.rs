@@ -204,6 +204,7 @@ pub struct Delivery {
     wake: Notify,
     pub metrics: DeliveryMetrics,
     delivered_hook: std::sync::RwLock<Option<DeliveredHook>>,
+    finished_hooks: std::sync::RwLock<Vec<FinishedHook>>,
     /// A monotonic instant and the clock's reading at that instant, mapping the clock onto
     /// instants for clocked lanes.
     epoch: (Instant, DateTime<Utc>),
@@ -214,6 +215,9 @@ pub struct Delivery {
 /// as the outbox. Like every closure in a group commit it must fail before it writes anything.
 pub type DeliveredHook =
     Arc<dyn Fn(&crate::store::WriteTx<'_>, &Job, Option<&str>) -> Result<(), StoreError> + Send + Sync>;
+
+/// Told of a job that is done, after its commit (see [`Delivery::on_finished`]); must not block.
+pub type FinishedHook = Arc<dyn Fn(&Job, &CallOutcome) + Send + Sync>;
 
 fn job_uuid(id: u64) -> String {
     // Unique across reinstalls too, so Lark's one-hour uuid dedup never merges two jobs.
@@ -297,6 +301,7 @@ impl Delivery {
             wake: Notify::new(),
             metrics,
             delivered_hook: std::sync::RwLock::new(None),
+            finished_hooks: std::sync::RwLock::new(Vec::new()),
             epoch: (Instant::now(), clock.now()),
             clock,
         });
@@ -342,7 +347,9 @@ impl Delivery {
                 api,
                 is_send: JobKind::is_send(&entry.kind),
                 receiver: entry.receiver,
-                message: entry.message_id.filter(|_| entry.kind == "update_card"),
+                message: entry
+                    .message_id
+                    .filter(|_| matches!(entry.kind.as_str(), "update_card" | "pin")),
             };
             let answered = now.checked_sub(ago).unwrap_or(now);
             resumes.entry(lane_key).or_default().calls.push((call, answered));
@@ -445,6 +452,25 @@ impl Delivery {
     /// incidents remember their cards).
     pub fn on_delivered(&self, hook: DeliveredHook) {
         *self.delivered_hook.write().expect("hook lock") = Some(hook);
+    }
+
+    /// Adds a hook told of every job that is done (delivered, failed for good, or ended without
+    /// a call), after the commit that records it: producers whose next call depends on this one
+    /// (a war room's set-up) take their next step from here.
+    pub fn on_finished(&self, hook: FinishedHook) {
+        self.finished_hooks.write().expect("hook lock").push(hook);
+    }
+
+    fn finished(&self, job: &Job, outcome: &CallOutcome) {
+        let hooks = self.finished_hooks.read().expect("hook lock").clone();
+        for hook in hooks {
+            hook(job, outcome);
+        }
+    }
+
+    /// One job of the outbox (pending, held or failed); `None` once it was delivered.
+    pub fn job(&self, id: u64) -> Result<Option<Job>, StoreError> {
+        self.store.read(|r| r.get(&tables::OUTBOX, &id))
     }
 
     /// Sets (or changes) an integration's plan; jobs held for quota are re-evaluated.
@@ -673,6 +699,7 @@ impl Delivery {
         let count = ended.len();
         if count > 0 {
             tracing::info!(integration, count, reason, "waiting jobs ended without a call");
+            let jobs: Vec<Job> = ended.iter().map(|(job, _)| job.clone()).collect();
             self.store
                 .write(move |w| {
                     for (job, entry) in ended {
@@ -682,6 +709,16 @@ impl Delivery {
                     Ok(())
                 })
                 .await?;
+            let outcome = CallOutcome::Failed(CallFailure {
+                kind: FailureKind::Permanent {
+                    reason: "ended_without_a_call",
+                },
+                code: None,
+                message: format!("ended without a call: {reason}"),
+            });
+            for job in &jobs {
+                self.finished(job, &outcome);
+            }
         }
         Ok(count)
     }
@@ -1166,10 +1203,18 @@ impl Delivery {
             attempts: job.attempts,
             latency_ms: latency.map(|l| l.as_millis() as u64),
             message_id: match &job.kind {
-                JobKind::UpdateCard { message_id, .. } => Some(message_id.clone()),
+                JobKind::UpdateCard { message_id, .. } | JobKind::Pin { message_id, .. } => {
+                    Some(message_id.clone())
+                }
                 _ => None,
             },
-            chat_id: None,
+            chat_id: match &job.kind {
+                JobKind::AddMembers { chat_id, .. }
+                | JobKind::Pin { chat_id, .. }
+                | JobKind::TopNotice { chat_id, .. }
+                | JobKind::RenameChat { chat_id, .. } => Some(chat_id.clone()),
+                _ => None,
+            },
         }
     }
 
@@ -1279,11 +1324,14 @@ impl Delivery {
         let mut entry = self.entry(&job, "delivered", None, Some(latency));
         match job.kind {
             JobKind::CreateChat { .. } => entry.chat_id = returned_id.clone(),
-            JobKind::UpdateCard { .. } => {}
-            _ => entry.message_id = returned_id.clone(),
+            JobKind::Send { .. } | JobKind::Reply { .. } | JobKind::BotHook { .. } => {
+                entry.message_id = returned_id.clone()
+            }
+            _ => {}
         }
         let hook = self.delivered_hook.read().expect("hook lock").clone();
         let delivered = job.clone();
+        let delivered_id = returned_id.clone();
         let (quota_key, usage) = {
             let mut inner = self.inner.lock().expect("delivery lock");
             self.count_in_lane(&mut inner, &job)
@@ -1302,6 +1350,12 @@ impl Delivery {
             .await?;
         self.metrics.outcome(job.kind.name(), "delivered");
         self.done_in_memory(&mut self.inner.lock().expect("delivery lock"), &job);
+        self.finished(
+            &job,
+            &CallOutcome::Delivered {
+                returned_id: delivered_id,
+            },
+        );
         Ok(())
     }
 
@@ -1373,6 +1427,7 @@ impl Delivery {
                 self.store_attempt(&job, quota_key, usage, entry).await?;
                 self.metrics.outcome(job.kind.name(), "failed");
                 self.done_in_memory(&mut self.inner.lock().expect("delivery lock"), &job);
+                self.finished(&job, &CallOutcome::Failed(failure));
             }
         }
         Ok(())

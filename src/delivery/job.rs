@@ -91,9 +91,22 @@ pub enum JobKind {
         name: String,
         owner_open_id: Option<String>,
         member_open_ids: Vec<String>,
+        #[serde(default)]
+        description: String,
+        /// Lark's create dedup key when the producer derives its own (a war room's, from its
+        /// incident and generation), so a create repeated after a restart makes no second chat.
+        #[serde(default)]
+        dedup_uuid: Option<String>,
     },
-    /// `POST /im/v1/chats/:id/members`.
+    /// `POST /im/v1/chats/:id/members` (`succeed_type=1`). Delivered, it returns the ids Lark
+    /// did not add as JSON (`invalid_id_list`, `not_existed_id_list`, `pending_approval_id_list`).
     AddMembers { chat_id: String, open_ids: Vec<String> },
+    /// `POST /im/v1/pins` of a message of `chat_id`.
+    Pin { chat_id: String, message_id: String },
+    /// `POST /im/v1/chats/:id/top_notice/put_top_notice` with a message.
+    TopNotice { chat_id: String, message_id: String },
+    /// `PUT /im/v1/chats/:id` with a new name.
+    RenameChat { chat_id: String, name: String },
     /// A post to a custom group bot's webhook: `body` is the message JSON before the keyword
     /// and signature are added at send time. A `state_change` waits for (and is merged into)
     /// the previous one of its incident, so each incident sends at most one a minute.
@@ -112,6 +125,9 @@ impl JobKind {
             JobKind::UpdateCard { .. } => "update_card",
             JobKind::CreateChat { .. } => "create_chat",
             JobKind::AddMembers { .. } => "add_members",
+            JobKind::Pin { .. } => "pin",
+            JobKind::TopNotice { .. } => "top_notice",
+            JobKind::RenameChat { .. } => "rename_chat",
             JobKind::BotHook { .. } => "bot_hook",
         }
     }
@@ -128,6 +144,9 @@ impl JobKind {
             "update_card" => "im.message.patch",
             "create_chat" => "im.chat.create",
             "add_members" => "im.chat.members.create",
+            "pin" => "im.pin.create",
+            "top_notice" => "im.chat.top_notice.put_top_notice",
+            "rename_chat" => "im.chat.update",
             "bot_hook" => "bot.v2.hook",
             _ => return None,
         })
@@ -146,7 +165,11 @@ impl JobKind {
             } => CallClass::SendToChat,
             JobKind::Send { .. } | JobKind::Reply { .. } => CallClass::SendToPerson,
             JobKind::UpdateCard { .. } => CallClass::CardUpdate,
-            JobKind::CreateChat { .. } | JobKind::AddMembers { .. } => CallClass::ChatManagement,
+            JobKind::CreateChat { .. }
+            | JobKind::AddMembers { .. }
+            | JobKind::Pin { .. }
+            | JobKind::TopNotice { .. }
+            | JobKind::RenameChat { .. } => CallClass::ChatManagement,
             JobKind::BotHook { .. } => CallClass::BotWebhook,
         }
     }
@@ -159,7 +182,10 @@ impl JobKind {
                 receive_id,
                 ..
             } => Some(format!("{}:{receive_id}", receive_id_type.as_str())),
-            JobKind::AddMembers { chat_id, .. } => Some(format!("chat_id:{chat_id}")),
+            JobKind::AddMembers { chat_id, .. }
+            | JobKind::Pin { chat_id, .. }
+            | JobKind::TopNotice { chat_id, .. }
+            | JobKind::RenameChat { chat_id, .. } => Some(format!("chat_id:{chat_id}")),
             JobKind::BotHook { webhook_id, .. } => Some(format!("{BOT_WEBHOOK_RECEIVER}{webhook_id}")),
             _ => None,
         }
@@ -170,8 +196,11 @@ impl JobKind {
             api: self.api(),
             is_send: Self::is_send(self.name()),
             receiver: self.receiver(),
+            // Lark limits updates and pins of one message to 5/s each (230047 for pins).
             message: match self {
-                JobKind::UpdateCard { message_id, .. } => Some(message_id.clone()),
+                JobKind::UpdateCard { message_id, .. } | JobKind::Pin { message_id, .. } => {
+                    Some(message_id.clone())
+                }
                 _ => None,
             },
         }

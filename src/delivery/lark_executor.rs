@@ -18,6 +18,8 @@ impl From<&LarkError> for CallFailure {
             },
             LarkError::QuotaExhausted(_) => FailureKind::QuotaExhausted,
             LarkError::Transient { .. } | LarkError::InvalidToken(_) => FailureKind::Transient,
+            // The chat is busy: being created (232068), or another add to it is under way (232019).
+            other if matches!(other.code(), Some(232068 | 232019)) => FailureKind::Transient,
             other => FailureKind::Permanent {
                 reason: other.reason(),
             },
@@ -110,14 +112,16 @@ impl LarkExecutor {
                 name,
                 owner_open_id,
                 member_open_ids,
+                description,
+                dedup_uuid,
             } => {
                 let chat = NewChat {
                     name: name.clone(),
+                    description: description.clone(),
                     owner_id: owner_open_id.clone(),
                     member_open_ids: member_open_ids.clone(),
-                    ..NewChat::default()
                 };
-                let created = client.create_chat(&chat, uuid).await?;
+                let created = client.create_chat(&chat, dedup_uuid.as_deref().or(uuid)).await?;
                 Ok(Some(created.chat_id))
             }
             JobKind::AddMembers { chat_id, open_ids } => {
@@ -126,8 +130,13 @@ impl LarkExecutor {
                 if refused > 0 {
                     tracing::warn!(job = job.id, chat_id, refused, "Lark did not add some members");
                 }
-                Ok(None)
+                Ok(Some(serde_json::to_string(&added).expect("id lists serialise")))
             }
+            JobKind::Pin { message_id, .. } => client.pin_message(message_id).await.map(|()| None),
+            JobKind::TopNotice { chat_id, message_id } => {
+                client.set_top_notice(chat_id, message_id).await.map(|()| None)
+            }
+            JobKind::RenameChat { chat_id, name } => client.rename_chat(chat_id, name).await.map(|()| None),
             JobKind::BotHook { .. } => unreachable!("execute hands group-bot posts elsewhere"),
         }
     }
@@ -218,6 +227,12 @@ mod tests {
                 FailureKind::Permanent {
                     reason: "permission_missing",
                 },
+            ),
+            (LarkError::Other(answer(232019)), FailureKind::Transient),
+            (LarkError::Other(answer(232068)), FailureKind::Transient),
+            (
+                LarkError::Other(answer(232043)),
+                FailureKind::Permanent { reason: "lark_error" },
             ),
             (
                 LarkError::WrongCredentials(answer(99991543)),

@@ -156,6 +156,8 @@ pub struct CallShape {
 pub struct AppLimits {
     config: LimitConfig,
     apis: HashMap<&'static str, Window>,
+    /// The per-minute windows of the APIs in [`PER_MINUTE`].
+    api_minutes: HashMap<&'static str, Window>,
     sends: Window,
     receivers: HashMap<String, Window>,
     messages: HashMap<String, Window>,
@@ -176,12 +178,29 @@ pub struct Resume {
 
 const SHARED_API: &str = "*";
 
+/// APIs Lark also limits per minute, beyond the per-second limit every API has (next §1.1–1.4:
+/// 1000/min and 50/s each).
+const PER_MINUTE: &[(&str, usize)] = &[
+    ("im.chat.create", 1000),
+    ("im.chat.members.create", 1000),
+    ("im.pin.create", 1000),
+    ("im.chat.top_notice.put_top_notice", 1000),
+];
+
+fn per_minute_limit(api: &str) -> Option<usize> {
+    PER_MINUTE
+        .iter()
+        .find(|(a, _)| *a == api)
+        .map(|(_, limit)| *limit)
+}
+
 impl AppLimits {
     pub fn new(config: LimitConfig) -> AppLimits {
         let sends = Window::new(config.sends_per_minute, Duration::from_secs(60) + config.margin);
         AppLimits {
             config,
             apis: HashMap::new(),
+            api_minutes: HashMap::new(),
             sends,
             receivers: HashMap::new(),
             messages: HashMap::new(),
@@ -211,6 +230,16 @@ impl AppLimits {
         Window::new(limit, Duration::from_secs(1) + self.config.margin)
     }
 
+    fn api_minute(&mut self, api: &'static str) -> Option<&mut Window> {
+        let limit = per_minute_limit(api)?;
+        let window = Duration::from_secs(60) + self.config.margin;
+        Some(
+            self.api_minutes
+                .entry(api)
+                .or_insert_with(|| Window::new(limit, window)),
+        )
+    }
+
     fn api_key(&self, api: &'static str) -> &'static str {
         if self.config.shared_api_bucket {
             SHARED_API
@@ -224,6 +253,9 @@ impl AppLimits {
         let key = self.api_key(call.api);
         let fresh = self.second(self.config.per_api_per_second);
         let mut at = self.apis.entry(key).or_insert(fresh).available_at(now);
+        if let Some(w) = self.api_minute(call.api) {
+            at = at.max(w.available_at(now));
+        }
         if call.is_send {
             at = at.max(self.sends.available_at(now));
         }
@@ -253,6 +285,9 @@ impl AppLimits {
         let key = self.api_key(call.api);
         let fresh = self.second(self.config.per_api_per_second);
         f(self.apis.entry(key).or_insert(fresh));
+        if let Some(w) = self.api_minute(call.api) {
+            f(w);
+        }
         if call.is_send {
             f(&mut self.sends);
         }
@@ -270,6 +305,9 @@ impl AppLimits {
     pub fn honour_reset(&mut self, call: &CallShape, until: Instant) {
         let key = self.api_key(call.api);
         if let Some(w) = self.apis.get_mut(key) {
+            w.block_until(until);
+        }
+        if let Some(w) = self.api_minutes.get_mut(call.api) {
             w.block_until(until);
         }
         if call.is_send {
@@ -360,6 +398,32 @@ mod tests {
             t999 >= Duration::from_secs(19) && t999 < Duration::from_millis(19_400),
             "{t999:?}"
         );
+    }
+
+    #[test]
+    fn chat_apis_keep_their_minute_limit() {
+        let mut limits = AppLimits::new(LimitConfig::default());
+        let t0 = Instant::now();
+        let pins: Vec<_> = (0..1010)
+            .map(|i| CallShape {
+                api: "im.pin.create",
+                is_send: false,
+                receiver: Some(format!("chat_id:oc_{i}")),
+                message: Some(format!("om_{i}")),
+            })
+            .collect();
+        let starts = schedule(&mut limits, &pins, t0);
+        assert_eq!(max_in_any_window(&starts, Duration::from_secs(60)), 1000);
+        assert!(starts[1000].duration_since(t0) >= Duration::from_secs(60));
+        // Another chat API has a minute of its own.
+        let rename = CallShape {
+            api: "im.chat.update",
+            is_send: false,
+            receiver: Some("chat_id:oc_x".into()),
+            message: None,
+        };
+        let t = starts[999] + Duration::from_secs(1);
+        assert!(limits.available_at(&rename, t) <= t);
     }
 
     #[test]

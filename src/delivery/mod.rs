@@ -11,6 +11,8 @@ pub mod oplog;
 pub mod quota;
 pub mod tables;
 
-pub use engine::{DeliveredHook, Delivery, DeliveryConfig, DeliveryError, Executor, LimiterState};
+pub use engine::{
+    DeliveredHook, Delivery, DeliveryConfig, DeliveryError, Executor, FinishedHook, LimiterState,
+};
 pub use job::{CallClass, CallFailure, CallOutcome, FailureKind, Job, JobKind, NewJob, Priority};
 pub use lark_executor::{LarkClients, LarkExecutor};

@@ -291,6 +291,10 @@ impl LarkActions {
             PresserOutcome::NotInLark { reason } => {
                 ("warning", format!("Lark would not add you to {name}: {reason}"))
             }
+            PresserOutcome::Waiting => (
+                "info",
+                format!("Adding you to {name}; the card updates when you are in."),
+            ),
             PresserOutcome::Nobody => ("info", format!("War room {name} is open.")),
         };
         let card = self

@@ -161,6 +161,8 @@ pub struct Incidents {
     stale: Mutex<HashMap<(String, String), u32>>,
     /// One war-room operation at a time per incident (which serialises member adds per chat).
     war_room_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bumped whenever a war room has taken a step, for requests waiting on its set-up.
+    war_room_progress: tokio::sync::watch::Sender<u64>,
     /// This service, for work it starts in the background (automatic war rooms).
     me: Weak<Incidents>,
 }
@@ -211,6 +213,7 @@ impl Incidents {
         let incidents = Arc::new_cyclic(|me| Incidents {
             me: me.clone(),
             war_room_locks: Mutex::new(HashMap::new()),
+            war_room_progress: tokio::sync::watch::channel(0).0,
             members: Members::new(store.clone(), clock.clone()),
             store,
             clock,
@@ -226,6 +229,7 @@ impl Incidents {
             stale: Mutex::new(HashMap::new()),
         });
         delivery.on_delivered(Self::delivered_hook(Arc::downgrade(&incidents)));
+        delivery.on_finished(Self::war_room_finished_hook(Arc::downgrade(&incidents)));
         Ok(incidents)
     }
 }

@@ -66,7 +66,7 @@ impl Incidents {
             match open_id {
                 Some(open_id) => {
                     self.send_card(incident, integration, ReceiveIdType::OpenId, &open_id, &content)
-                        .await?
+                        .await?;
                 }
                 None => {
                     self.delivery

@@ -111,7 +111,7 @@ impl Incidents {
         receive_id_type: ReceiveIdType,
         receive_id: &str,
         content: &str,
-    ) -> Result<(), IncidentError> {
+    ) -> Result<u64, IncidentError> {
         let job = self
             .delivery
             .enqueue(NewJob {
@@ -134,7 +134,7 @@ impl Incidents {
             rendered.clear();
         }
         rendered.insert(job, incident.version);
-        Ok(())
+        Ok(job)
     }
 
     /// Every card sent for the incident so far.

@@ -22,6 +22,9 @@ const MAX_STALE_WAIT_TICKS: u32 = 30;
 impl Incidents {
     /// Runs the tick every second, or sooner when woken, until `stop`.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if let Err(e) = self.resume_war_rooms().await {
+            tracing::error!(error = %e, "cannot resume the war rooms being set up");
+        }
         loop {
             if let Err(e) = self.tick().await {
                 tracing::error!(error = %e, "incident tick failed");

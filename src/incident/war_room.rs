@@ -4,16 +4,23 @@
 //! from the incident and the room's generation, so a retried create never makes two), adds the
 //! responders, the current level's people and whoever asked (`succeed_type=1`; refusals are kept
 //! per person with the reason in words), posts the shared incident card, pins it and makes it
-//! the top notice. Pressing again joins the presser. Everything a room does is serialised per
-//! incident, which also serialises member adds per chat as Lark asks (232019 otherwise).
+//! the top notice. Pressing again joins the presser.
+//!
+//! Every chat call goes through the outbox, so it is durable, rate-limited, retried and in the
+//! operation log like every other call. The room advances one step per delivered job (create →
+//! add members → post the card → pin → top notice), taken from the delivery's finished hook;
+//! one add-members job per chat is in the outbox at a time (Lark answers 232019 to concurrent
+//! adds), the people asked for meanwhile waiting for the next. A refused step ends the set-up
+//! with the reason in words on the incident, and asking again resumes it; a restart resumes
+//! what the outbox finished while the room did not hear of it (the create's `uuid` makes a
+//! repeated create return the same chat). Requests wait a while for the set-up (or their own
+//! add) and answer with the room as it stands. Everything a room does is serialised per
+//! incident. Only the share link, which the answer needs at once, is asked for directly.
 //!
 //! Kept in step: escalation and reassignment invite the new people, state changes are posted as
 //! short lines, the pinned card is refreshed like every other copy. On resolve the room gets a
 //! summary and is renamed `[Resolved] …`; `im.chat.disbanded_v1` closes it, and a reopened
 //! incident then offers a new room.
-//!
-//! The chat-management calls are made directly (in order, each depending on the one before) and
-//! counted in the quota ledger; the lines and summary posted later go through the outbox.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,19 +33,19 @@ use super::model::{Actor, Incident, Status, Via};
 use super::tables;
 use super::{IncidentError, Incidents, push_event};
 use crate::delivery::oplog::{self, OpEntry};
-use crate::delivery::{CallClass, JobKind, NewJob, Priority};
+use crate::delivery::{CallClass, CallFailure, CallOutcome, FinishedHook, Job, JobKind, NewJob, Priority};
 use crate::integration::chats::DisbandedHandler;
 use crate::integration::inbound::EventHandler;
 use crate::integration::{Integrations, Live};
 use crate::lark::callback::EventDelivery;
 use crate::lark::event::Event;
-use crate::lark::{LarkClient, LarkError, MessageContent, NewChat, ReceiveIdType};
+use crate::lark::{AddedMembers, LarkError, ReceiveIdType};
 
 /// Lark recommends chat names of at most 60 characters.
 const MAX_NAME_CHARS: usize = 60;
-/// Retries of a call Lark refused as "being created" (232068) or concurrent (232019).
-const BUSY_RETRIES: u32 = 4;
-const BUSY_BACKOFF: Duration = Duration::from_millis(200);
+/// How long a request waits for the set-up (or its own add) before answering with the room as
+/// it stands.
+const ROOM_WAIT: Duration = Duration::from_secs(8);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,11 +99,69 @@ pub struct WarRoom {
     /// What Lark refused beyond people (pin, top notice, rename, …), in words.
     pub problems: Vec<String>,
     pub closed_at: Option<DateTime<Utc>>,
+    /// The outbox job of the set-up step under way (create, card, pin or top notice).
+    #[serde(default)]
+    pub step_job: Option<u64>,
+    /// Whom the create names: the requester, until Lark refuses them there.
+    #[serde(default)]
+    pub creating_with: Vec<Invitee>,
+    /// The add-members job in the outbox and whom it adds.
+    #[serde(default)]
+    pub adding: Option<Adding>,
+    /// People asked for while an add was in the outbox: the next add takes them.
+    #[serde(default)]
+    pub waiting: Vec<Invitee>,
+    /// Lark refused the pin or the top notice: the set-up went on without it.
+    #[serde(default)]
+    pub pin_refused: bool,
+    #[serde(default)]
+    pub top_notice_refused: bool,
+    /// Why the set-up stopped (a refused step), until someone asks again.
+    #[serde(default)]
+    pub stalled: Option<String>,
+}
+
+/// Someone to add to the room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invitee {
+    pub open_id: String,
+    pub member_id: Option<String>,
+    pub name: String,
+}
+
+/// An add-members job and whom it adds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Adding {
+    pub job_id: u64,
+    pub people: Vec<Invitee>,
 }
 
 impl WarRoom {
     pub fn is_live(&self) -> bool {
         self.chat_id.is_some() && matches!(self.state, WarRoomState::Open | WarRoomState::Resolved)
+    }
+
+    /// Whether `open_id` is on its way in: named by the create or an add in the outbox, or
+    /// waiting for one.
+    fn is_coming(&self, open_id: &str) -> bool {
+        self.creating_with
+            .iter()
+            .chain(&self.waiting)
+            .chain(self.adding.iter().flat_map(|a| &a.people))
+            .any(|i| i.open_id == open_id)
+    }
+
+    fn is_member(&self, open_id: &str) -> bool {
+        self.members.iter().any(|m| m.open_id == open_id)
+    }
+
+    /// Queues people for the next add, unless they are in or on their way.
+    fn queue(&mut self, people: Vec<Invitee>) {
+        for person in people {
+            if !self.is_member(&person.open_id) && !self.is_coming(&person.open_id) {
+                self.waiting.push(person);
+            }
+        }
     }
 }
 
@@ -126,6 +191,8 @@ pub enum PresserOutcome {
     NotInLark {
         reason: String,
     },
+    /// Lark has not yet answered the add (or the set-up is still under way).
+    Waiting,
     Nobody,
 }
 
@@ -139,27 +206,45 @@ pub struct WarRoomOutcome {
 
 /// A Lark refusal in words, for the incident and the operation log.
 pub fn refusal_in_words(error: &LarkError) -> String {
-    match error.code() {
-        Some(232043 | 232024 | 230013) => "not visible to the app (outside its availability scope)".into(),
-        Some(232022) => "has resigned".into(),
-        Some(232013 | 232044) => "the chat is full".into(),
-        Some(232011 | 230002) => "the bot is no longer in the chat".into(),
-        Some(232009) => "the chat was dissolved".into(),
-        Some(230046) => "pin not allowed: only the chat's owner and managers may pin".into(),
-        Some(232014 | 232017) => "the bot lacks the right to do this in the chat".into(),
-        Some(232025 | 230006) => "the app's bot capability is off".into(),
-        Some(232034) => "the app is not installed or enabled in this tenant".into(),
-        _ => match error {
-            LarkError::PermissionMissing { .. } => "scope missing: im:chat".into(),
+    match error {
+        LarkError::PermissionMissing { scope, .. } => {
+            format!("scope missing: {}", scope.unwrap_or("im:chat"))
+        }
+        other => code_in_words(other.code()).unwrap_or_else(|| match other {
             LarkError::UserNotVisible(_) => "not visible to the app (outside its availability scope)".into(),
             LarkError::UserNotFound(_) => "not found in Lark".into(),
             other => other.to_string(),
-        },
+        }),
     }
 }
 
-fn busy(error: &LarkError) -> bool {
-    matches!(error.code(), Some(232068 | 232019)) || error.is_retryable()
+/// A refused outbox job in words: its Lark code, or the executor's message (which names a
+/// missing scope).
+fn failure_in_words(failure: &CallFailure) -> String {
+    let named = failure.message.split("lacks the scope ").nth(1);
+    if let Some(scope) = named
+        .and_then(|s| s.split_whitespace().next())
+        .filter(|s| s.contains(':'))
+    {
+        return format!("scope missing: {scope}");
+    }
+    code_in_words(failure.code).unwrap_or_else(|| failure.message.clone())
+}
+
+fn code_in_words(code: Option<i64>) -> Option<String> {
+    Some(match code? {
+        232043 | 232024 | 230013 => "not visible to the app (outside its availability scope)".into(),
+        232022 => "has resigned".into(),
+        232013 | 232044 => "the chat is full".into(),
+        232011 | 230002 => "the bot is no longer in the chat".into(),
+        232009 => "the chat was dissolved".into(),
+        230046 => "pin not allowed: only the chat's owner and managers may pin".into(),
+        232014 | 232017 => "the bot lacks the right to do this in the chat".into(),
+        232025 | 230006 => "the app's bot capability is off".into(),
+        232034 => "the app is not installed or enabled in this tenant".into(),
+        99991672 | 99991676 => "scope missing: im:chat".into(),
+        _ => return None,
+    })
 }
 
 /// `[P1] #42 db-1 disk 97%`, at most 60 characters.
@@ -292,7 +377,8 @@ impl Incidents {
         Ok(())
     }
 
-    /// Writes one war-room call to the operation log and counts it in the quota ledger.
+    /// Writes a war-room call made directly (the share link) to the operation log and counts
+    /// it in the quota ledger.
     async fn log_room_call(
         &self,
         room: &WarRoom,
@@ -300,12 +386,9 @@ impl Incidents {
         receiver: Option<String>,
         result: Result<(), &LarkError>,
     ) -> Result<(), IncidentError> {
-        let class = if kind == "war_room_card" {
-            CallClass::SendToChat
-        } else {
-            CallClass::ChatManagement
-        };
-        self.delivery.count_calls(&room.integration_id, class, 1).await?;
+        self.delivery
+            .count_calls(&room.integration_id, CallClass::ChatManagement, 1)
+            .await?;
         let (outcome, reason, code, message) = match result {
             Ok(()) => ("delivered", None, None, None),
             Err(e) => (
@@ -425,16 +508,14 @@ impl Incidents {
         Ok(ids)
     }
 
-    /// Opens the incident's war room, or joins the requester to the one it has.
+    /// Opens the incident's war room, or joins the requester to the one it has. Waits (a
+    /// while) for the set-up or the requester's add through the outbox.
     pub async fn open_war_room(
         &self,
         reference: &str,
         requester: Requester,
     ) -> Result<WarRoomOutcome, IncidentError> {
         let incident = self.get(reference)?;
-        let lock = self.war_room_lock(&incident.id);
-        let _one_at_a_time = lock.lock().await;
-        let incident = self.get(&incident.id)?;
         let integration = incident.integration_id.clone().ok_or_else(|| {
             IncidentError::Conflict(format!(
                 "incident #{} matched no escalation rule, so it has no Lark integration for a war room",
@@ -444,14 +525,19 @@ impl Incidents {
         if !self.war_room_enabled(&integration)? {
             return Err(IncidentError::WarRoomDisabled(integration));
         }
-        let client = self
-            .lark
-            .get(&integration)
-            .ok_or_else(|| IncidentError::Lark(format!("integration {integration} has no Lark client")))?;
+        if self.lark.get(&integration).is_none() {
+            return Err(IncidentError::Lark(format!(
+                "integration {integration} has no Lark client"
+            )));
+        }
         let (name, member_id, open_id) = self.resolve_requester(&requester, &integration).await?;
+        let lock = self.war_room_lock(&incident.id);
+        let guard = lock.lock().await;
+        let incident = self.get(&incident.id)?;
         let existing = self.war_room(&incident.id)?;
-        if let Some(room) = existing.clone().filter(|r| r.is_live()) {
-            return self.join(&client, room, name, member_id, open_id).await;
+        if let Some(room) = existing.clone().filter(WarRoom::is_live) {
+            drop(guard);
+            return self.join(room, name, member_id, open_id).await;
         }
         if !incident.is_open() {
             return Err(IncidentError::Conflict(format!(
@@ -459,59 +545,227 @@ impl Incidents {
                 incident.number
             )));
         }
-        // A room whose setting up stopped half way is resumed; after a closed one comes the next.
-        let (resumed, generation) = match existing {
-            Some(r) if r.state == WarRoomState::Opening => {
-                let generation = r.generation;
-                (Some(r), generation)
-            }
-            Some(closed) => (None, closed.generation + 1),
-            None => (None, 1),
-        };
-        let now = self.clock.now();
-        let mut room = resumed.unwrap_or_else(|| WarRoom {
-            incident_id: incident.id.clone(),
-            integration_id: integration.clone(),
-            generation,
-            chat_id: None,
-            name: room_name(&incident),
-            state: WarRoomState::Opening,
-            created_by: name.clone(),
-            created_at: now,
-            card_message_id: None,
-            pinned: false,
-            top_notice: false,
-            members: Vec::new(),
-            refused: Vec::new(),
-            problems: Vec::new(),
-            closed_at: None,
+        let requester_invitee = open_id.clone().map(|open_id| Invitee {
+            open_id,
+            member_id: member_id.clone(),
+            name: name.clone(),
         });
+        // A room being set up is joined; one whose set-up stopped is resumed; after a closed
+        // one comes the next generation.
+        let (mut room, created) = match existing {
+            Some(mut r) if r.state == WarRoomState::Opening => {
+                let resumed = r.stalled.take().is_some();
+                r.queue(requester_invitee.into_iter().collect());
+                (r, resumed)
+            }
+            previous => {
+                let generation = previous.map_or(1, |closed| closed.generation + 1);
+                let mut room = WarRoom {
+                    incident_id: incident.id.clone(),
+                    integration_id: integration.clone(),
+                    generation,
+                    chat_id: None,
+                    name: room_name(&incident),
+                    state: WarRoomState::Opening,
+                    created_by: name.clone(),
+                    created_at: self.clock.now(),
+                    card_message_id: None,
+                    pinned: false,
+                    top_notice: false,
+                    members: Vec::new(),
+                    refused: Vec::new(),
+                    problems: Vec::new(),
+                    closed_at: None,
+                    step_job: None,
+                    creating_with: requester_invitee.into_iter().collect(),
+                    adding: None,
+                    waiting: Vec::new(),
+                    pin_refused: false,
+                    top_notice_refused: false,
+                    stalled: None,
+                };
+                let mut people = self.responders(&incident)?;
+                if let Some(m) = &member_id
+                    && !people.contains(m)
+                {
+                    people.push(m.clone());
+                }
+                let invitees = self.invitees(&mut room, &people).await;
+                room.queue(invitees);
+                (room, true)
+            }
+        };
+        let opened = self.advance(&mut room).await?;
         self.save_room(&room).await?;
-        let (presser_member, presser_open_id) = (member_id.clone(), open_id.clone());
-        if let Err(e) = self
-            .set_up_room(&client, &mut room, &incident, &name, member_id, open_id)
-            .await
-        {
-            let words = match &e {
-                IncidentError::Lark(words) => words.clone(),
-                other => other.to_string(),
-            };
-            room.problems.push(format!("opening failed: {words}"));
-            self.save_room(&room).await?;
-            self.room_event(
-                &incident.id,
-                "war_room_failed",
-                Actor::system(),
-                format!("the war room could not be opened: {words}"),
-                false,
-            )
-            .await?;
-            return Err(e);
+        drop(guard);
+        if opened {
+            self.room_opened(&room).await?;
         }
+        let settled = |r: &WarRoom| {
+            r.state != WarRoomState::Opening
+                || r.stalled.is_some()
+                || (!created && open_id.as_deref().is_some_and(|o| r.is_member(o)))
+        };
+        let room = self.wait_room(&incident.id, settled).await?;
+        if room.state == WarRoomState::Opening
+            && let Some(words) = &room.stalled
+        {
+            return Err(IncidentError::Lark(words.clone()));
+        }
+        let presser = match (&requester, &open_id) {
+            (Requester::Nobody { .. }, _) => PresserOutcome::Nobody,
+            (_, Some(open_id)) if room.is_member(open_id) => PresserOutcome::Added,
+            (_, Some(open_id)) if room.is_coming(open_id) => PresserOutcome::Waiting,
+            _ => PresserOutcome::NotInLark {
+                reason: room
+                    .refused
+                    .iter()
+                    .find(|r| {
+                        (r.open_id.is_some() && r.open_id == open_id)
+                            || (r.member_id.is_some() && r.member_id == member_id)
+                    })
+                    .map_or_else(|| "no Lark account found".to_string(), |r| r.reason.clone()),
+            },
+        };
+        Ok(WarRoomOutcome {
+            created,
+            presser,
+            war_room: room,
+        })
+    }
+
+    /// Waits until `settled` holds for the room, or [`ROOM_WAIT`] has passed; returns the room.
+    async fn wait_room(
+        &self,
+        incident_id: &str,
+        settled: impl Fn(&WarRoom) -> bool,
+    ) -> Result<WarRoom, IncidentError> {
+        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+        let mut progress = self.war_room_progress.subscribe();
+        loop {
+            let room = self
+                .war_room(incident_id)?
+                .ok_or_else(|| IncidentError::NotFound(format!("war room of {incident_id}")))?;
+            if settled(&room) {
+                return Ok(room);
+            }
+            match tokio::time::timeout_at(deadline, progress.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Ok(room),
+            }
+        }
+    }
+
+    async fn room_job(
+        &self,
+        room: &WarRoom,
+        priority: Priority,
+        kind: JobKind,
+    ) -> Result<u64, IncidentError> {
+        Ok(self
+            .delivery
+            .enqueue(NewJob {
+                integration_id: room.integration_id.clone(),
+                incident_id: Some(room.incident_id.clone()),
+                priority,
+                cosmetic: false,
+                kind,
+            })
+            .await?)
+    }
+
+    /// Queues the room's next calls: the create; an add for the people waiting, when no add is
+    /// in the outbox; then, once everyone asked for is in or refused, the card, the pin and the
+    /// top notice, one at a time. Returns whether the set-up is done (the room is now open).
+    /// The caller saves the room.
+    async fn advance(&self, room: &mut WarRoom) -> Result<bool, IncidentError> {
+        if room.state == WarRoomState::Closed || room.stalled.is_some() {
+            return Ok(false);
+        }
+        let incident = self.get(&room.incident_id)?;
+        let priority = incident.severity.priority();
+        let Some(chat_id) = room.chat_id.clone() else {
+            if room.step_job.is_none() {
+                let kind = JobKind::CreateChat {
+                    name: room.name.clone(),
+                    owner_open_id: None,
+                    member_open_ids: room.creating_with.iter().map(|i| i.open_id.clone()).collect(),
+                    description: format!("War room of incident #{}", incident.number),
+                    dedup_uuid: Some(format!("wr-{}-{}", incident.id, room.generation)),
+                };
+                room.step_job = Some(self.room_job(room, priority, kind).await?);
+            }
+            return Ok(false);
+        };
+        if room.adding.is_none() && !room.waiting.is_empty() {
+            let people = std::mem::take(&mut room.waiting);
+            let kind = JobKind::AddMembers {
+                chat_id: chat_id.clone(),
+                open_ids: people.iter().map(|p| p.open_id.clone()).collect(),
+            };
+            let job_id = self.room_job(room, priority, kind).await?;
+            room.adding = Some(Adding { job_id, people });
+        }
+        if room.state != WarRoomState::Opening || room.adding.is_some() || room.step_job.is_some() {
+            return Ok(false);
+        }
+        let receiver = format!("chat_id:{chat_id}");
+        if room.card_message_id.is_none() {
+            // A card delivered while its answer was lost (a restart) is among the incident's.
+            match self
+                .cards(&room.incident_id)?
+                .into_iter()
+                .find(|c| c.receiver == receiver)
+            {
+                Some(card) => room.card_message_id = Some(card.message_id),
+                None => {
+                    let content = self.card_content(&incident);
+                    let job = self
+                        .send_card(
+                            &incident,
+                            &room.integration_id,
+                            ReceiveIdType::ChatId,
+                            &chat_id,
+                            &content,
+                        )
+                        .await?;
+                    room.step_job = Some(job);
+                    return Ok(false);
+                }
+            }
+        }
+        let message_id = room.card_message_id.clone().expect("posted above");
+        let next = if !room.pinned && !room.pin_refused {
+            Some(JobKind::Pin {
+                chat_id: chat_id.clone(),
+                message_id,
+            })
+        } else if !room.top_notice && !room.top_notice_refused {
+            Some(JobKind::TopNotice {
+                chat_id: chat_id.clone(),
+                message_id,
+            })
+        } else {
+            None
+        };
+        match next {
+            Some(kind) => {
+                room.step_job = Some(self.room_job(room, priority, kind).await?);
+                Ok(false)
+            }
+            None => {
+                room.state = WarRoomState::Open;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The set-up is done: the timeline says so and every card offers joining.
+    async fn room_opened(&self, room: &WarRoom) -> Result<(), IncidentError> {
         let actor = Actor {
             via: Via::System,
             who: None,
-            name: Some(name.clone()),
+            name: Some(room.created_by.clone()),
         };
         let refused: Vec<String> = room
             .refused
@@ -519,256 +773,210 @@ impl Incidents {
             .map(|r| format!("{} ({})", r.who, r.reason))
             .collect();
         let mut detail = format!(
-            "{} opened by {name}, {} people in it",
+            "{} opened by {}, {} people in it",
             room.name,
+            room.created_by,
             room.members.len()
         );
         if !refused.is_empty() {
             detail.push_str(&format!("; Lark refused {}", refused.join(", ")));
         }
-        self.room_event(&incident.id, "war_room_opened", actor, detail, true)
+        self.room_event(&room.incident_id, "war_room_opened", actor, detail, true)
             .await?;
-        let presser = match (&requester, &presser_open_id) {
-            (Requester::Nobody { .. }, _) => PresserOutcome::Nobody,
-            (_, Some(open_id)) if room.members.iter().any(|m| &m.open_id == open_id) => PresserOutcome::Added,
-            _ => PresserOutcome::NotInLark {
-                reason: room
-                    .refused
-                    .iter()
-                    .find(|r| {
-                        (r.open_id.is_some() && r.open_id == presser_open_id)
-                            || (r.member_id.is_some() && r.member_id == presser_member)
-                    })
-                    .map_or_else(|| "no Lark account found".to_string(), |r| r.reason.clone()),
-            },
-        };
-        Ok(WarRoomOutcome {
-            created: true,
-            presser,
-            war_room: room,
-        })
-    }
-
-    /// Create, add, post, pin, top notice: each step saved as it lands.
-    async fn set_up_room(
-        &self,
-        client: &LarkClient,
-        room: &mut WarRoom,
-        incident: &Incident,
-        requester_name: &str,
-        requester_member: Option<String>,
-        requester_open_id: Option<String>,
-    ) -> Result<(), IncidentError> {
-        let now = self.clock.now();
-        if room.chat_id.is_none() {
-            let uuid = format!("wr-{}-{}", incident.id, room.generation);
-            let mut first: Vec<String> = requester_open_id.iter().cloned().collect();
-            let mut attempt = 0;
-            let chat = loop {
-                let new = NewChat {
-                    name: room.name.clone(),
-                    description: format!("War room of incident #{}", incident.number),
-                    owner_id: None,
-                    member_open_ids: first.clone(),
-                };
-                let result = client.create_chat(&new, Some(&uuid)).await;
-                self.log_room_call(room, "create_chat", None, result.as_ref().map(drop))
-                    .await?;
-                match result {
-                    Ok(chat) => break chat,
-                    // One unavailable (or resigned) id refuses the whole create: create without
-                    // the requester, who is then added (and refused) like everyone else.
-                    Err(e) if matches!(e.code(), Some(232043 | 232022)) && !first.is_empty() => first.clear(),
-                    Err(e) if busy(&e) && attempt < BUSY_RETRIES => {
-                        attempt += 1;
-                        tokio::time::sleep(BUSY_BACKOFF * attempt).await;
-                    }
-                    Err(e) => return Err(IncidentError::Lark(refusal_in_words(&e))),
-                }
-            };
-            room.chat_id = Some(chat.chat_id.clone());
-            for open_id in &first {
-                room.members.push(RoomMember {
-                    open_id: open_id.clone(),
-                    member_id: requester_member.clone(),
-                    name: requester_name.to_string(),
-                });
-            }
-            self.save_room(room).await?;
-        }
-        let chat_id = room.chat_id.clone().expect("created above");
-        let mut people = self.responders(incident)?;
-        if let Some(m) = &requester_member
-            && !people.contains(m)
-        {
-            people.push(m.clone());
-        }
-        self.invite(client, room, &people).await?;
-        if let Some(open_id) = requester_open_id.filter(|_| requester_member.is_none()) {
-            self.add_open_ids(client, room, vec![(open_id.clone(), None, open_id)])
-                .await?;
-        }
-        if room.card_message_id.is_none() {
-            let content = MessageContent {
-                msg_type: "interactive".into(),
-                content: self.card_content(incident),
-            };
-            let uuid = format!("wr-card-{}-{}", incident.id, room.generation);
-            let result = client
-                .send_message(ReceiveIdType::ChatId, &chat_id, &content, Some(&uuid))
-                .await;
-            self.log_room_call(
-                room,
-                "war_room_card",
-                Some(format!("chat_id:{chat_id}")),
-                result.as_ref().map(drop),
-            )
-            .await?;
-            let sent = result
-                .map_err(|e| IncidentError::Lark(format!("posting the card: {}", refusal_in_words(&e))))?;
-            let record = super::model::SentCard {
-                incident_id: incident.id.clone(),
-                message_id: sent.message_id.clone(),
-                integration_id: room.integration_id.clone(),
-                receiver: format!("chat_id:{chat_id}"),
-                sent_at: now,
-            };
-            let key = format!("{}/{}", incident.id, sent.message_id);
-            self.store
-                .write(move |w| w.put(&tables::INCIDENT_CARDS, key.as_str(), &record))
-                .await?;
-            room.card_message_id = Some(sent.message_id);
-            self.save_room(room).await?;
-        }
-        let message_id = room.card_message_id.clone().expect("posted above");
-        if !room.pinned {
-            let result = client.pin_message(&message_id).await;
-            self.log_room_call(
-                room,
-                "pin",
-                Some(format!("chat_id:{chat_id}")),
-                result.as_ref().map(drop),
-            )
-            .await?;
-            match result {
-                Ok(()) => room.pinned = true,
-                Err(e) => room
-                    .problems
-                    .push(format!("pinning the card: {}", refusal_in_words(&e))),
-            }
-        }
-        if !room.top_notice {
-            let result = client.set_top_notice(&chat_id, &message_id).await;
-            self.log_room_call(
-                room,
-                "top_notice",
-                Some(format!("chat_id:{chat_id}")),
-                result.as_ref().map(drop),
-            )
-            .await?;
-            match result {
-                Ok(()) => room.top_notice = true,
-                Err(e) => room
-                    .problems
-                    .push(format!("setting the top notice: {}", refusal_in_words(&e))),
-            }
-        }
-        room.state = WarRoomState::Open;
-        self.save_room(room).await?;
         Ok(())
     }
 
-    /// Adds members (by member id) not yet in the room; the ones without a Lark account are
-    /// refused with the reason.
-    async fn invite(
-        &self,
-        client: &LarkClient,
-        room: &mut WarRoom,
-        member_ids: &[String],
-    ) -> Result<(), IncidentError> {
-        let now = self.clock.now();
-        let mut to_add = Vec::new();
-        for member_id in member_ids {
-            if room
-                .members
-                .iter()
-                .any(|m| m.member_id.as_ref() == Some(member_id))
-            {
-                continue;
-            }
-            let Ok(member) = self.members.get(member_id) else {
-                continue;
+    /// Tells the room of its jobs as the outbox finishes them (after their commit).
+    pub(super) fn war_room_finished_hook(me: std::sync::Weak<Incidents>) -> FinishedHook {
+        Arc::new(move |job: &Job, outcome: &CallOutcome| {
+            let concerns_a_room = job.incident_id.is_some()
+                && match &job.kind {
+                    JobKind::Send {
+                        receive_id_type,
+                        msg_type,
+                        ..
+                    } => *receive_id_type == ReceiveIdType::ChatId && msg_type == "interactive",
+                    JobKind::CreateChat { .. }
+                    | JobKind::AddMembers { .. }
+                    | JobKind::Pin { .. }
+                    | JobKind::TopNotice { .. }
+                    | JobKind::RenameChat { .. } => true,
+                    _ => false,
+                };
+            let Some(me) = me.upgrade().filter(|_| concerns_a_room) else {
+                return;
             };
-            match self.open_id_for(member_id, &room.integration_id).await {
-                Ok(Some(open_id)) => to_add.push((open_id, Some(member.id.clone()), member.name.clone())),
-                Ok(None) | Err(_) => {
-                    room.refused.retain(|r| r.member_id.as_ref() != Some(member_id));
-                    room.refused.push(Refusal {
-                        who: member.name.clone(),
-                        member_id: Some(member.id.clone()),
-                        open_id: None,
-                        reason: "no Lark account found for this member (link it, or give them a Lark email or mobile)"
-                            .into(),
-                        at: now,
-                    });
+            let (job, outcome) = (job.clone(), outcome.clone());
+            tokio::spawn(async move {
+                if let Err(e) = me.room_job_finished(&job, &outcome).await {
+                    tracing::error!(error = %e, job = job.id, "cannot take a war room's next step");
                 }
-            }
-        }
-        self.add_open_ids(client, room, to_add).await
+            });
+        })
     }
 
-    /// One add-members call (retried while Lark says the chat is busy); records who got in
-    /// and who was refused, with the reason.
-    async fn add_open_ids(
-        &self,
-        client: &LarkClient,
-        room: &mut WarRoom,
-        people: Vec<(String, Option<String>, String)>,
-    ) -> Result<(), IncidentError> {
-        let people: Vec<_> = people
-            .into_iter()
-            .filter(|(open_id, _, _)| !room.members.iter().any(|m| &m.open_id == open_id))
-            .collect();
-        if people.is_empty() {
+    /// Records what a finished job did to its room and queues the room's next step.
+    async fn room_job_finished(&self, job: &Job, outcome: &CallOutcome) -> Result<(), IncidentError> {
+        let Some(incident_id) = job.incident_id.clone() else {
+            return Ok(());
+        };
+        // Most group cards are of incidents without a room: no lock for them.
+        if self.war_room(&incident_id)?.is_none() {
             return Ok(());
         }
-        let chat_id = room.chat_id.clone().expect("adds follow the create");
-        let open_ids: Vec<String> = people.iter().map(|(o, _, _)| o.clone()).collect();
-        let mut attempt = 0;
-        let added = loop {
-            let result = client.add_chat_members(&chat_id, &open_ids).await;
-            self.log_room_call(
-                room,
-                "add_members",
-                Some(format!("chat_id:{chat_id}")),
-                result.as_ref().map(drop),
-            )
-            .await?;
-            match result {
-                Ok(added) => break added,
-                Err(e) if busy(&e) && attempt < BUSY_RETRIES => {
-                    attempt += 1;
-                    tokio::time::sleep(BUSY_BACKOFF * attempt).await;
-                }
-                Err(e) => {
-                    if e.code() == Some(232009) {
-                        room.state = WarRoomState::Closed;
-                        room.closed_at = Some(self.clock.now());
+        let lock = self.war_room_lock(&incident_id);
+        let guard = lock.lock().await;
+        let Some(mut room) = self.war_room(&incident_id)? else {
+            return Ok(());
+        };
+        let (returned, failure) = match outcome {
+            CallOutcome::Delivered { returned_id } => (returned_id.clone(), None),
+            CallOutcome::Failed(f) => (None, Some(f)),
+        };
+        let words = failure.map(failure_in_words);
+        let this_step = room.step_job == Some(job.id);
+        let mut failed_step = None;
+        match &job.kind {
+            JobKind::CreateChat { .. } if this_step => {
+                room.step_job = None;
+                match (returned, failure) {
+                    (Some(chat_id), _) => {
+                        room.chat_id = Some(chat_id);
+                        for person in std::mem::take(&mut room.creating_with) {
+                            room.members.push(RoomMember {
+                                open_id: person.open_id,
+                                member_id: person.member_id,
+                                name: person.name,
+                            });
+                        }
                     }
-                    let words = refusal_in_words(&e);
-                    room.problems.push(format!("adding members: {words}"));
-                    self.save_room(room).await?;
-                    return Err(IncidentError::Lark(words));
+                    // One unavailable (or resigned) id refuses the whole create: create without
+                    // the requester, who is then added (and refused) like everyone else.
+                    (None, Some(f))
+                        if matches!(f.code, Some(232043 | 232022)) && !room.creating_with.is_empty() =>
+                    {
+                        let requester = std::mem::take(&mut room.creating_with);
+                        room.waiting.splice(0..0, requester);
+                    }
+                    _ => failed_step = Some(words.unwrap_or_else(|| "Lark returned no chat id".into())),
                 }
             }
-        };
+            JobKind::AddMembers { .. } if room.adding.as_ref().is_some_and(|a| a.job_id == job.id) => {
+                let people = room.adding.take().map(|a| a.people).unwrap_or_default();
+                match words {
+                    None => {
+                        let lists: AddedMembers = returned
+                            .and_then(|r| serde_json::from_str(&r).ok())
+                            .unwrap_or_default();
+                        self.record_added(&mut room, people, &lists);
+                    }
+                    Some(words) => {
+                        if failure.and_then(|f| f.code) == Some(232009) {
+                            room.state = WarRoomState::Closed;
+                            room.closed_at = Some(self.clock.now());
+                        }
+                        let now = self.clock.now();
+                        for person in people {
+                            room.refused
+                                .retain(|r| r.open_id.as_ref() != Some(&person.open_id));
+                            room.refused.push(Refusal {
+                                who: person.name,
+                                member_id: person.member_id,
+                                open_id: Some(person.open_id),
+                                reason: words.clone(),
+                                at: now,
+                            });
+                        }
+                        room.problems.push(format!("adding members: {words}"));
+                        if room.state == WarRoomState::Opening {
+                            failed_step = Some(format!("adding members: {words}"));
+                        }
+                    }
+                }
+            }
+            JobKind::Send { .. } if this_step => {
+                room.step_job = None;
+                match (returned, words) {
+                    (Some(message_id), _) => room.card_message_id = Some(message_id),
+                    (_, words) => {
+                        failed_step = Some(format!(
+                            "posting the card: {}",
+                            words.unwrap_or_else(|| "Lark returned no message id".into())
+                        ));
+                    }
+                }
+            }
+            JobKind::Pin { .. } if this_step => {
+                room.step_job = None;
+                match words {
+                    None => room.pinned = true,
+                    Some(words) => {
+                        room.pin_refused = true;
+                        room.problems.push(format!("pinning the card: {words}"));
+                    }
+                }
+            }
+            JobKind::TopNotice { .. } if this_step => {
+                room.step_job = None;
+                match words {
+                    None => room.top_notice = true,
+                    Some(words) => {
+                        room.top_notice_refused = true;
+                        room.problems.push(format!("setting the top notice: {words}"));
+                    }
+                }
+            }
+            JobKind::RenameChat { .. } => {
+                let Some(words) = words else {
+                    return Ok(());
+                };
+                room.problems.push(format!("renaming the chat: {words}"));
+                if failure.and_then(|f| f.code) == Some(232009) {
+                    room.state = WarRoomState::Closed;
+                    room.closed_at = Some(self.clock.now());
+                }
+            }
+            _ => return Ok(()),
+        }
+        if let Some(words) = &failed_step {
+            room.stalled = Some(words.clone());
+            room.problems.push(format!("opening failed: {words}"));
+        }
+        let opened = self.advance(&mut room).await?;
+        self.save_room(&room).await?;
+        drop(guard);
+        if let Some(words) = failed_step {
+            self.room_event(
+                &incident_id,
+                "war_room_failed",
+                Actor::system(),
+                format!("the war room could not be opened: {words}"),
+                false,
+            )
+            .await?;
+        }
+        if opened {
+            self.room_opened(&room).await?;
+        }
+        // Requests waiting on the room look again once its timeline says what happened too.
+        self.war_room_progress.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(())
+    }
+
+    /// Who an add got in and who Lark refused, with the reason.
+    fn record_added(&self, room: &mut WarRoom, people: Vec<Invitee>, lists: &AddedMembers) {
         let now = self.clock.now();
-        for (open_id, member_id, name) in people {
-            let reason = if added.invalid_id_list.contains(&open_id) {
+        for Invitee {
+            open_id,
+            member_id,
+            name,
+        } in people
+        {
+            let reason = if lists.invalid_id_list.contains(&open_id) {
                 Some("resigned, outside the app's availability scope, or not activated")
-            } else if added.not_existed_id_list.contains(&open_id) {
+            } else if lists.not_existed_id_list.contains(&open_id) {
                 Some("not found in Lark")
-            } else if added.pending_approval_id_list.contains(&open_id) {
+            } else if lists.pending_approval_id_list.contains(&open_id) {
                 Some("waiting for the chat's approval")
             } else {
                 None
@@ -784,6 +992,7 @@ impl Incidents {
                     reason: reason.into(),
                     at: now,
                 }),
+                None if room.is_member(&open_id) => {}
                 None => room.members.push(RoomMember {
                     open_id,
                     member_id,
@@ -791,16 +1000,110 @@ impl Incidents {
                 }),
             }
         }
-        self.save_room(room).await?;
+    }
+
+    /// After a restart: rooms whose job the outbox finished (or lost) while the room did not
+    /// hear of it take that step again; the create's `uuid` makes a repeat return the same
+    /// chat, a card delivered meanwhile is found among the incident's, pins and top notices
+    /// are idempotent, and adding someone already in changes nothing.
+    pub async fn resume_war_rooms(&self) -> Result<(), IncidentError> {
+        let rooms: Vec<WarRoom> = self
+            .store
+            .read(|r| r.page(&tables::WAR_ROOMS, None, usize::MAX, false))?
+            .into_iter()
+            .map(|(_, room)| room)
+            .filter(|room: &WarRoom| room.state != WarRoomState::Closed)
+            .collect();
+        for stored in rooms {
+            let lock = self.war_room_lock(&stored.incident_id);
+            let guard = lock.lock().await;
+            let Some(mut room) = self.war_room(&stored.incident_id)? else {
+                continue;
+            };
+            let mut lost = false;
+            if let Some(id) = room.step_job
+                && self.job_is_gone(id)?
+            {
+                room.step_job = None;
+                lost = true;
+            }
+            if let Some(adding) = room.adding.clone()
+                && self.job_is_gone(adding.job_id)?
+            {
+                room.adding = None;
+                room.waiting.splice(0..0, adding.people);
+                lost = true;
+            }
+            // A step queued just before the stop may not be on the room yet.
+            let unreferenced = room.state == WarRoomState::Opening
+                && room.stalled.is_none()
+                && room.step_job.is_none()
+                && room.adding.is_none();
+            if !lost && !unreferenced && room.waiting.is_empty() {
+                continue;
+            }
+            tracing::info!(incident = %room.incident_id, "resuming a war room's set-up");
+            let opened = self.advance(&mut room).await?;
+            self.save_room(&room).await?;
+            drop(guard);
+            if opened {
+                self.room_opened(&room).await?;
+            }
+        }
         Ok(())
     }
 
-    /// Joins the requester to a live room: added by API, or given the share link when Lark
-    /// will not add them.
+    /// Whether an outbox job is no longer going to finish: delivered (gone from the outbox) or
+    /// failed without the room hearing of it.
+    fn job_is_gone(&self, id: u64) -> Result<bool, IncidentError> {
+        Ok(self
+            .delivery
+            .job(id)?
+            .is_none_or(|j| matches!(j.state, crate::delivery::job::JobState::Failed { .. })))
+    }
+
+    /// The members as people to add; those without a Lark account are refused with the reason.
+    async fn invitees(&self, room: &mut WarRoom, member_ids: &[String]) -> Vec<Invitee> {
+        let now = self.clock.now();
+        let mut people = Vec::new();
+        for member_id in member_ids {
+            if room
+                .members
+                .iter()
+                .any(|m| m.member_id.as_ref() == Some(member_id))
+            {
+                continue;
+            }
+            let Ok(member) = self.members.get(member_id) else {
+                continue;
+            };
+            match self.open_id_for(member_id, &room.integration_id).await {
+                Ok(Some(open_id)) => people.push(Invitee {
+                    open_id,
+                    member_id: Some(member.id.clone()),
+                    name: member.name.clone(),
+                }),
+                Ok(None) | Err(_) => {
+                    room.refused.retain(|r| r.member_id.as_ref() != Some(member_id));
+                    room.refused.push(Refusal {
+                        who: member.name.clone(),
+                        member_id: Some(member.id.clone()),
+                        open_id: None,
+                        reason: "no Lark account found for this member (link it, or give them a Lark email or mobile)"
+                            .into(),
+                        at: now,
+                    });
+                }
+            }
+        }
+        people
+    }
+
+    /// Joins the requester to a live room: added through the outbox (waiting a while for
+    /// Lark's answer), or given the share link when Lark will not add them.
     async fn join(
         &self,
-        client: &LarkClient,
-        mut room: WarRoom,
+        room: WarRoom,
         name: String,
         member_id: Option<String>,
         open_id: Option<String>,
@@ -818,20 +1121,33 @@ impl Incidents {
                 war_room: room,
             });
         };
-        if room.members.iter().any(|m| m.open_id == open_id) {
+        if room.is_member(&open_id) {
             return Ok(WarRoomOutcome {
                 created: false,
                 presser: PresserOutcome::AlreadyIn,
                 war_room: room,
             });
         }
-        self.add_open_ids(
-            client,
-            &mut room,
-            vec![(open_id.clone(), member_id, name.clone())],
-        )
-        .await?;
-        if room.members.iter().any(|m| m.open_id == open_id) {
+        let incident_id = room.incident_id.clone();
+        {
+            let lock = self.war_room_lock(&incident_id);
+            let _one_at_a_time = lock.lock().await;
+            let Some(mut room) = self.war_room(&incident_id)? else {
+                return Err(IncidentError::NotFound(format!("war room of {incident_id}")));
+            };
+            // Asking again is asking afresh: a refusal from before does not answer for now.
+            room.refused
+                .retain(|r| r.open_id.as_deref() != Some(open_id.as_str()));
+            room.queue(vec![Invitee {
+                open_id: open_id.clone(),
+                member_id: member_id.clone(),
+                name: name.clone(),
+            }]);
+            self.advance(&mut room).await?;
+            self.save_room(&room).await?;
+        }
+        let room = self.wait_room(&incident_id, |r| !r.is_coming(&open_id)).await?;
+        if room.is_member(&open_id) {
             self.room_event(
                 &room.incident_id,
                 "war_room_joined",
@@ -850,6 +1166,13 @@ impl Incidents {
                 war_room: room,
             });
         }
+        if room.is_coming(&open_id) {
+            return Ok(WarRoomOutcome {
+                created: false,
+                presser: PresserOutcome::Waiting,
+                war_room: room,
+            });
+        }
         let reason = room
             .refused
             .iter()
@@ -857,6 +1180,13 @@ impl Incidents {
             .map(|r| r.reason.clone())
             .unwrap_or_default();
         let chat_id = room.chat_id.clone().expect("a live room has a chat");
+        let Some(client) = self.lark.get(&room.integration_id) else {
+            return Err(IncidentError::Lark(format!(
+                "integration {} has no Lark client",
+                room.integration_id
+            )));
+        };
+        // Asked for directly: the answer to this request is the link.
         let result = client.chat_share_link(&chat_id).await;
         self.log_room_call(
             &room,
@@ -878,7 +1208,8 @@ impl Incidents {
         })
     }
 
-    /// Invites members who just became responders (escalation, reassignment) to a live room.
+    /// Invites members who just became responders (escalation, reassignment) to a live room,
+    /// or to one being set up.
     pub(super) async fn invite_to_war_room(
         &self,
         incident_id: &str,
@@ -889,16 +1220,18 @@ impl Incidents {
         }
         let lock = self.war_room_lock(incident_id);
         let _one_at_a_time = lock.lock().await;
-        let Some(mut room) = self.war_room(incident_id)?.filter(WarRoom::is_live) else {
+        let Some(mut room) = self
+            .war_room(incident_id)?
+            .filter(|r| r.is_live() || r.state == WarRoomState::Opening)
+        else {
             return Ok(());
         };
-        let Some(client) = self.lark.get(&room.integration_id) else {
-            return Ok(());
-        };
-        self.invite(&client, &mut room, member_ids).await
+        let people = self.invitees(&mut room, member_ids).await;
+        room.queue(people);
+        self.advance(&mut room).await?;
+        self.save_room(&room).await
     }
 
-    /// Queues a text message to the room's chat through the outbox.
     async fn post_to_room(
         &self,
         room: &WarRoom,
@@ -1011,7 +1344,8 @@ impl Incidents {
         self.rename_room(incident, room, WarRoomState::Resolved).await
     }
 
-    /// Renames the room for `state` (`[Resolved] …` or its own name) and records the state.
+    /// Renames the room for `state` (`[Resolved] …` or its own name) through the outbox and
+    /// records the state; a refused rename is listed with the room's problems.
     async fn rename_room(
         &self,
         incident: &Incident,
@@ -1023,32 +1357,17 @@ impl Incidents {
         let Some(mut room) = self.war_room(&room.incident_id)?.filter(WarRoom::is_live) else {
             return Ok(());
         };
-        let Some(client) = self.lark.get(&room.integration_id) else {
-            return Ok(());
-        };
         let chat_id = room.chat_id.clone().expect("a live room has a chat");
         let name = match state {
             WarRoomState::Resolved => resolved_name(&room.name),
             _ => room.name.clone(),
         };
-        let result = client.rename_chat(&chat_id, &name).await;
-        self.log_room_call(
+        self.room_job(
             &room,
-            "rename_chat",
-            Some(format!("chat_id:{chat_id}")),
-            result.as_ref().map(drop),
+            incident.severity.priority(),
+            JobKind::RenameChat { chat_id, name },
         )
         .await?;
-        if let Err(e) = result {
-            room.problems
-                .push(format!("renaming the chat: {}", refusal_in_words(&e)));
-            if e.code() == Some(232009) {
-                room.state = WarRoomState::Closed;
-                room.closed_at = Some(self.clock.now());
-                self.save_room(&room).await?;
-                return Ok(());
-            }
-        }
         room.state = state;
         self.save_room(&room).await
     }
@@ -1084,7 +1403,6 @@ impl Incidents {
         Ok(())
     }
 }
-
 /// `im.chat.disbanded_v1`: the chat list marks the chat, and a war room in it is closed.
 pub struct DisbandedEvents {
     pub chats: DisbandedHandler,

@@ -115,7 +115,7 @@ pub struct NewChat {
 }
 
 /// What adding members did (`succeed_type=1`: valid ids are added, the rest reported).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddedMembers {
     #[serde(default)]
     pub invalid_id_list: Vec<String>,

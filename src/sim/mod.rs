@@ -252,6 +252,12 @@ pub struct Faults {
     #[serde(with = "millis")]
     pub hang: Duration,
     pub outage: Option<Outage>,
+    /// Scopes the app is not granted (it has every scope otherwise): an API none of whose
+    /// scopes is left answers 99991672 naming the ones it accepts.
+    pub missing_scopes: Vec<String>,
+    /// Group chats allow only their owner and managers to pin, and the app is neither (as when
+    /// a person took over the chat): pins answer 230046.
+    pub pins_for_managers_only: bool,
 }
 
 impl Default for Faults {
@@ -262,6 +268,8 @@ impl Default for Faults {
             latency: Duration::ZERO,
             hang: Duration::from_secs(30),
             outage: None,
+            missing_scopes: Vec::new(),
+            pins_for_managers_only: false,
         }
     }
 }

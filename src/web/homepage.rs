@@ -1572,6 +1572,9 @@ async fn war_room(
                 (crate::incident::war_room::PresserOutcome::NotInLark { reason }, _) => {
                     format!("Lark would not add you to {name}: {reason}")
                 }
+                (crate::incident::war_room::PresserOutcome::Waiting, _) => {
+                    format!("Adding you to {name}; it appears in your chats when you are in.")
+                }
                 (crate::incident::war_room::PresserOutcome::Nobody, _) => format!("War room {name} is open."),
             }
         }

@@ -1,5 +1,5 @@
 //! `GET /api/v1/integrations/{id}/setup`: the live checks of the admin UI's set-up guide, each
-//! `ok`, `bad` or `pending` with the evidence behind it, and the events to subscribe to with
+//! `ok`, `bad`, `pending` or `not_needed` with the evidence behind it, and the events to subscribe to with
 //! those that have arrived. The UI turns `reason` into words; a
 //! script reads the same answer. Credentials and chats are checked with a real Lark call now;
 //! the Request URL, encryption and sign-in checks read what has arrived so far.
@@ -15,7 +15,7 @@ use warp::reply::Response;
 use super::error::{ApiError, json, respond};
 use super::integrations::guarded;
 use crate::integration::chats;
-use crate::integration::{IntegrationError, SUBSCRIBED_EVENTS};
+use crate::integration::{CallbackStats, IntegrationError, ReceiveMode, SUBSCRIBED_EVENTS};
 use crate::lark::LarkError;
 use crate::services::Services;
 
@@ -25,6 +25,9 @@ enum State {
     Ok,
     Bad,
     Pending,
+    /// The integration does without it (the Request URL of one that only uses the long
+    /// connection).
+    NotNeeded,
 }
 
 #[derive(Serialize)]
@@ -50,6 +53,43 @@ fn lark_failure(e: &LarkError) -> (String, String) {
             ),
         ),
         None => (e.reason().to_string(), e.to_string()),
+    }
+}
+
+/// Whether Lark's posts reach the Request URL and verify. An integration that only uses the long
+/// connection is never posted to, so waiting for a request there would stay pending forever.
+fn request_url_check(modes: &[ReceiveMode], stats: &CallbackStats) -> Check {
+    if !modes.contains(&ReceiveMode::Webhook) {
+        return Check {
+            id: "request_url",
+            state: State::NotNeeded,
+            reason: "long_connection_only".into(),
+            detail: String::new(),
+        };
+    }
+    let verified = stats.challenges + stats.accepted;
+    match (&stats.last_error, verified) {
+        (Some(note), _) if stats.last_accepted_at.is_none_or(|at| note.at > at) => Check {
+            id: "request_url",
+            state: State::Bad,
+            reason: format!("refused:{}", note.reason),
+            detail: format!("{} ({})", note.message, note.at.to_rfc3339()),
+        },
+        (_, 0) => Check {
+            id: "request_url",
+            state: State::Pending,
+            reason: "no_request_yet".into(),
+            detail: String::new(),
+        },
+        _ => Check {
+            id: "request_url",
+            state: State::Ok,
+            reason: "verified".into(),
+            detail: format!(
+                "{verified} verified requests; last at {}",
+                stats.last_accepted_at.map_or("—".into(), |t| t.to_rfc3339())
+            ),
+        },
     }
 }
 
@@ -85,30 +125,7 @@ async fn checks(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
         }
     });
 
-    let verified = stats.challenges + stats.accepted;
-    out.push(match (&stats.last_error, verified) {
-        (Some(note), _) if stats.last_accepted_at.is_none_or(|at| note.at > at) => Check {
-            id: "request_url",
-            state: State::Bad,
-            reason: format!("refused:{}", note.reason),
-            detail: format!("{} ({})", note.message, note.at.to_rfc3339()),
-        },
-        (_, 0) => Check {
-            id: "request_url",
-            state: State::Pending,
-            reason: "no_request_yet".into(),
-            detail: String::new(),
-        },
-        _ => Check {
-            id: "request_url",
-            state: State::Ok,
-            reason: "verified".into(),
-            detail: format!(
-                "{verified} verified requests; last at {}",
-                stats.last_accepted_at.map_or("—".into(), |t| t.to_rfc3339())
-            ),
-        },
-    });
+    out.push(request_url_check(&live.record.receive_modes, &stats));
 
     out.push(Check {
         id: "encryption",
@@ -201,4 +218,35 @@ pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
         .then(|id: String, app: Arc<Services>| checks(app, id))
         .map(respond)
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_url_is_not_needed_without_the_webhook_mode() {
+        let nothing_arrived = CallbackStats::default();
+        let cases = [
+            (
+                vec![ReceiveMode::LongConnection],
+                State::NotNeeded,
+                "long_connection_only",
+            ),
+            (vec![ReceiveMode::Webhook], State::Pending, "no_request_yet"),
+            (
+                vec![ReceiveMode::Webhook, ReceiveMode::LongConnection],
+                State::Pending,
+                "no_request_yet",
+            ),
+        ];
+        for (modes, state, reason) in cases {
+            let check = request_url_check(&modes, &nothing_arrived);
+            assert_eq!((check.state, check.reason.as_str()), (state, reason), "{modes:?}");
+        }
+        let mut verified = CallbackStats::default();
+        verified.challenges = 1;
+        let check = request_url_check(&[ReceiveMode::Webhook], &verified);
+        assert_eq!(check.state, State::Ok);
+    }
 }

@@ -288,10 +288,22 @@ impl Harness {
             .await;
     }
 
-    /// Stops the appliance and starts it again on the same state file and clock.
+    /// Stops the appliance and starts it again on the same state file and clock. A Lark call
+    /// of the stopped instance still under way keeps the state file open until its answer
+    /// (whose outcome it can no longer record, as after a kill); the new one waits for that.
     pub async fn restart(&mut self) {
         self.running.take().unwrap().shutdown().await;
-        let running = serve(&self.settings, &self.clock).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let app = loop {
+            match Services::open_with_clock(self.settings.clone(), self.clock.clone()).await {
+                Ok(app) => break app,
+                Err(e) if e.to_string().contains("in use") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot start again: {e:#}"),
+            }
+        };
+        let running = app::start(app).await.unwrap();
         self.admin = running.addresses.admin_url();
         self.running = Some(running);
     }

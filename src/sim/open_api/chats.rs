@@ -2,7 +2,8 @@
 //! (232043 all-or-nothing on ids the bot cannot see, `uuid` dedup for 10 hours, owner fields
 //! omitted when the bot owns the chat), add members (`succeed_type` 0/1/2 and the three id
 //! lists; a second add to a chat while one is in flight gets 232019), pins (idempotent), the
-//! top notice, the share link and rename; and the list of chats the bot is in.
+//! top notice, the share link and rename; and the list of chats the bot is in. Pins answer
+//! 230046 while [`crate::sim::Faults::pins_for_managers_only`] is on.
 //!
 //! Choices where the reference is silent: an add-members call takes [`MEMBER_ADD_WORK`] of wall
 //! time, so calls that overlap in time are "concurrent"; a create naming a resigned user
@@ -322,6 +323,7 @@ fn pin_json(pin: &SimPin) -> Value {
 
 /// `POST /im/v1/pins`: pinning a pinned message returns its pin.
 pub(super) fn pin(
+    shared: &Shared,
     st: &mut State,
     req: &ApiRequest,
     app_id: &str,
@@ -356,6 +358,12 @@ pub(super) fn pin(
     }
     if !chat.apps.iter().any(|a| a == app_id) {
         return Err(Reject::im(230002, "Bot/User can NOT be out of the chat."));
+    }
+    if shared.faults.lock().expect("faults lock").pins_for_managers_only {
+        return Err(Reject::im(
+            230046,
+            "The chat only allows the group owner and group managers to pin messages.",
+        ));
     }
     if let Some(pin) = st.chat_extras.pins.get(message_id) {
         record.summary.push_str(", already pinned");

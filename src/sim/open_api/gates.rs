@@ -24,8 +24,44 @@ pub(super) fn tenant_gate(
 ) -> Result<String, Reject> {
     let app_id = tenant_auth(st, req, now)?;
     record.app_id = Some(app_id.clone());
+    granted(shared, route)?;
     gate(shared, st, route, &app_id, now)?;
     Ok(app_id)
+}
+
+/// The scopes any one of which lets the app call the route (next §1; an empty list: the
+/// simulator checks none).
+fn scopes_of(route: &Route) -> &'static [&'static str] {
+    match route {
+        Route::CreateChat => &["im:chat", "im:chat:create"],
+        Route::AddMembers(_) => &["im:chat", "im:chat.members:write_only"],
+        Route::PutTopNotice(_) => &["im:chat", "im:chat.top_notice:write_only"],
+        Route::UpdateChat(_) => &["im:chat", "im:chat:update"],
+        Route::ShareLink(_) => &["im:chat", "im:chat:read", "im:chat:readonly"],
+        Route::Pin => &[
+            "im:message",
+            "im:message.pins:write_only",
+            "im:message:send_as_bot",
+        ],
+        _ => &[],
+    }
+}
+
+/// 99991672 (HTTP 400) when the app was granted none of the route's scopes.
+fn granted(shared: &Shared, route: &Route) -> Result<(), Reject> {
+    let scopes = scopes_of(route);
+    let missing = shared.faults.lock().expect("faults lock").missing_scopes.clone();
+    if scopes.is_empty() || scopes.iter().any(|s| !missing.iter().any(|m| m == s)) {
+        return Ok(());
+    }
+    Err(Reject::lark(
+        400,
+        99991672,
+        &format!(
+            "Access denied. One of the following scopes is required: [{}].",
+            scopes.join(", ")
+        ),
+    ))
 }
 
 /// The frequency limits of the call's API, then the monthly quota.

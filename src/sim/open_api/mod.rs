@@ -268,7 +268,7 @@ fn dispatch(
         }
         Route::Pin => {
             let app_id = tenant_gate(shared, st, route, req, now, record)?;
-            chats::pin(st, req, &app_id, now, record)
+            chats::pin(shared, st, req, &app_id, now, record)
         }
         Route::PutTopNotice(id) => {
             let app_id = tenant_gate(shared, st, route, req, now, record)?;
