@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 use chrono_tz::Tz;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, StatusCode, header};
@@ -706,6 +706,35 @@ fn schedule_time(schedule: &Schedule, t: DateTime<Utc>) -> String {
     t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
 }
 
+/// A shift's span in the schedule's zone, short enough for a phone's line: the year only when
+/// it is not this one, the end's date only when it is another day, the zone once.
+fn schedule_span(
+    schedule: &Schedule,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> String {
+    let tz: Tz = schedule.version_at(start).time_zone.parse().unwrap_or(Tz::UTC);
+    let (from, to, today) = (
+        start.with_timezone(&tz),
+        end.with_timezone(&tz),
+        now.with_timezone(&tz),
+    );
+    let date = |t: &DateTime<Tz>| {
+        if t.year() == today.year() {
+            t.format("%m-%d %H:%M").to_string()
+        } else {
+            t.format("%Y-%m-%d %H:%M").to_string()
+        }
+    };
+    let end_text = if to.date_naive() == from.date_naive() {
+        to.format("%H:%M").to_string()
+    } else {
+        date(&to)
+    };
+    format!("{} – {} {}", date(&from), end_text, to.format("%Z"))
+}
+
 /// My shifts with the pieces that follow one another in one schedule (a layer handing to an
 /// override of mine) joined, as the person lives them.
 fn joined_shifts(shifts: Vec<MemberShift>) -> Vec<(String, DateTime<Utc>, DateTime<Utc>)> {
@@ -883,11 +912,7 @@ fn render_oncall(
                         schedule_time(schedule, end)
                     )
                 } else {
-                    format!(
-                        "<span>{} – {}</span>",
-                        schedule_time(schedule, start),
-                        schedule_time(schedule, end)
-                    )
+                    format!("<span>{}</span>", schedule_span(schedule, start, end, now))
                 },
             );
         }
