@@ -938,10 +938,9 @@ fn cover_requests(
     let describe = |r: &CoverRequest| {
         let schedule = schedules.iter().find(|s| s.id == r.schedule_id)?;
         Some(format!(
-            "<strong>{}</strong><span>{} – {}</span>",
+            "<strong>{}</strong><span>{}</span>",
             escape(&schedule.name),
-            schedule_time(schedule, r.start),
-            schedule_time(schedule, r.end)
+            schedule_span(schedule, r.start, r.end, app.clock.now())
         ))
     };
     let (to_me, mine): (Vec<_>, Vec<_>) = requests.iter().partition(|r| r.owner == session.member_id);
