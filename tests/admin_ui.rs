@@ -718,6 +718,49 @@ async fn group_bots_and_schedules_are_set_up_in_the_ui() {
     b.wait_for("#person-shifts").await;
     check_page(&b, "schedule, per person", false).await;
 
+    // Notices, set in the edit form: a daily card with no chat is refused under that field.
+    open(&b, &h, &format!("schedules/{schedule_id}/edit")).await;
+    b.wait_for("#schedule-form").await;
+    b.click("#schedule-form [data-field=handoff_on] input").await;
+    b.fill("#schedule-form input[name=minutes_before]", "20").await;
+    b.click("#schedule-form [data-field=notify_outgoing] input").await;
+    b.click("#schedule-form [data-field=daily_on] input").await;
+    set_value(&b, "#schedule-form input[name=daily_at]", "09:30").await;
+    b.click("#schedule-form button[type=submit]").await;
+    let refused = b
+        .wait_for_text("#schedule-form [data-field=daily_chats] .error", "chat")
+        .await;
+    assert!(refused.contains("1 to"), "{refused}");
+    b.screenshot("schedule-notices-laptop").await;
+    check_page(&b, "schedule notices", false).await;
+    b.fill("#schedule-form input[name=daily_chats]", "oc_ops, oc_sre")
+        .await;
+    b.click("#schedule-form button[type=submit]").await;
+    b.wait_for("#final").await;
+    let stored = api(
+        &h,
+        reqwest::Method::GET,
+        &format!("/api/v1/schedules/{schedule_id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        stored["handoff_notice"],
+        json!({"minutes_before": 20, "notify_outgoing": true}),
+        "{stored}"
+    );
+    assert_eq!(
+        stored["daily_summary"]["chats"],
+        json!(["oc_ops", "oc_sre"]),
+        "{stored}"
+    );
+    assert_eq!(stored["daily_summary"]["at"], "09:30", "{stored}");
+    assert_eq!(
+        stored["daily_summary"]["integration_id"],
+        h.integration.as_str(),
+        "{stored}"
+    );
+
     // An override from now for three hours: Bob is on call, and the final schedule says why.
     let end = (chrono::Utc::now() + chrono::Duration::hours(3)).with_timezone(&shanghai);
     b.click(&format!(

@@ -896,10 +896,13 @@ const namesById = (members) => {
 };
 
 async function schedulesPage(id, sub) {
-  if (id === "new") return scheduleForm(null, (await api("GET", "/api/v1/members")).items);
+  if (id === "new") {
+    const [members, integrations] = await Promise.all([api("GET", "/api/v1/members"), api("GET", "/api/v1/integrations")]);
+    return scheduleForm(null, members.items, integrations.items);
+  }
   if (id && sub === "edit") {
-    const [schedule, members] = await Promise.all([api("GET", `/api/v1/schedules/${enc(id)}`), api("GET", "/api/v1/members")]);
-    return scheduleForm(schedule, members.items);
+    const [schedule, members, integrations] = await Promise.all([api("GET", `/api/v1/schedules/${enc(id)}`), api("GET", "/api/v1/members"), api("GET", "/api/v1/integrations")]);
+    return scheduleForm(schedule, members.items, integrations.items);
   }
   if (id) return scheduleDetail(id);
   const { items } = await api("GET", "/api/v1/schedules");
@@ -1071,8 +1074,45 @@ function layerControl(apiField) {
   return `${key}-${m[1]}`;
 }
 
-function scheduleForm(schedule, members) {
+/** The schedule's notices: handoff notices to the people coming on call, and a daily card to
+ * chats. Returns the fields and a reader giving the API's `handoff_notice` and `daily_summary`
+ * (null turns one off). */
+function noticeFields(schedule, integrations) {
+  const handoff = schedule?.handoff_notice;
+  const daily = schedule?.daily_summary;
+  const fields = [
+    h("h2", {}, t("notices")),
+    checkbox({ name: "handoff_on", label: t("handoff_on"), checked: !!handoff }),
+    h("div", { class: "grid" },
+      field({ name: "minutes_before", label: t("minutes_before"), type: "number", min: "1", max: "2880", value: handoff?.minutes_before ?? 15 }),
+      checkbox({ name: "notify_outgoing", label: t("notify_outgoing"), checked: !!handoff?.notify_outgoing })),
+    checkbox({ name: "daily_on", label: t("daily_on"), checked: !!daily }),
+    h("div", { class: "grid" },
+      field({ name: "daily_integration", label: t("integration"), type: "select", value: daily?.integration_id, options: integrations.map((i) => [i.id, i.name]) }),
+      field({ name: "daily_at", label: t("daily_at"), type: "time", value: daily?.at || "09:00", hint: t("wall_time_hint_zone") })),
+    field({ name: "daily_chats", label: t("daily_chats"), value: (daily?.chats || []).join(", "), hint: t("daily_chats_hint") }),
+  ];
+  const read = (data) => ({
+    handoff_notice: data.get("handoff_on") ? { minutes_before: Number(data.get("minutes_before")), notify_outgoing: !!data.get("notify_outgoing") } : null,
+    daily_summary: data.get("daily_on") ? {
+      integration_id: data.get("daily_integration"),
+      chats: data.get("daily_chats").split(/[\s,]+/).filter(Boolean),
+      at: data.get("daily_at"),
+    } : null,
+  });
+  return { fields, read };
+}
+
+/** The notice control an API error names (`daily_summary.chats[1]` → `daily_chats`). */
+function noticeControl(apiField) {
+  const m = /^(handoff_notice|daily_summary)\.(\w+)/.exec(apiField || "");
+  if (!m) return null;
+  return m[1] === "handoff_notice" ? m[2] : { integration_id: "daily_integration", chats: "daily_chats", at: "daily_at" }[m[2]] || "daily_on";
+}
+
+function scheduleForm(schedule, members, integrations) {
   const nameOf = namesById(members);
+  const notices = noticeFields(schedule, integrations);
   const zoneList = h("datalist", { id: "time-zones" }, (Intl.supportedValuesOf?.("timeZone") || []).map((z) => h("option", { value: z })));
   const asTurns = (participants) => participants.map((p) => (Array.isArray(p) ? [...p] : [p]));
   // Wall times as the inputs hold them (to the minute), so an unchanged form compares equal.
@@ -1136,15 +1176,16 @@ function scheduleForm(schedule, members) {
     h("p", { class: "muted" }, t("layers_text")),
     host,
     schedule ? field({ name: "effective_from", label: t("effective_from"), type: "datetime-local", hint: t("effective_from_hint") }) : null,
+    ...notices.fields,
   ], async (data) => {
     readLayers();
     const zone = data.get("time_zone").trim();
     try {
       if (!schedule) {
-        const created = await api("POST", "/api/v1/schedules", { name: data.get("name"), description: data.get("description"), time_zone: zone, layers: body() });
+        const created = await api("POST", "/api/v1/schedules", { name: data.get("name"), description: data.get("description"), time_zone: zone, layers: body(), ...notices.read(data) });
         location.hash = `#/schedules/${enc(created.id)}`;
       } else {
-        await api("PATCH", `/api/v1/schedules/${enc(schedule.id)}`, { name: data.get("name"), description: data.get("description") });
+        await api("PATCH", `/api/v1/schedules/${enc(schedule.id)}`, { name: data.get("name"), description: data.get("description"), ...notices.read(data) });
         const layersBody = { time_zone: zone, layers: body() };
         if (JSON.stringify({ zone, layers: layersBody.layers }) !== before) {
           if (data.get("effective_from")) layersBody.effective_from = wallToInstant(data.get("effective_from"), zone);
@@ -1154,7 +1195,7 @@ function scheduleForm(schedule, members) {
       }
       toast(t("saved"));
     } catch (e) {
-      e.field = layerControl(e.field);
+      e.field = noticeControl(e.field) || layerControl(e.field);
       throw e;
     }
   });

@@ -105,6 +105,8 @@ export const dictionaries = {
     restrictions_hint: "Optional, one a line: days start-end, e.g. 0-4 09:00-18:00 (0 = Monday). Empty: all the time.",
     active_from: "Active from", active_until: "Active until", optional: "Optional.", remove_layer: "Remove layer",
     effective_from: "Changes take effect from", effective_from_hint: "Empty: now. Earlier shifts stay as they were.",
+    notices: "Notices", handoff_on: "Tell people in Lark before their shift starts", minutes_before: "Minutes before the shift", notify_outgoing: "Tell the person going off call too",
+    daily_on: "Post a daily \"who is on call\" card to chats", daily_at: "Every day at", daily_chats: "Chats (chat ids)", daily_chats_hint: "oc_… ids of chats the bot is in, separated by commas; find them on the integration's chat list.",
   },
   zh_cn: {
     app: "lark-oncall 管理", skip: "跳到内容", lang: "语言", logout: "退出登录", username: "用户名", password: "密码", login: "登录",
@@ -209,5 +211,7 @@ export const dictionaries = {
     restrictions_hint: "可选，每行一个：星期 开始-结束，例如 0-4 09:00-18:00（0 = 周一）。留空：全天。",
     active_from: "生效开始", active_until: "生效结束", optional: "可选。", remove_layer: "移除轮值层",
     effective_from: "修改生效时间", effective_from_hint: "留空：现在。之前的排班保持不变。",
+    notices: "通知", handoff_on: "交班前在飞书通知接班人", minutes_before: "提前分钟数", notify_outgoing: "同时通知交班人",
+    daily_on: "每天向群发送“当前值班”卡片", daily_at: "每天发送时间", daily_chats: "群（chat id）", daily_chats_hint: "机器人所在群的 oc_… id，用逗号分隔；可在集成的群列表中查看。",
   },
 };
