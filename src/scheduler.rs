@@ -19,8 +19,9 @@ pub enum SchedulerError {
 }
 
 /// One job's schedule and last outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobStatus {
+    #[schema(value_type = String)]
     pub name: &'static str,
     /// Cron expression with seconds, in UTC.
     pub schedule: String,

@@ -56,7 +56,7 @@ pub struct BotWebhookRecord {
 }
 
 /// A webhook as the admin API shows it: the URL and the secret only as set or not.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BotWebhookView {
     pub id: String,
     pub name: String,
@@ -64,6 +64,7 @@ pub struct BotWebhookView {
     pub secret_set: bool,
     pub keyword: Option<String>,
     /// What a group bot cannot do, for the admin to know.
+    #[schema(value_type = Vec<String>)]
     pub notes: &'static [&'static str],
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -78,7 +79,7 @@ pub const NOTES: &[&str] = &[
 
 /// What an admin sends to create (name and url required) or update (any subset) a webhook. On
 /// update an empty `secret` or `keyword` clears it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BotWebhookInput {
     pub name: Option<String>,

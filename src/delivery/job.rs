@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use super::limits::CallShape;
 use crate::lark::ReceiveIdType;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Critical,
@@ -232,7 +234,7 @@ pub enum JobState {
     },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: u64,
     pub integration_id: String,
@@ -240,6 +242,7 @@ pub struct Job {
     pub priority: Priority,
     /// A card refresh that may be skipped when the quota runs low.
     pub cosmetic: bool,
+    #[schema(value_type = Object)]
     pub kind: JobKind,
     /// Lark-side dedup key (`uuid`), stable across retries and restarts; ≤ 50 characters.
     pub uuid: String,
@@ -247,6 +250,7 @@ pub struct Job {
     pub first_attempt_at: Option<DateTime<Utc>>,
     pub attempts: u32,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Object)]
     pub state: JobState,
 }
 

@@ -9,7 +9,7 @@ use crate::store::{Store, StoreError, WriteTx};
 
 /// `Default` is for entries that record no Lark call (a refused attempt, a re-send decision):
 /// they name what they know and leave the call's fields empty.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct OpEntry {
     pub seq: u64,
     pub at: DateTime<Utc>,

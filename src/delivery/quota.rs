@@ -141,7 +141,7 @@ pub fn may_spend(
 }
 
 /// The quota picture an admin sees.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QuotaReport {
     pub month: String,
     pub used: u64,

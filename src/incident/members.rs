@@ -15,7 +15,7 @@ use crate::lark::LarkClient;
 use crate::store::Store;
 
 /// A member as created or changed through the API (absent fields stay as they are).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberInput {
     pub name: Option<String>,
@@ -249,7 +249,7 @@ impl Members {
     }
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct LinkReport {
     pub linked: Vec<String>,
     pub not_linked: Vec<String>,

@@ -74,7 +74,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> IncidentError {
 }
 
 /// An incident as opened through the admin API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewIncident {
     pub title: String,

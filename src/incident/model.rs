@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::delivery::Priority;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Critical,
@@ -152,7 +154,7 @@ impl Incident {
 }
 
 /// A person's identity in one Lark app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LarkIdentity {
     pub open_id: String,
     /// `lookup` (batch look-up by email/mobile), `oauth` or `manual`.
@@ -160,7 +162,7 @@ pub struct LarkIdentity {
     pub linked_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Member {
     pub id: String,
     pub name: String,
@@ -175,7 +177,7 @@ pub struct Member {
 }
 
 /// What a member may do from Lark. Members stored before roles existed are responders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberRole {
     /// May act on incidents from cards, bot commands and the homepage.

@@ -23,7 +23,7 @@ pub struct RuleView {
 }
 
 /// A rule as created or replaced through the API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleInput {
     pub name: String,
@@ -32,14 +32,18 @@ pub struct RuleInput {
     pub position: Option<u32>,
     pub integration_id: String,
     #[serde(default, rename = "match")]
+    #[schema(value_type = Object)]
     pub matches: RuleMatch,
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub time_windows: Vec<TimeWindow>,
     #[serde(default)]
     pub timezone: Option<String>,
+    #[schema(value_type = Vec<Object>)]
     pub levels: Vec<Level>,
     /// `manual` (default) or `auto`.
     #[serde(default)]
+    #[schema(value_type = String)]
     pub war_room: super::model::WarRoomMode,
 }
 

@@ -13,7 +13,7 @@ use super::tables;
 use crate::lark::{LarkClient, LarkError};
 use crate::store::{Store, StoreError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChatStatus {
     /// The bot is in the chat (as of the last refresh).
@@ -26,7 +26,7 @@ pub enum ChatStatus {
     BotRemoved,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KnownChat {
     pub chat_id: String,
     pub name: String,

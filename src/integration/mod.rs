@@ -50,7 +50,7 @@ pub struct IntegrationRecord {
 }
 
 /// How events and card callbacks arrive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReceiveMode {
     /// Lark posts to the Message Card Request URL (needs a public endpoint).
@@ -91,7 +91,7 @@ pub const SUBSCRIBED_EVENTS: [&str; 5] = [
 
 /// What an admin sends to create (all required fields) or update (any subset) an integration.
 /// On update, an empty `encrypt_key` or `api_base_url` clears it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntegrationInput {
     pub name: Option<String>,
@@ -111,7 +111,7 @@ pub struct IntegrationInput {
     pub receive_modes: Option<Vec<ReceiveMode>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PlanKind {
     BasicFree,
@@ -141,7 +141,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> IntegrationError {
 
 /// What the callback endpoint has seen for one integration since start: "Lark reached us,
 /// signature failed" without reading logs.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct CallbackStats {
     pub accepted: u64,
     pub duplicates: u64,
@@ -161,7 +161,7 @@ pub struct CallbackStats {
     refusals_not_logged: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CallbackErrorNote {
     pub at: DateTime<Utc>,
     pub reason: String,
@@ -226,7 +226,7 @@ fn security_warnings(live: &Live) -> Vec<String> {
 }
 
 /// The three URLs an admin pastes into the Lark developer console.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConsoleUrls {
     /// Web Configuration address (the app homepage).
     pub web_configuration: String,
@@ -237,13 +237,14 @@ pub struct ConsoleUrls {
 }
 
 /// An integration as the admin API shows it: secrets only as "set or not".
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IntegrationView {
     pub id: String,
     pub name: String,
     pub app_id: String,
     pub domain: Domain,
     pub api_base_url: Option<String>,
+    #[schema(value_type = String)]
     pub plan: &'static str,
     pub monthly_quota: Option<u64>,
     pub war_room: bool,
@@ -260,14 +261,16 @@ pub struct IntegrationView {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LongConnectionView {
     /// `None` until the receiver has started (the service is not serving yet).
+    #[schema(value_type = Option<Object>)]
     pub status: Option<ConnectionStatus>,
+    #[schema(value_type = Vec<String>)]
     pub console_steps: &'static [&'static str],
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SecretsSet {
     pub app_secret: bool,
     pub verification_token: bool,

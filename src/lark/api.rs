@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::config::Secret;
 
 /// Lark's `receive_id_type`: which kind of id a message's `receive_id` is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReceiveIdType {
     OpenId,

@@ -43,7 +43,7 @@ impl From<&str> for Secret {
 }
 
 /// Feishu (mainland China) or Lark (international): each has its own Open API and accounts host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Domain {
     Feishu,

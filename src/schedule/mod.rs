@@ -81,7 +81,7 @@ pub struct LarkContact {
 }
 
 /// A schedule as created through the API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleInput {
     pub name: String,
@@ -90,21 +90,26 @@ pub struct ScheduleInput {
     /// IANA time zone the layers' wall times are in.
     pub time_zone: String,
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub layers: Vec<Layer>,
+    #[schema(value_type = Option<Object>)]
     pub handoff_notice: Option<HandoffNotice>,
+    #[schema(value_type = Option<Object>)]
     pub daily_summary: Option<DailySummary>,
 }
 
 /// What changes without a new version (nothing that moves a shift). For the notices, absent
 /// keeps them and `null` turns them off.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleChange {
     pub name: Option<String>,
     pub description: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
     pub handoff_notice: Option<Option<HandoffNotice>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
     pub daily_summary: Option<Option<DailySummary>>,
 }
 
@@ -118,16 +123,17 @@ where
 }
 
 /// A new version of the layers, in force from `effective_from` (now when absent).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LayersInput {
     /// The current zone when absent.
     pub time_zone: Option<String>,
+    #[schema(value_type = Vec<Object>)]
     pub layers: Vec<Layer>,
     pub effective_from: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideInput {
     /// Now when absent.

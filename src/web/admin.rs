@@ -1,154 +1,42 @@
-//! The admin API under `/api/v1`: authentication (session cookie + CSRF + same-origin check, or
-//! a bearer token within its scope), sessions, API tokens, the account password, online backup,
-//! scheduled jobs, metrics and the OpenAPI document.
+//! The admin API under `/api/v1`: logging in and out (the gate that checks sessions and tokens
+//! is `web::route`'s), API tokens, the account password, online backup, scheduled jobs, metrics
+//! and the OpenAPI document.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
-use warp::filters::BoxedFilter;
-use warp::filters::path::FullPath;
-use warp::host::Authority;
-use warp::http::{HeaderValue, Method, StatusCode, header};
+use utoipa::ToSchema;
+use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::body;
-use super::error::{ApiError, json, respond};
+use super::error::{ApiError, ErrorCode, json};
+use super::reply::{Created, Json, Page};
+use super::route::{RequestOrigin, SESSION_COOKIE, check_same_origin, request_origin};
 use crate::auth::{ApiToken, AuthError, Principal, Scope};
 use crate::listener::server::PeerAddr;
+use crate::route_table;
+use crate::scheduler::JobStatus;
 use crate::services::Services;
-
-pub const SESSION_COOKIE: &str = "lark_oncall_session";
-pub const CSRF_HEADER: &str = "x-csrf-token";
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::BadCredentials => ApiError::unauthorized(e.to_string()),
             AuthError::InvalidCredentials => ApiError::unauthorized(e.to_string()),
-            AuthError::Throttled { .. } => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", e.to_string())
+            AuthError::Throttled { .. } => ApiError::new(ErrorCode::TooManyAttempts, e.to_string()),
+            AuthError::InsufficientScope(_) => {
+                ApiError::forbidden(ErrorCode::InsufficientScope, e.to_string())
             }
-            AuthError::InsufficientScope(_) => ApiError::forbidden("insufficient_scope", e.to_string()),
-            AuthError::WrongCurrentPassword => ApiError::forbidden("wrong_password", e.to_string()),
-            AuthError::Invalid(m) => ApiError::bad_request("invalid_field", m),
+            AuthError::WrongCurrentPassword => ApiError::forbidden(ErrorCode::WrongPassword, e.to_string()),
+            AuthError::Invalid(m) => ApiError::bad_request(ErrorCode::InvalidField, m),
             AuthError::NoSuchToken => ApiError::not_found(e.to_string()),
             AuthError::Store(s) => s.into(),
         }
     }
-}
-
-/// The browser-supplied signs of where a request was made from.
-struct RequestOrigin {
-    host: Option<Authority>,
-    origin: Option<String>,
-    fetch_site: Option<String>,
-}
-
-fn request_origin() -> impl Filter<Extract = (RequestOrigin,), Error = Rejection> + Clone {
-    warp::host::optional()
-        .and(warp::header::optional::<String>("origin"))
-        .and(warp::header::optional::<String>("sec-fetch-site"))
-        .map(|host, origin, fetch_site| RequestOrigin {
-            host,
-            origin,
-            fetch_site,
-        })
-}
-
-/// Refuses what a browser says another site made it send: `Sec-Fetch-Site` other than
-/// `same-origin`/`none`, or an `Origin` that is neither this listener nor `server.public_url`.
-/// Non-browser clients send neither header, and need no such check (they hold no cookie).
-fn check_same_origin(app: &Services, req: &RequestOrigin) -> Result<(), ApiError> {
-    let refuse = |what: String| {
-        ApiError::forbidden(
-            "cross_origin",
-            format!("{what}: the admin UI accepts cookie-authenticated requests from its own origin only"),
-        )
-    };
-    if let Some(site) = &req.fetch_site
-        && !matches!(site.as_str(), "same-origin" | "none")
-    {
-        return Err(refuse(format!("Sec-Fetch-Site {site:?}")));
-    }
-    let Some(origin) = &req.origin else {
-        return Ok(());
-    };
-    let parsed = url::Url::parse(origin).ok();
-    let same = parsed.as_ref().is_some_and(|o| {
-        let public = &app.settings.public_url;
-        let matches_public = o.origin() == public.origin();
-        let matches_host = req.host.as_ref().is_some_and(|h| {
-            o.host_str().is_some_and(|oh| oh.eq_ignore_ascii_case(h.host()))
-                && h.port_u16().or(o.port_or_known_default()) == o.port_or_known_default()
-        });
-        matches_public || matches_host
-    });
-    if same {
-        Ok(())
-    } else {
-        Err(refuse(format!("Origin {origin:?}")))
-    }
-}
-
-fn authenticate(
-    app: &Services,
-    method: &Method,
-    path: &str,
-    authorization: Option<String>,
-    cookie: Option<String>,
-    csrf: Option<String>,
-    origin: &RequestOrigin,
-) -> Result<Principal, ApiError> {
-    let read_only = matches!(*method, Method::GET | Method::HEAD);
-    if let Some(value) = authorization {
-        let token = value
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
-        let principal = app.auth.bearer(token.trim())?;
-        principal.authorize(read_only, path)?;
-        return Ok(principal);
-    }
-    let Some(cookie) = cookie else {
-        return Err(ApiError::unauthorized(
-            "log in, or send an API token as `Authorization: Bearer <token>`",
-        ));
-    };
-    let principal = app.auth.session(&cookie)?;
-    check_same_origin(app, origin)?;
-    if let (false, Principal::Session { csrf_token, .. }) = (read_only, &principal) {
-        let sent = csrf.unwrap_or_default();
-        if !bool::from(sent.as_bytes().ct_eq(csrf_token.as_bytes())) {
-            return Err(ApiError::forbidden(
-                "csrf_failed",
-                format!("state-changing requests need the session's CSRF token in {CSRF_HEADER}"),
-            ));
-        }
-    }
-    Ok(principal)
-}
-
-/// Extracts the authenticated principal, or rejects with 401/403 (403 also for a token whose
-/// scope does not cover the request).
-pub fn authenticated(app: Arc<Services>) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
-    warp::method()
-        .and(warp::path::full())
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::cookie::optional::<String>(SESSION_COOKIE))
-        .and(warp::header::optional::<String>(CSRF_HEADER))
-        .and(request_origin())
-        .and_then(
-            move |method, path: FullPath, authz, cookie, csrf, origin: RequestOrigin| {
-                let app = app.clone();
-                async move {
-                    authenticate(&app, &method, path.as_str(), authz, cookie, csrf, &origin)
-                        .map_err(warp::reject::custom)
-                }
-            },
-        )
 }
 
 /// The client's address: the peer, or the `X-Forwarded-For` client when the peer is one of
@@ -162,20 +50,21 @@ fn client_ip(app: Arc<Services>) -> impl Filter<Extract = (IpAddr,), Error = Rej
         })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginRequest {
     username: String,
     password: String,
 }
 
-#[derive(Serialize)]
+/// The session's user and the CSRF token its state-changing requests send in `x-csrf-token`.
+#[derive(Serialize, ToSchema)]
 struct SessionView {
     username: String,
     csrf_token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenRequest {
     name: String,
@@ -186,7 +75,7 @@ struct TokenRequest {
     expires_in_days: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenView {
     id: String,
     name: String,
@@ -194,6 +83,14 @@ struct TokenView {
     created_at: chrono::DateTime<chrono::Utc>,
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
     last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A new API token with its secret, shown this once.
+#[derive(Serialize, ToSchema)]
+struct TokenCreated {
+    #[serde(flatten)]
+    view: TokenView,
+    token: String,
 }
 
 impl From<ApiToken> for TokenView {
@@ -209,7 +106,7 @@ impl From<ApiToken> for TokenView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordRequest {
     password: String,
@@ -242,8 +139,7 @@ fn require_json(content_type: Option<&str>) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "Content-Type: the login takes application/json",
         ))
     }
@@ -285,7 +181,7 @@ async fn login(
     Ok(response)
 }
 
-fn whoami(principal: Principal) -> Result<Response, ApiError> {
+async fn whoami(_app: Arc<Services>, principal: Principal) -> Result<Response, ApiError> {
     match principal {
         Principal::Session {
             username, csrf_token, ..
@@ -308,7 +204,7 @@ async fn logout(app: Arc<Services>, cookie: Option<String>) -> Result<Response, 
     Ok(response)
 }
 
-async fn create_token(app: Arc<Services>, req: TokenRequest) -> Result<Response, ApiError> {
+async fn create_token(app: Arc<Services>, req: TokenRequest) -> Result<Created<TokenCreated>, ApiError> {
     let scope = match req.scope.as_deref() {
         None => Scope::Read,
         Some(word) => word.parse()?,
@@ -317,14 +213,16 @@ async fn create_token(app: Arc<Services>, req: TokenRequest) -> Result<Response,
         .auth
         .create_token(&req.name, scope, req.expires_in_days)
         .await?;
-    let mut view = serde_json::to_value(TokenView::from(token)).expect("token view serializes");
-    view["token"] = plain.into();
-    Ok(json(StatusCode::CREATED, &view))
+    Ok(Created(TokenCreated {
+        view: TokenView::from(token),
+        token: plain,
+    }))
 }
 
-fn list_tokens(app: &Services) -> Result<Response, ApiError> {
-    let tokens: Vec<TokenView> = app.auth.list_tokens()?.into_iter().map(TokenView::from).collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "items": tokens })))
+async fn list_tokens(app: Arc<Services>) -> Result<Page<TokenView>, ApiError> {
+    Ok(Page::new(
+        app.auth.list_tokens()?.into_iter().map(TokenView::from).collect(),
+    ))
 }
 
 /// From a session the current password is asked again, and the user's other sessions end; from
@@ -334,7 +232,7 @@ async fn set_password(
     principal: Principal,
     peer: IpAddr,
     req: PasswordRequest,
-) -> Result<Response, ApiError> {
+) -> Result<StatusCode, ApiError> {
     match principal {
         Principal::Session { id, username, .. } => {
             crate::auth::check_new_password(&req.password)?;
@@ -349,7 +247,7 @@ async fn set_password(
                 .await?;
         }
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn backup(app: Arc<Services>) -> Result<Response, ApiError> {
@@ -377,148 +275,91 @@ async fn backup(app: Arc<Services>) -> Result<Response, ApiError> {
     Ok(response)
 }
 
-fn openapi() -> Response {
-    let mut r = Response::new(OPENAPI.into());
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
+/// The product and its version.
+#[derive(Serialize, ToSchema)]
+struct VersionView {
+    name: &'static str,
+    version: &'static str,
 }
 
-/// The OpenAPI 3 document of the admin API; `tests/openapi.rs` checks it against the routes.
-pub const OPENAPI: &str = include_str!("openapi.json");
+/// The scheduled jobs with their last outcomes.
+#[derive(Serialize, ToSchema)]
+struct SchedulerView {
+    jobs: Vec<JobStatus>,
+}
 
-pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    let limit = app.settings.max_body_bytes;
-    let with_app = {
-        let app = app.clone();
-        warp::any().map(move || app.clone())
-    };
-    let auth = authenticated(app.clone());
+route_table! {
+    pub fn routes(app, limit = app.settings.max_body_bytes), const ROUTES, Admin;
+    /// Logs in; sets the session cookie and answers the CSRF token.
+    POST ["api" / "v1" / "session"] public
+        with(client_ip(app.clone()), request_origin(), warp::header::optional::<String>("content-type")),
+        raw(LoginRequest)
+        => login -> 200 json(SessionView);
+    /// This document.
+    GET ["api" / "openapi.json"] public => openapi -> 200 other("application/json");
+    /// Who is calling: the session's user and CSRF token, or the token's description.
+    GET ["api" / "v1" / "session"] admin_as => whoami -> 200 json(SessionView);
+    /// Logs out: ends the session and clears its cookie.
+    DELETE ["api" / "v1" / "session"] admin with(warp::cookie::optional::<String>(SESSION_COOKIE))
+        => logout -> 204;
+    /// The product and its version.
+    GET ["api" / "v1" / "version"] admin => version -> 200 json(VersionView);
+    /// Lists the API tokens (never their secrets).
+    GET ["api" / "v1" / "tokens"] admin => list_tokens -> 200 json(Page<TokenView>);
+    /// Creates an API token; the answer carries the token, this once.
+    POST ["api" / "v1" / "tokens"] admin, json(TokenRequest) => create_token -> 201 json(TokenCreated);
+    /// Revokes an API token.
+    DELETE ["api" / "v1" / "tokens" / {id}] admin => revoke_token -> 204;
+    /// Sets the admin password (from a session, the current one is asked again).
+    PUT ["api" / "v1" / "account" / "password"] admin_as with(client_ip(app.clone())), json(PasswordRequest)
+        => set_password -> 204;
+    /// An online backup of the state file.
+    POST ["api" / "v1" / "backup"] admin => backup -> 200 other("application/octet-stream");
+    /// The scheduled jobs and their last outcomes.
+    GET ["api" / "v1" / "scheduler"] admin => scheduler -> 200 json(SchedulerView);
+    /// Runs a scheduled job now.
+    POST ["api" / "v1" / "scheduler" / {name} / "run"] admin => run_job -> 200 json(JobStatus);
+    /// The metrics, in the OpenMetrics text format.
+    GET ["metrics"] admin => metrics -> 200 other("application/openmetrics-text");
+}
 
-    let login = warp::path!("api" / "v1" / "session")
-        .and(warp::post())
-        .and(with_app.clone())
-        .and(client_ip(app.clone()))
-        .and(request_origin())
-        .and(warp::header::optional::<String>("content-type"))
-        .and(body::raw(limit))
-        .then(login)
-        .map(respond);
-    let openapi = warp::path!("api" / "openapi.json").and(warp::get()).map(openapi);
+async fn openapi(_app: Arc<Services>) -> Result<Response, ApiError> {
+    let mut r = Response::new(super::openapi::document_json().into());
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(r)
+}
 
-    let whoami = warp::path!("api" / "v1" / "session")
-        .and(warp::get())
-        .and(auth.clone())
-        .map(|p| respond(whoami(p)));
-    let logout = warp::path!("api" / "v1" / "session")
-        .and(warp::delete())
-        .and(auth.clone())
-        .and(with_app.clone())
-        .and(warp::cookie::optional::<String>(SESSION_COOKIE))
-        .then(|_p: Principal, app, cookie| logout(app, cookie))
-        .map(respond);
-    let version = warp::path!("api" / "v1" / "version")
-        .and(warp::get())
-        .and(auth.clone())
-        .map(|_p: Principal| {
-            json(
-                StatusCode::OK,
-                &serde_json::json!({"name": "lark-oncall", "version": env!("CARGO_PKG_VERSION")}),
-            )
-        });
-    let tokens_list = warp::path!("api" / "v1" / "tokens")
-        .and(warp::get())
-        .and(auth.clone())
-        .and(with_app.clone())
-        .map(|_p: Principal, app: Arc<Services>| respond(list_tokens(&app)));
-    let tokens_create = warp::path!("api" / "v1" / "tokens")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(with_app.clone())
-        .and(body::json::<TokenRequest>(limit))
-        .then(|_p: Principal, app, req| create_token(app, req))
-        .map(respond);
-    let tokens_revoke = warp::path!("api" / "v1" / "tokens" / String)
-        .and(warp::delete())
-        .and(auth.clone())
-        .and(with_app.clone())
-        .then(|id: String, _p: Principal, app: Arc<Services>| async move {
-            app.auth.revoke_token(&id).await.map_err(ApiError::from)?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        })
-        .map(respond);
-    let password = warp::path!("api" / "v1" / "account" / "password")
-        .and(warp::put())
-        .and(auth.clone())
-        .and(with_app.clone())
-        .and(client_ip(app.clone()))
-        .and(body::json::<PasswordRequest>(limit))
-        .then(|p, app, peer, req| set_password(app, p, peer, req))
-        .map(respond);
-    let backup = warp::path!("api" / "v1" / "backup")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(with_app.clone())
-        .then(|_p: Principal, app| backup(app))
-        .map(respond);
-    let scheduler = warp::path!("api" / "v1" / "scheduler")
-        .and(warp::get())
-        .and(auth.clone())
-        .and(with_app.clone())
-        .map(|_p: Principal, app: Arc<Services>| {
-            json(
-                StatusCode::OK,
-                &serde_json::json!({ "jobs": app.scheduler.status() }),
-            )
-        });
-    let scheduler_run = warp::path!("api" / "v1" / "scheduler" / String / "run")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(with_app.clone())
-        .then(|name: String, _p: Principal, app: Arc<Services>| async move {
-            match app.scheduler.run(&name).await {
-                Ok(status) => Ok(json(StatusCode::OK, &status)),
-                Err(e) => Err(ApiError::not_found(e.to_string())),
-            }
-        })
-        .map(respond);
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
-        .and(auth.clone())
-        .and(with_app.clone())
-        .map(|_p: Principal, app: Arc<Services>| {
-            let mut r = Response::new(app.metrics.render().into());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-            );
-            r
-        });
+async fn version(_app: Arc<Services>) -> Result<Json<VersionView>, ApiError> {
+    Ok(Json(VersionView {
+        name: "lark-oncall",
+        version: env!("CARGO_PKG_VERSION"),
+    }))
+}
 
-    login
-        .or(openapi)
-        .unify()
-        .or(whoami)
-        .unify()
-        .or(logout)
-        .unify()
-        .or(version)
-        .unify()
-        .or(tokens_list)
-        .unify()
-        .or(tokens_create)
-        .unify()
-        .or(tokens_revoke)
-        .unify()
-        .or(password)
-        .unify()
-        .or(backup)
-        .unify()
-        .or(scheduler)
-        .unify()
-        .or(scheduler_run)
-        .unify()
-        .or(metrics)
-        .unify()
-        .boxed()
+async fn revoke_token(app: Arc<Services>, id: String) -> Result<StatusCode, ApiError> {
+    app.auth.revoke_token(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn scheduler(app: Arc<Services>) -> Result<Json<SchedulerView>, ApiError> {
+    Ok(Json(SchedulerView {
+        jobs: app.scheduler.status(),
+    }))
+}
+
+async fn run_job(app: Arc<Services>, name: String) -> Result<Json<JobStatus>, ApiError> {
+    match app.scheduler.run(&name).await {
+        Ok(status) => Ok(Json(status)),
+        Err(e) => Err(ApiError::not_found(e.to_string())),
+    }
+}
+
+async fn metrics(app: Arc<Services>) -> Result<Response, ApiError> {
+    let mut r = Response::new(app.metrics.render().into());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(r)
 }

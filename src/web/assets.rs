@@ -16,6 +16,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::error::ApiError;
+use super::route::{Access, Content, Listener, RouteSpec};
 
 #[derive(RustEmbed)]
 #[folder = "assets/"]
@@ -118,6 +119,20 @@ pub fn serve(
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     Ok(response)
 }
+
+/// The catch-all of the admin listener, tried last; not a `route_table!` line because a file
+/// that is not there must reject (so an API route's 401 outranks it), not answer.
+pub const ROUTES: &[RouteSpec] = &[RouteSpec {
+    listener: Listener::Admin,
+    methods: &["GET", "HEAD"],
+    path: "/{file}",
+    access: Access::Public,
+    handler: "assets::routes",
+    summary: " The admin UI's files (`/` is `index.html`), with ETags and gzip.",
+    request: Content::Empty,
+    status: 200,
+    response: Content::Other("text/html"),
+}];
 
 /// GET (and HEAD) of any embedded file; `/` is `index.html`.
 pub fn routes() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {

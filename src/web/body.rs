@@ -7,10 +7,10 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
-use warp::http::StatusCode;
+
 use warp::{Filter, Rejection};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// The whole body must arrive within this, however slowly it trickles (issue 12.3).
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,8 +22,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn too_large(limit: u64) -> Rejection {
     warp::reject::custom(ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
+        ErrorCode::BodyTooLarge,
         format!("request body exceeds the {limit}-byte limit (server.max_body_bytes)"),
     ))
 }
@@ -44,7 +43,7 @@ where
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             warp::reject::custom(ApiError::bad_request(
-                "body_read",
+                ErrorCode::BodyRead,
                 format!("cannot read request body: {e}"),
             ))
         })?;
@@ -84,8 +83,7 @@ pub fn raw(limit: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + C
                 .await
                 .unwrap_or_else(|_| {
                     Err(warp::reject::custom(ApiError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "body_timeout",
+                        ErrorCode::BodyTimeout,
                         format!(
                             "the request body did not arrive within {} s",
                             BODY_READ_TIMEOUT.as_secs()
@@ -106,7 +104,7 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             format!("{path}: {inner}")
         };
-        ApiError::bad_request("invalid_json", message)
+        ApiError::bad_request(ErrorCode::InvalidJson, message)
     })
 }
 

@@ -3,21 +3,18 @@
 
 use std::sync::Arc;
 
-use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
-use warp::reply::Response;
-use warp::{Filter, Reply};
 
-use super::body;
-use super::error::{ApiError, json, respond};
-use super::integrations::guarded;
-use crate::bot_webhook::{BotWebhookError, BotWebhookInput};
+use super::error::{ApiError, ErrorCode};
+use super::reply::{Created, Json, Page};
+use crate::bot_webhook::{BotWebhookError, BotWebhookInput, BotWebhookView};
+use crate::route_table;
 use crate::services::Services;
 
 impl From<BotWebhookError> for ApiError {
     fn from(e: BotWebhookError) -> Self {
         match e {
-            BotWebhookError::Invalid { .. } => ApiError::bad_request("invalid_field", e.to_string()),
+            BotWebhookError::Invalid { .. } => ApiError::bad_request(ErrorCode::InvalidField, e.to_string()),
             BotWebhookError::NotFound(_) => ApiError::not_found(e.to_string()),
             BotWebhookError::Secret(s) => ApiError::internal(s.to_string()),
             BotWebhookError::Store(s) => s.into(),
@@ -25,63 +22,45 @@ impl From<BotWebhookError> for ApiError {
     }
 }
 
-pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    let limit = app.settings.max_body_bytes;
-    let auth = guarded(app);
-    let list = warp::path!("api" / "v1" / "bot-webhooks")
-        .and(warp::get())
-        .and(auth.clone())
-        .map(|app: Arc<Services>| {
-            json(
-                StatusCode::OK,
-                &serde_json::json!({ "items": app.bot_webhooks.list() }),
-            )
-        });
-    let create = warp::path!("api" / "v1" / "bot-webhooks")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(body::json::<BotWebhookInput>(limit))
-        .then(|app: Arc<Services>, input| async move {
-            let hook = app.bot_webhooks.create(input).await?;
-            tracing::info!(bot_webhook = %hook.id, "bot webhook created");
-            Ok(json(StatusCode::CREATED, &hook))
-        })
-        .map(respond);
-    let get = warp::path!("api" / "v1" / "bot-webhooks" / String)
-        .and(warp::get())
-        .and(auth.clone())
-        .map(|id: String, app: Arc<Services>| {
-            respond(
-                app.bot_webhooks
-                    .get(&id)
-                    .map(|h| json(StatusCode::OK, &h))
-                    .map_err(ApiError::from),
-            )
-        });
-    let update = warp::path!("api" / "v1" / "bot-webhooks" / String)
-        .and(warp::patch().or(warp::put()).unify())
-        .and(auth.clone())
-        .and(body::json::<BotWebhookInput>(limit))
-        .then(|id: String, app: Arc<Services>, input| async move {
-            let hook = app.bot_webhooks.update(&id, input).await?;
-            Ok(json(StatusCode::OK, &hook))
-        })
-        .map(respond);
-    let delete = warp::path!("api" / "v1" / "bot-webhooks" / String)
-        .and(warp::delete())
-        .and(auth)
-        .then(|id: String, app: Arc<Services>| async move {
-            app.bot_webhooks.delete(&id).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        })
-        .map(respond);
-    list.or(create)
-        .unify()
-        .or(get)
-        .unify()
-        .or(update)
-        .unify()
-        .or(delete)
-        .unify()
-        .boxed()
+route_table! {
+    pub fn routes(app, limit = app.settings.max_body_bytes), const ROUTES, Admin;
+    /// Lists the group-bot webhooks.
+    GET ["api" / "v1" / "bot-webhooks"] admin => list -> 200 json(Page<BotWebhookView>);
+    /// Adds a group-bot webhook (name and url required).
+    POST ["api" / "v1" / "bot-webhooks"] admin, json(BotWebhookInput)
+        => create -> 201 json(BotWebhookView);
+    /// One group-bot webhook.
+    GET ["api" / "v1" / "bot-webhooks" / {id}] admin => get -> 200 json(BotWebhookView);
+    /// Changes the given fields; an empty `secret` or `keyword` clears it.
+    PATCH | PUT ["api" / "v1" / "bot-webhooks" / {id}] admin, json(BotWebhookInput)
+        => update -> 200 json(BotWebhookView);
+    /// Deletes a group-bot webhook.
+    DELETE ["api" / "v1" / "bot-webhooks" / {id}] admin => delete -> 204;
+}
+
+async fn list(app: Arc<Services>) -> Result<Page<BotWebhookView>, ApiError> {
+    Ok(Page::new(app.bot_webhooks.list()))
+}
+
+async fn create(app: Arc<Services>, input: BotWebhookInput) -> Result<Created<BotWebhookView>, ApiError> {
+    let hook = app.bot_webhooks.create(input).await?;
+    tracing::info!(bot_webhook = %hook.id, "bot webhook created");
+    Ok(Created(hook))
+}
+
+async fn get(app: Arc<Services>, id: String) -> Result<Json<BotWebhookView>, ApiError> {
+    Ok(Json(app.bot_webhooks.get(&id)?))
+}
+
+async fn update(
+    app: Arc<Services>,
+    id: String,
+    input: BotWebhookInput,
+) -> Result<Json<BotWebhookView>, ApiError> {
+    Ok(Json(app.bot_webhooks.update(&id, input).await?))
+}
+
+async fn delete(app: Arc<Services>, id: String) -> Result<StatusCode, ApiError> {
+    app.bot_webhooks.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -4,19 +4,18 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-use warp::filters::BoxedFilter;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use warp::http::StatusCode;
-use warp::reply::Response;
-use warp::{Filter, Reply};
 
 use super::body;
-use super::error::{ApiError, respond};
-use super::integrations::guarded;
-use crate::delivery::job::JobState;
-use crate::delivery::oplog::{self, OpQuery};
+use super::error::{ApiError, ErrorCode};
+use super::reply::Json;
+use crate::delivery::job::{Job, JobState};
+use crate::delivery::oplog::{self, OpEntry, OpQuery};
 use crate::delivery::{DeliveryError, JobKind, NewJob, Priority};
 use crate::lark::{MessageContent, ReceiveIdType};
+use crate::route_table;
 use crate::services::Services;
 
 /// Lark's size limits of a message's content (reference §5: text 150 KB, card 30 KB).
@@ -31,24 +30,21 @@ impl From<DeliveryError> for ApiError {
     fn from(e: DeliveryError) -> Self {
         match e {
             DeliveryError::NoSuchJob(_) => ApiError::not_found(e.to_string()),
-            DeliveryError::NotFailed(_) => ApiError::conflict("not_failed", e.to_string()),
+            DeliveryError::NotFailed(_) => ApiError::conflict(ErrorCode::NotFailed, e.to_string()),
             DeliveryError::Store(s) => s.into(),
         }
     }
 }
 
-fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
-    warp::reply::with_status(warp::reply::json(value), status).into_response()
-}
-
 /// One message to send, as the API takes it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageInput {
     pub receive_id_type: ReceiveIdType,
     pub receive_id: String,
     pub text: Option<String>,
     /// An interactive card (its card JSON object).
+    #[schema(value_type = Option<Object>)]
     pub card: Option<serde_json::Value>,
     #[serde(default = "info")]
     pub priority: Priority,
@@ -58,14 +54,15 @@ fn info() -> Priority {
     Priority::Info
 }
 
-#[derive(Debug, Deserialize)]
+/// Up to [`MAX_BATCH`] messages.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchInput {
+pub struct BatchInput {
     messages: Vec<MessageInput>,
 }
 
 fn invalid(field: &str, reason: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request("invalid_field", format!("{field}: {reason}"))
+    ApiError::bad_request(ErrorCode::InvalidField, format!("{field}: {reason}"))
 }
 
 impl MessageInput {
@@ -164,7 +161,53 @@ impl JobStateFilter {
     }
 }
 
-fn list_oplog(app: &Services, q: OpQuery) -> Result<Response, ApiError> {
+/// A page of the operation log, newest first; `next_before` pages on.
+#[derive(Serialize, ToSchema)]
+pub struct OplogPage {
+    pub items: Vec<OpEntry>,
+    pub next_before: Option<u64>,
+}
+
+/// A page of the outbox's jobs, oldest first; `next_after` pages on.
+#[derive(Serialize, ToSchema)]
+pub struct JobsPage {
+    pub items: Vec<Job>,
+    pub next_after: Option<u64>,
+}
+
+/// The outbox job a message became.
+#[derive(Serialize, ToSchema)]
+pub struct Enqueued {
+    pub job_id: u64,
+}
+
+/// The outbox jobs a batch became, in its order.
+#[derive(Serialize, ToSchema)]
+pub struct EnqueuedBatch {
+    pub job_ids: Vec<u64>,
+}
+
+route_table! {
+    pub fn routes(app, limit = app.settings.max_body_bytes), const ROUTES, Admin;
+    /// The operation log: every call made to Lark and every delivery decision.
+    GET ["api" / "v1" / "oplog"] admin with(warp::query::<OpQuery>())
+        => list_oplog -> 200 json(OplogPage);
+    /// The outbox's jobs, optionally of one state (`pending`, `held`, `failed`).
+    GET ["api" / "v1" / "jobs"] admin with(warp::query::<JobsQuery>())
+        => list_jobs -> 200 json(JobsPage);
+    /// Re-triggers a failed job.
+    POST ["api" / "v1" / "jobs" / {id} / "retry"] admin => retry -> 202 json(Enqueued);
+    /// This month's quota report with the limiter's state now.
+    GET ["api" / "v1" / "integrations" / {id} / "quota"] admin => quota_report -> 200 json(QuotaAnswer);
+    /// Sends one message through the outbox.
+    POST ["api" / "v1" / "integrations" / {id} / "messages"] admin, raw(MessageInput)
+        => send -> 202 json(Enqueued);
+    /// Sends up to 1,000 messages through the outbox.
+    POST ["api" / "v1" / "integrations" / {id} / "messages" / "batch"] admin, raw(BatchInput)
+        => send_batch -> 202 json(EnqueuedBatch);
+}
+
+async fn list_oplog(app: Arc<Services>, q: OpQuery) -> Result<Json<OplogPage>, ApiError> {
     let page = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, oplog::MAX_PAGE);
     let items = oplog::query(
         &app.store,
@@ -177,13 +220,10 @@ fn list_oplog(app: &Services, q: OpQuery) -> Result<Response, ApiError> {
     let next_before = (items.len() == page)
         .then(|| items.last().map(|e| e.seq))
         .flatten();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "items": items, "next_before": next_before }),
-    ))
+    Ok(Json(OplogPage { items, next_before }))
 }
 
-fn list_jobs(app: &Services, q: JobsQuery) -> Result<Response, ApiError> {
+async fn list_jobs(app: Arc<Services>, q: JobsQuery) -> Result<Json<JobsPage>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let mut items = Vec::new();
     let mut cursor = q.after;
@@ -206,30 +246,78 @@ fn list_jobs(app: &Services, q: JobsQuery) -> Result<Response, ApiError> {
     let next_after = (items.len() == limit)
         .then(|| items.last().map(|j| j.id))
         .flatten();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "items": items, "next_after": next_after }),
-    ))
+    Ok(Json(JobsPage { items, next_after }))
+}
+
+fn accepted(value: &impl Serialize) -> warp::reply::Response {
+    super::error::json(StatusCode::ACCEPTED, value)
+}
+
+/// The id is parsed after authentication, so a bad one is a 404 to admins only.
+async fn retry(app: Arc<Services>, id: String) -> Result<warp::reply::Response, ApiError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no job {id}")))?;
+    app.delivery.retrigger(id).await?;
+    tracing::info!(job = id, "failed job re-triggered");
+    Ok(accepted(&Enqueued { job_id: id }))
+}
+
+async fn send(
+    app: Arc<Services>,
+    id: String,
+    bytes: bytes::Bytes,
+) -> Result<warp::reply::Response, ApiError> {
+    known_integration(&app, &id)?;
+    let input: MessageInput = body::decode_json(&bytes)?;
+    let job_id = app.delivery.enqueue(input.into_job(&id, "")?).await?;
+    Ok(accepted(&Enqueued { job_id }))
+}
+
+async fn send_batch(
+    app: Arc<Services>,
+    id: String,
+    bytes: bytes::Bytes,
+) -> Result<warp::reply::Response, ApiError> {
+    known_integration(&app, &id)?;
+    let input: BatchInput = body::decode_json(&bytes)?;
+    if input.messages.is_empty() || input.messages.len() > MAX_BATCH {
+        return Err(invalid(
+            "messages",
+            format!("give 1 to {MAX_BATCH} messages, not {}", input.messages.len()),
+        ));
+    }
+    let jobs = input
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| m.into_job(&id, &format!("messages[{i}].")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let job_ids = app.delivery.enqueue_many(jobs).await?;
+    Ok(accepted(&EnqueuedBatch { job_ids }))
 }
 
 /// This month's quota report with the limiter's state now (queued, in flight, held, waiting).
-async fn quota_report(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
+#[derive(Serialize, ToSchema)]
+pub struct QuotaAnswer {
+    #[serde(flatten)]
+    report: crate::delivery::quota::QuotaReport,
+    #[schema(value_type = Object)]
+    limiter: crate::delivery::LimiterState,
+    /// Group-bot webhooks have their own limits and do not count against the app's quota.
+    bot_webhooks: Vec<BotWebhookCalls>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BotWebhookCalls {
+    id: String,
+    name: String,
+    calls: u64,
+    counts_against_quota: bool,
+}
+
+async fn quota_report(app: Arc<Services>, id: String) -> Result<Json<QuotaAnswer>, ApiError> {
     known_integration(&app, &id)?;
-    #[derive(serde::Serialize)]
-    struct QuotaAnswer {
-        #[serde(flatten)]
-        report: crate::delivery::quota::QuotaReport,
-        limiter: crate::delivery::LimiterState,
-        /// Group-bot webhooks have their own limits and do not count against the app's quota.
-        bot_webhooks: Vec<BotWebhookCalls>,
-    }
-    #[derive(serde::Serialize)]
-    struct BotWebhookCalls {
-        id: String,
-        name: String,
-        calls: u64,
-        counts_against_quota: bool,
-    }
     let bot_webhooks = app
         .bot_webhooks
         .list()
@@ -241,98 +329,9 @@ async fn quota_report(app: Arc<Services>, id: String) -> Result<Response, ApiErr
             counts_against_quota: false,
         })
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &QuotaAnswer {
-            report: app.delivery.quota_report(&id),
-            limiter: app.delivery.limiter_state(&id),
-            bot_webhooks,
-        },
-    ))
-}
-
-pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    let limit = app.settings.max_body_bytes;
-    let auth = guarded(app);
-
-    let oplog = warp::path!("api" / "v1" / "oplog")
-        .and(warp::get())
-        .and(auth.clone())
-        .and(warp::query::<OpQuery>())
-        .map(|app: Arc<Services>, q: OpQuery| respond(list_oplog(&app, q)));
-    let jobs = warp::path!("api" / "v1" / "jobs")
-        .and(warp::get())
-        .and(auth.clone())
-        .and(warp::query::<JobsQuery>())
-        .map(|app: Arc<Services>, q: JobsQuery| respond(list_jobs(&app, q)));
-    // The id is parsed after authentication, so a bad one is a 404 to admins only.
-    let retry = warp::path!("api" / "v1" / "jobs" / String / "retry")
-        .and(warp::post())
-        .and(auth.clone())
-        .then(|id: String, app: Arc<Services>| async move {
-            let id: u64 = id
-                .parse()
-                .map_err(|_| ApiError::not_found(format!("no job {id}")))?;
-            app.delivery.retrigger(id).await?;
-            tracing::info!(job = id, "failed job re-triggered");
-            Ok(json(StatusCode::ACCEPTED, &serde_json::json!({ "job_id": id })))
-        })
-        .map(respond);
-    let quota = warp::path!("api" / "v1" / "integrations" / String / "quota")
-        .and(warp::get())
-        .and(auth.clone())
-        .then(|id: String, app: Arc<Services>| quota_report(app, id))
-        .map(respond);
-    let send = warp::path!("api" / "v1" / "integrations" / String / "messages")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(body::raw(limit))
-        .then(|id: String, app: Arc<Services>, bytes: bytes::Bytes| async move {
-            known_integration(&app, &id)?;
-            let input: MessageInput = body::decode_json(&bytes)?;
-            let job_id = app.delivery.enqueue(input.into_job(&id, "")?).await?;
-            Ok(json(
-                StatusCode::ACCEPTED,
-                &serde_json::json!({ "job_id": job_id }),
-            ))
-        })
-        .map(respond);
-    let batch = warp::path!("api" / "v1" / "integrations" / String / "messages" / "batch")
-        .and(warp::post())
-        .and(auth)
-        .and(body::raw(limit))
-        .then(|id: String, app: Arc<Services>, bytes: bytes::Bytes| async move {
-            known_integration(&app, &id)?;
-            let input: BatchInput = body::decode_json(&bytes)?;
-            if input.messages.is_empty() || input.messages.len() > MAX_BATCH {
-                return Err(invalid(
-                    "messages",
-                    format!("give 1 to {MAX_BATCH} messages, not {}", input.messages.len()),
-                ));
-            }
-            let jobs = input
-                .messages
-                .into_iter()
-                .enumerate()
-                .map(|(i, m)| m.into_job(&id, &format!("messages[{i}].")))
-                .collect::<Result<Vec<_>, _>>()?;
-            let job_ids = app.delivery.enqueue_many(jobs).await?;
-            Ok(json(
-                StatusCode::ACCEPTED,
-                &serde_json::json!({ "job_ids": job_ids }),
-            ))
-        })
-        .map(respond);
-    oplog
-        .or(jobs)
-        .unify()
-        .or(retry)
-        .unify()
-        .or(quota)
-        .unify()
-        .or(send)
-        .unify()
-        .or(batch)
-        .unify()
-        .boxed()
+    Ok(Json(QuotaAnswer {
+        report: app.delivery.quota_report(&id),
+        limiter: app.delivery.limiter_state(&id),
+        bot_webhooks,
+    }))
 }

@@ -5,33 +5,37 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use warp::filters::BoxedFilter;
+use utoipa::ToSchema;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::admin::authenticated;
 use super::body;
-use super::error::{ApiError, respond};
+use super::error::{ApiError, ErrorCode};
+use super::reply::{Created, Json, Page};
+use super::route::AnyJson;
 use crate::auth::Principal;
 use crate::incident::ingest::{AlertmanagerPayload, StandardEvent};
-use crate::incident::members::MemberInput;
-use crate::incident::model::{Actor, AlertSource, Via};
+use crate::incident::members::{LinkReport, MemberInput};
+use crate::incident::model::{Actor, AlertSource, Member, Via};
 use crate::incident::rules::RuleInput;
 use crate::incident::war_room::Requester;
 use crate::incident::{Action, AlertOutcome, IncidentError, IncidentQuery, NewIncident};
+use crate::route_table;
 use crate::services::Services;
 
 impl From<IncidentError> for ApiError {
     fn from(e: IncidentError) -> Self {
         match e {
-            IncidentError::Invalid { .. } => ApiError::bad_request("invalid_field", e.to_string()),
+            IncidentError::Invalid { .. } => ApiError::bad_request(ErrorCode::InvalidField, e.to_string()),
             IncidentError::NotFound(_) => ApiError::not_found(e.to_string()),
-            IncidentError::Conflict(_) => ApiError::conflict("conflict", e.to_string()),
-            IncidentError::Lark(_) => ApiError::new(StatusCode::BAD_GATEWAY, "lark_error", e.to_string()),
-            IncidentError::WarRoomDisabled(_) => ApiError::conflict("war_room_disabled", e.to_string()),
+            IncidentError::Conflict(_) => ApiError::conflict(ErrorCode::Conflict, e.to_string()),
+            IncidentError::Lark(_) => ApiError::new(ErrorCode::LarkError, e.to_string()),
+            IncidentError::WarRoomDisabled(_) => {
+                ApiError::conflict(ErrorCode::WarRoomDisabled, e.to_string())
+            }
             IncidentError::Store(s) => s.into(),
         }
     }
@@ -39,6 +43,61 @@ impl From<IncidentError> for ApiError {
 
 fn json_reply(status: StatusCode, value: &impl serde::Serialize) -> Response {
     warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+route_table! {
+    pub fn routes(app, limit = app.settings.max_body_bytes), const ROUTES, Admin;
+    /// Lists incidents, newest first (without their timelines); `next_before` pages on.
+    GET ["api" / "v1" / "incidents"] admin with(warp::query::<IncidentQuery>())
+        => list_incidents -> 200 json(IncidentPage);
+    /// Opens an incident (or merges it into the open one with the same `dedup_key`).
+    POST ["api" / "v1" / "incidents"] admin_as, json(NewIncident) => open_incident -> 201 json(AnyJson);
+    /// One incident with its timeline, cards and war room.
+    GET ["api" / "v1" / "incidents" / {id}] admin => get_incident -> 200 json(AnyJson);
+    /// Opens the incident's war room (a Lark group chat), or answers the one it has.
+    POST ["api" / "v1" / "incidents" / {id} / "war-room"] admin_as, raw(WarRoomBody)
+        => open_war_room -> 201 json(AnyJson);
+    /// The incident's war room.
+    GET ["api" / "v1" / "incidents" / {id} / "war-room"] admin => get_war_room -> 200 json(AnyJson);
+    /// Acts on an incident: `acknowledge`, `unacknowledge`, `resolve`, `snooze`, `reopen`,
+    /// `reassign` or `note`.
+    POST ["api" / "v1" / "incidents" / {id} / {action}] admin_as, raw(ActionBody)
+        => act -> 200 json(AnyJson);
+    /// Lists the members.
+    GET ["api" / "v1" / "members"] admin => list_members -> 200 json(Page<Member>);
+    /// Adds a member.
+    POST ["api" / "v1" / "members"] admin, json(MemberInput) => create_member -> 201 json(Member);
+    /// Links members to their Lark identities by email or mobile, for one integration.
+    POST ["api" / "v1" / "members" / "link"] admin with(warp::query::<LinkQuery>())
+        => link_members -> 200 json(LinkReport);
+    /// One member.
+    GET ["api" / "v1" / "members" / {id}] admin => get_member -> 200 json(Member);
+    /// Changes the given fields of a member.
+    PATCH ["api" / "v1" / "members" / {id}] admin, json(MemberInput) => update_member -> 200 json(Member);
+    /// Deletes a member.
+    DELETE ["api" / "v1" / "members" / {id}] admin => delete_member -> 204;
+    /// Lists the alert sources.
+    GET ["api" / "v1" / "sources"] admin => list_sources -> 200 json(Page<SourceView>);
+    /// Adds an alert source; the answer carries its integration key, this once.
+    POST ["api" / "v1" / "sources"] admin, json(SourceInput) => create_source -> 201 json(SourceCreated);
+    /// Deletes an alert source.
+    DELETE ["api" / "v1" / "sources" / {id}] admin => delete_source -> 204;
+    /// Lists the escalation rules, in order.
+    GET ["api" / "v1" / "rules"] admin => list_rules -> 200 json(Page<AnyJson>);
+    /// Adds an escalation rule.
+    POST ["api" / "v1" / "rules"] admin, json(RuleInput) => create_rule -> 201 json(AnyJson);
+    /// One escalation rule.
+    GET ["api" / "v1" / "rules" / {id}] admin => get_rule -> 200 json(AnyJson);
+    /// Replaces an escalation rule.
+    PUT ["api" / "v1" / "rules" / {id}] admin, json(RuleInput) => replace_rule -> 200 json(AnyJson);
+    /// Deletes an escalation rule.
+    DELETE ["api" / "v1" / "rules" / {id}] admin => delete_rule -> 204;
+    /// Receives an Alertmanager webhook.
+    POST ["api" / "v1" / "alerts" / "alertmanager"] key with(integration_key()), raw(AnyJson)
+        => alertmanager -> 200 json(AnyJson);
+    /// Receives a standard alert event.
+    POST ["api" / "v1" / "alerts" / "standard"] key with(integration_key()), raw(AnyJson)
+        => standard_alert -> 200 json(AnyJson);
 }
 
 fn actor(principal: &Principal) -> Actor {
@@ -50,7 +109,8 @@ fn actor(principal: &Principal) -> Actor {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// What an action takes: `minutes` (snooze), `assignees` (reassign), `text` (note).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ActionBody {
     minutes: Option<u32>,
@@ -59,7 +119,7 @@ struct ActionBody {
 }
 
 /// `POST /api/v1/incidents/{id}/war-room`: optionally the member who asks (added to the room).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WarRoomBody {
     member_id: Option<String>,
@@ -67,7 +127,7 @@ struct WarRoomBody {
 
 fn action(name: &str, body: ActionBody) -> Result<Action, ApiError> {
     let missing =
-        |field: &str| ApiError::bad_request("invalid_field", format!("{field}: required for {name}"));
+        |field: &str| ApiError::bad_request(ErrorCode::InvalidField, format!("{field}: required for {name}"));
     Ok(match name {
         "acknowledge" => Action::Acknowledge,
         "unacknowledge" => Action::Unacknowledge,
@@ -106,315 +166,207 @@ fn without_timeline(incident: &crate::incident::model::Incident) -> Value {
     v
 }
 
-fn incident_routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    let limit = app.settings.max_body_bytes;
-    let auth = authenticated(app.clone())
-        .map(move |p: Principal| (app.clone(), p))
-        .untuple_one();
-
-    let list = warp::path!("api" / "v1" / "incidents")
-        .and(warp::get())
-        .and(auth.clone())
-        .and(warp::query::<IncidentQuery>())
-        .map(|app: Arc<Services>, _p: Principal, q: IncidentQuery| {
-            respond(app.incidents.list(&q).map_err(ApiError::from).map(|items| {
-                let next_before = items.last().map(|i| i.number);
-                let items: Vec<Value> = items.iter().map(without_timeline).collect();
-                json_reply(
-                    StatusCode::OK,
-                    &json!({"items": items, "next_before": next_before}),
-                )
-            }))
-        });
-    let create = warp::path!("api" / "v1" / "incidents")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(body::json::<NewIncident>(limit))
-        .then(|app: Arc<Services>, p: Principal, new: NewIncident| async move {
-            let outcome = app.incidents.open(new, actor(&p)).await?;
-            let (status, id) = match &outcome {
-                AlertOutcome::Opened { incident_id, .. } => (StatusCode::CREATED, incident_id.clone()),
-                AlertOutcome::Merged { incident_id, .. } | AlertOutcome::Resolved { incident_id, .. } => {
-                    (StatusCode::OK, incident_id.clone())
-                }
-                AlertOutcome::NothingOpen => return Err(ApiError::internal("no incident opened")),
-            };
-            let incident = app.incidents.get(&id)?;
-            Ok(json_reply(status, &incident))
-        })
-        .map(respond);
-    let get = warp::path!("api" / "v1" / "incidents" / String)
-        .and(warp::get())
-        .and(auth.clone())
-        .map(|id: String, app: Arc<Services>, _p: Principal| {
-            respond((|| {
-                let incident = app.incidents.get(&id)?;
-                let cards = app.incidents.cards(&incident.id)?;
-                let war_room = app.incidents.war_room(&incident.id)?;
-                let mut v = serde_json::to_value(&incident).unwrap_or(Value::Null);
-                v["cards"] = serde_json::to_value(cards).unwrap_or(Value::Null);
-                v["war_room"] = serde_json::to_value(war_room).unwrap_or(Value::Null);
-                Ok::<_, ApiError>(json_reply(StatusCode::OK, &v))
-            })())
-        });
-    let open_war_room = warp::path!("api" / "v1" / "incidents" / String / "war-room")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(body::raw(limit))
-        .then(
-            |id: String, app: Arc<Services>, p: Principal, bytes: Bytes| async move {
-                let body: WarRoomBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-                    WarRoomBody::default()
-                } else {
-                    body::decode_json(&bytes)?
-                };
-                let requester = match body.member_id {
-                    Some(member_id) => Requester::Member { member_id },
-                    None => Requester::Nobody { name: p.describe() },
-                };
-                let outcome = app.incidents.open_war_room(&id, requester).await?;
-                let status = if outcome.created {
-                    StatusCode::CREATED
-                } else {
-                    StatusCode::OK
-                };
-                Ok::<_, ApiError>(json_reply(status, &outcome))
-            },
-        )
-        .map(respond);
-    let get_war_room = warp::path!("api" / "v1" / "incidents" / String / "war-room")
-        .and(warp::get())
-        .and(auth.clone())
-        .map(|id: String, app: Arc<Services>, _p: Principal| {
-            respond((|| {
-                let incident = app.incidents.get(&id)?;
-                let room = app.incidents.war_room(&incident.id)?.ok_or_else(|| {
-                    ApiError::not_found(format!("incident #{} has no war room", incident.number))
-                })?;
-                Ok::<_, ApiError>(json_reply(StatusCode::OK, &room))
-            })())
-        });
-    let act = warp::path!("api" / "v1" / "incidents" / String / String)
-        .and(warp::post())
-        .and(auth)
-        .and(body::raw(limit))
-        .then(
-            |id: String, name: String, app: Arc<Services>, p: Principal, bytes: Bytes| async move {
-                let action = action(&name, action_body(&bytes)?)?;
-                let incident = app.incidents.act(&id, action, actor(&p)).await?;
-                Ok(json_reply(StatusCode::OK, &incident))
-            },
-        )
-        .map(respond);
-    list.or(create)
-        .unify()
-        .or(get)
-        .unify()
-        .or(open_war_room)
-        .unify()
-        .or(get_war_room)
-        .unify()
-        .or(act)
-        .unify()
-        .boxed()
+/// A page of incidents, newest first; `next_before` pages on.
+#[derive(Serialize, ToSchema)]
+pub struct IncidentPage {
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<Value>,
+    next_before: Option<u64>,
 }
 
-fn member_routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    let limit = app.settings.max_body_bytes;
-    let auth = super::integrations::guarded(app);
+async fn list_incidents(app: Arc<Services>, q: IncidentQuery) -> Result<Json<IncidentPage>, ApiError> {
+    let items = app.incidents.list(&q)?;
+    let next_before = items.last().map(|i| i.number);
+    Ok(Json(IncidentPage {
+        items: items.iter().map(without_timeline).collect(),
+        next_before,
+    }))
+}
 
-    let list = warp::path!("api" / "v1" / "members")
-        .and(warp::get())
-        .and(auth.clone())
-        .map(|app: Arc<Services>| {
-            respond(
-                app.incidents
-                    .members
-                    .list()
-                    .map(|items| json_reply(StatusCode::OK, &json!({ "items": items })))
-                    .map_err(ApiError::from),
-            )
-        });
-    let create = warp::path!("api" / "v1" / "members")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(body::json::<MemberInput>(limit))
-        .then(|app: Arc<Services>, input| async move {
-            let member = app.incidents.members.create(input).await?;
-            Ok::<_, ApiError>(json_reply(StatusCode::CREATED, &member))
-        })
-        .map(respond);
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct LinkQuery {
-        integration_id: String,
+async fn open_incident(app: Arc<Services>, p: Principal, new: NewIncident) -> Result<Response, ApiError> {
+    let outcome = app.incidents.open(new, actor(&p)).await?;
+    let (status, id) = match &outcome {
+        AlertOutcome::Opened { incident_id, .. } => (StatusCode::CREATED, incident_id.clone()),
+        AlertOutcome::Merged { incident_id, .. } | AlertOutcome::Resolved { incident_id, .. } => {
+            (StatusCode::OK, incident_id.clone())
+        }
+        AlertOutcome::NothingOpen => return Err(ApiError::internal("no incident opened")),
+    };
+    let incident = app.incidents.get(&id)?;
+    Ok(json_reply(status, &incident))
+}
+
+async fn get_incident(app: Arc<Services>, id: String) -> Result<Json<Value>, ApiError> {
+    let incident = app.incidents.get(&id)?;
+    let cards = app.incidents.cards(&incident.id)?;
+    let war_room = app.incidents.war_room(&incident.id)?;
+    let mut v = serde_json::to_value(&incident).unwrap_or(Value::Null);
+    v["cards"] = serde_json::to_value(cards).unwrap_or(Value::Null);
+    v["war_room"] = serde_json::to_value(war_room).unwrap_or(Value::Null);
+    Ok(Json(v))
+}
+
+async fn open_war_room(
+    app: Arc<Services>,
+    id: String,
+    p: Principal,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let body: WarRoomBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        WarRoomBody::default()
+    } else {
+        body::decode_json(&bytes)?
+    };
+    let requester = match body.member_id {
+        Some(member_id) => Requester::Member { member_id },
+        None => Requester::Nobody { name: p.describe() },
+    };
+    let outcome = app.incidents.open_war_room(&id, requester).await?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_reply(status, &outcome))
+}
+
+async fn get_war_room(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
+    let incident = app.incidents.get(&id)?;
+    let room = app
+        .incidents
+        .war_room(&incident.id)?
+        .ok_or_else(|| ApiError::not_found(format!("incident #{} has no war room", incident.number)))?;
+    Ok(json_reply(StatusCode::OK, &room))
+}
+
+async fn act(
+    app: Arc<Services>,
+    id: String,
+    name: String,
+    p: Principal,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let action = action(&name, action_body(&bytes)?)?;
+    let incident = app.incidents.act(&id, action, actor(&p)).await?;
+    Ok(json_reply(StatusCode::OK, &incident))
+}
+
+async fn list_members(app: Arc<Services>) -> Result<Page<Member>, ApiError> {
+    Ok(Page::new(app.incidents.members.list()?))
+}
+
+async fn create_member(app: Arc<Services>, input: MemberInput) -> Result<Created<Member>, ApiError> {
+    Ok(Created(app.incidents.members.create(input).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkQuery {
+    integration_id: String,
+}
+
+async fn link_members(app: Arc<Services>, q: LinkQuery) -> Result<Json<LinkReport>, ApiError> {
+    let client = app
+        .lark
+        .get(&q.integration_id)
+        .ok_or_else(|| ApiError::not_found(format!("no integration {}", q.integration_id)))?;
+    let report = app
+        .incidents
+        .members
+        .link_by_lookup(&q.integration_id, &client, None)
+        .await?;
+    Ok(Json(report))
+}
+
+async fn get_member(app: Arc<Services>, id: String) -> Result<Json<Member>, ApiError> {
+    Ok(Json(app.incidents.members.get(&id)?))
+}
+
+async fn update_member(app: Arc<Services>, id: String, input: MemberInput) -> Result<Json<Member>, ApiError> {
+    Ok(Json(app.incidents.members.update(&id, input).await?))
+}
+
+async fn delete_member(app: Arc<Services>, id: String) -> Result<StatusCode, ApiError> {
+    app.incidents.members.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An alert source (never its key).
+#[derive(Serialize, ToSchema)]
+pub struct SourceView {
+    id: String,
+    name: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<&AlertSource> for SourceView {
+    fn from(source: &AlertSource) -> Self {
+        SourceView {
+            id: source.id.clone(),
+            name: source.name.clone(),
+            created_at: source.created_at,
+        }
     }
-    let link = warp::path!("api" / "v1" / "members" / "link")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(warp::query::<LinkQuery>())
-        .then(|app: Arc<Services>, q: LinkQuery| async move {
-            let client = app
-                .lark
-                .get(&q.integration_id)
-                .ok_or_else(|| ApiError::not_found(format!("no integration {}", q.integration_id)))?;
-            let report = app
-                .incidents
-                .members
-                .link_by_lookup(&q.integration_id, &client, None)
-                .await?;
-            Ok::<_, ApiError>(json_reply(StatusCode::OK, &report))
-        })
-        .map(respond);
-    let get = warp::path!("api" / "v1" / "members" / String)
-        .and(warp::get())
-        .and(auth.clone())
-        .map(|id: String, app: Arc<Services>| {
-            respond(
-                app.incidents
-                    .members
-                    .get(&id)
-                    .map(|m| json_reply(StatusCode::OK, &m))
-                    .map_err(ApiError::from),
-            )
-        });
-    let update = warp::path!("api" / "v1" / "members" / String)
-        .and(warp::patch())
-        .and(auth.clone())
-        .and(body::json::<MemberInput>(limit))
-        .then(|id: String, app: Arc<Services>, input| async move {
-            let member = app.incidents.members.update(&id, input).await?;
-            Ok::<_, ApiError>(json_reply(StatusCode::OK, &member))
-        })
-        .map(respond);
-    let delete = warp::path!("api" / "v1" / "members" / String)
-        .and(warp::delete())
-        .and(auth)
-        .then(|id: String, app: Arc<Services>| async move {
-            app.incidents.members.delete(&id).await?;
-            Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
-        })
-        .map(respond);
-    list.or(create)
-        .unify()
-        .or(link)
-        .unify()
-        .or(get)
-        .unify()
-        .or(update)
-        .unify()
-        .or(delete)
-        .unify()
-        .boxed()
 }
 
-fn source_view(source: &AlertSource) -> Value {
-    json!({"id": source.id, "name": source.name, "created_at": source.created_at})
+/// A new alert source with its integration key, shown this once (only its hash is kept).
+#[derive(Serialize, ToSchema)]
+pub struct SourceCreated {
+    #[serde(flatten)]
+    view: SourceView,
+    integration_key: String,
 }
 
-fn source_routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    let limit = app.settings.max_body_bytes;
-    let auth = super::integrations::guarded(app);
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct SourceInput {
-        name: String,
-    }
-    let list = warp::path!("api" / "v1" / "sources")
-        .and(warp::get())
-        .and(auth.clone())
-        .map(|app: Arc<Services>| {
-            respond(app.incidents.sources().map_err(ApiError::from).map(|items| {
-                let items: Vec<Value> = items.iter().map(source_view).collect();
-                json_reply(StatusCode::OK, &json!({ "items": items }))
-            }))
-        });
-    let create = warp::path!("api" / "v1" / "sources")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(body::json::<SourceInput>(limit))
-        .then(|app: Arc<Services>, input: SourceInput| async move {
-            let (source, key) = app.incidents.create_source(&input.name).await?;
-            let mut view = source_view(&source);
-            // Shown once; only its hash is kept.
-            view["integration_key"] = json!(key);
-            Ok::<_, ApiError>(json_reply(StatusCode::CREATED, &view))
-        })
-        .map(respond);
-    let delete = warp::path!("api" / "v1" / "sources" / String)
-        .and(warp::delete())
-        .and(auth)
-        .then(|id: String, app: Arc<Services>| async move {
-            app.incidents.delete_source(&id).await?;
-            Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
-        })
-        .map(respond);
-    list.or(create).unify().or(delete).unify().boxed()
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SourceInput {
+    name: String,
 }
 
-fn rule_routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    let limit = app.settings.max_body_bytes;
-    let auth = super::integrations::guarded(app);
-    let list = warp::path!("api" / "v1" / "rules")
-        .and(warp::get())
-        .and(auth.clone())
-        .map(|app: Arc<Services>| {
-            respond(
-                app.incidents
-                    .rule_views()
-                    .map(|items| json_reply(StatusCode::OK, &json!({ "items": items })))
-                    .map_err(ApiError::from),
-            )
-        });
-    let create = warp::path!("api" / "v1" / "rules")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(body::json::<RuleInput>(limit))
-        .then(|app: Arc<Services>, input: RuleInput| async move {
-            let known = app.integrations.get(&input.integration_id).is_some();
-            let rule = app.incidents.save_rule(None, input, known).await?;
-            Ok::<_, ApiError>(json_reply(StatusCode::CREATED, &rule))
-        })
-        .map(respond);
-    let get = warp::path!("api" / "v1" / "rules" / String)
-        .and(warp::get())
-        .and(auth.clone())
-        .map(|id: String, app: Arc<Services>| {
-            respond(
-                app.incidents
-                    .rule(&id)
-                    .and_then(|r| app.incidents.rule_view(r))
-                    .map(|r| json_reply(StatusCode::OK, &r))
-                    .map_err(ApiError::from),
-            )
-        });
-    let replace = warp::path!("api" / "v1" / "rules" / String)
-        .and(warp::put())
-        .and(auth.clone())
-        .and(body::json::<RuleInput>(limit))
-        .then(|id: String, app: Arc<Services>, input: RuleInput| async move {
-            let known = app.integrations.get(&input.integration_id).is_some();
-            let rule = app.incidents.save_rule(Some(&id), input, known).await?;
-            Ok::<_, ApiError>(json_reply(StatusCode::OK, &rule))
-        })
-        .map(respond);
-    let delete = warp::path!("api" / "v1" / "rules" / String)
-        .and(warp::delete())
-        .and(auth)
-        .then(|id: String, app: Arc<Services>| async move {
-            app.incidents.delete_rule(&id).await?;
-            Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
-        })
-        .map(respond);
-    list.or(create)
-        .unify()
-        .or(get)
-        .unify()
-        .or(replace)
-        .unify()
-        .or(delete)
-        .unify()
-        .boxed()
+async fn list_sources(app: Arc<Services>) -> Result<Page<SourceView>, ApiError> {
+    Ok(Page::new(
+        app.incidents.sources()?.iter().map(SourceView::from).collect(),
+    ))
+}
+
+async fn create_source(app: Arc<Services>, input: SourceInput) -> Result<Created<SourceCreated>, ApiError> {
+    let (source, key) = app.incidents.create_source(&input.name).await?;
+    Ok(Created(SourceCreated {
+        view: SourceView::from(&source),
+        integration_key: key,
+    }))
+}
+
+async fn delete_source(app: Arc<Services>, id: String) -> Result<StatusCode, ApiError> {
+    app.incidents.delete_source(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_rules(app: Arc<Services>) -> Result<Response, ApiError> {
+    let items = app.incidents.rule_views()?;
+    Ok(json_reply(StatusCode::OK, &json!({ "items": items })))
+}
+
+async fn create_rule(app: Arc<Services>, input: RuleInput) -> Result<Response, ApiError> {
+    let known = app.integrations.get(&input.integration_id).is_some();
+    let rule = app.incidents.save_rule(None, input, known).await?;
+    Ok(json_reply(StatusCode::CREATED, &rule))
+}
+
+async fn get_rule(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
+    let rule = app.incidents.rule(&id).and_then(|r| app.incidents.rule_view(r))?;
+    Ok(json_reply(StatusCode::OK, &rule))
+}
+
+async fn replace_rule(app: Arc<Services>, id: String, input: RuleInput) -> Result<Response, ApiError> {
+    let known = app.integrations.get(&input.integration_id).is_some();
+    let rule = app.incidents.save_rule(Some(&id), input, known).await?;
+    Ok(json_reply(StatusCode::OK, &rule))
+}
+
+async fn delete_rule(app: Arc<Services>, id: String) -> Result<StatusCode, ApiError> {
+    app.incidents.delete_rule(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The integration key from `?integration_key=` or `Authorization: Bearer`.
@@ -441,74 +393,43 @@ fn source_for(app: &Services, key: Option<String>) -> Result<AlertSource, ApiErr
         .ok_or_else(|| ApiError::unauthorized("unknown integration_key"))
 }
 
-fn alert_routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    let limit = app.settings.max_body_bytes;
-    let with_app = warp::any().map(move || app.clone());
-    let alertmanager = warp::path!("api" / "v1" / "alerts" / "alertmanager")
-        .and(warp::post())
-        .and(with_app.clone())
-        .and(integration_key())
-        .and(body::raw(limit))
-        .then(
-            |app: Arc<Services>, key: Option<String>, bytes: Bytes| async move {
-                let source = source_for(&app, key)?;
-                let payload: AlertmanagerPayload = body::decode_json(&bytes)?;
-                let event = payload.into_event()?;
-                let outcome = app.incidents.alert(&source, event).await?;
-                Ok::<_, ApiError>(json_reply(StatusCode::OK, &outcome))
-            },
-        )
-        .map(respond);
-    let standard = warp::path!("api" / "v1" / "alerts" / "standard")
-        .and(warp::post())
-        .and(with_app)
-        .and(integration_key())
-        .and(body::raw(limit))
-        .then(
-            |app: Arc<Services>, key: Option<String>, bytes: Bytes| async move {
-                let request_id = crate::ids::random_hex(16);
-                let result = async {
-                    let source = source_for(&app, key)?;
-                    let event: StandardEvent = body::decode_json(&bytes)?;
-                    let event = event.into_event()?;
-                    let alert_key = event.key.clone();
-                    let outcome = app.incidents.alert(&source, event).await?;
-                    Ok::<_, ApiError>((alert_key, outcome))
-                }
-                .await;
-                match result {
-                    Ok((alert_key, outcome)) => {
-                        let mut data = serde_json::to_value(&outcome).unwrap_or(Value::Null);
-                        data["alert_key"] = json!(alert_key);
-                        json_reply(StatusCode::OK, &json!({"request_id": request_id, "data": data}))
-                    }
-                    Err(e) => {
-                        let code = match e.status {
-                            StatusCode::UNAUTHORIZED => "Unauthorized",
-                            StatusCode::BAD_REQUEST => "InvalidParameter",
-                            StatusCode::NOT_FOUND => "ResourceNotFound",
-                            _ => "InternalError",
-                        };
-                        json_reply(
-                            e.status,
-                            &json!({"request_id": request_id, "error": {"code": code, "message": e.message}}),
-                        )
-                    }
-                }
-            },
-        );
-    alertmanager.or(standard).unify().boxed()
+async fn alertmanager(app: Arc<Services>, key: Option<String>, bytes: Bytes) -> Result<Response, ApiError> {
+    let source = source_for(&app, key)?;
+    let payload: AlertmanagerPayload = body::decode_json(&bytes)?;
+    let event = payload.into_event()?;
+    let outcome = app.incidents.alert(&source, event).await?;
+    Ok(json_reply(StatusCode::OK, &outcome))
 }
 
-pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    incident_routes(app.clone())
-        .or(member_routes(app.clone()))
-        .unify()
-        .or(source_routes(app.clone()))
-        .unify()
-        .or(rule_routes(app.clone()))
-        .unify()
-        .or(alert_routes(app))
-        .unify()
-        .boxed()
+/// Answers in the standard alert event's own envelope, errors included.
+async fn standard_alert(app: Arc<Services>, key: Option<String>, bytes: Bytes) -> Result<Response, ApiError> {
+    let request_id = crate::ids::random_hex(16);
+    let result = async {
+        let source = source_for(&app, key)?;
+        let event: StandardEvent = body::decode_json(&bytes)?;
+        let event = event.into_event()?;
+        let alert_key = event.key.clone();
+        let outcome = app.incidents.alert(&source, event).await?;
+        Ok::<_, ApiError>((alert_key, outcome))
+    }
+    .await;
+    Ok(match result {
+        Ok((alert_key, outcome)) => {
+            let mut data = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+            data["alert_key"] = json!(alert_key);
+            json_reply(StatusCode::OK, &json!({"request_id": request_id, "data": data}))
+        }
+        Err(e) => {
+            let code = match e.status {
+                StatusCode::UNAUTHORIZED => "Unauthorized",
+                StatusCode::BAD_REQUEST => "InvalidParameter",
+                StatusCode::NOT_FOUND => "ResourceNotFound",
+                _ => "InternalError",
+            };
+            json_reply(
+                e.status,
+                &json!({"request_id": request_id, "error": {"code": code, "message": e.message}}),
+            )
+        }
+    })
 }

@@ -4,25 +4,24 @@
 
 use std::sync::Arc;
 
-use warp::filters::BoxedFilter;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
 use warp::http::StatusCode;
-use warp::reply::Response;
-use warp::{Filter, Reply};
 
-use super::admin::authenticated;
-use super::body;
-use super::error::{ApiError, json, respond};
-use crate::auth::Principal;
-use crate::integration::chats::{self, ChatsError};
-use crate::integration::{IntegrationError, IntegrationInput};
+use super::error::{ApiError, ErrorCode};
+use super::reply::{Created, Json, Page};
+use crate::integration::chats::{self, ChatsError, KnownChat};
+use crate::integration::{IntegrationError, IntegrationInput, IntegrationView};
+use crate::route_table;
 use crate::services::Services;
 
 impl From<IntegrationError> for ApiError {
     fn from(e: IntegrationError) -> Self {
         match e {
-            IntegrationError::Invalid { .. } => ApiError::bad_request("invalid_field", e.to_string()),
+            IntegrationError::Invalid { .. } => ApiError::bad_request(ErrorCode::InvalidField, e.to_string()),
             IntegrationError::NotFound(_) => ApiError::not_found(e.to_string()),
-            IntegrationError::DuplicateApp(_) => ApiError::conflict("duplicate_app", e.to_string()),
+            IntegrationError::DuplicateApp(_) => ApiError::conflict(ErrorCode::DuplicateApp, e.to_string()),
             IntegrationError::Secret(s) => {
                 tracing::error!(error = %s, "integration secrets unusable");
                 ApiError::internal("integration secrets cannot be opened; see the server log")
@@ -53,13 +52,33 @@ impl From<crate::lark::LarkError> for ApiError {
             },
         };
         ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            e.reason(),
+            lark_code(&e),
             format!(
                 "Lark call failed: {} ({detail}); the server log has the details",
                 e.reason()
             ),
         )
+    }
+}
+
+/// The catalog's code of a Lark failure: the same word as [`crate::lark::LarkError::reason`].
+fn lark_code(e: &crate::lark::LarkError) -> ErrorCode {
+    use crate::lark::LarkError as L;
+    match e {
+        L::RateLimited { .. } => ErrorCode::LarkRateLimited,
+        L::QuotaExhausted(_) => ErrorCode::LarkQuotaExhausted,
+        L::InvalidToken(_) => ErrorCode::LarkInvalidToken,
+        L::WrongCredentials(_) => ErrorCode::LarkWrongCredentials,
+        L::AppUnavailable(_) => ErrorCode::LarkAppUnavailable,
+        L::BotNotInChat(_) => ErrorCode::LarkBotNotInChat,
+        L::UserNotFound(_) => ErrorCode::LarkUserNotFound,
+        L::UserNotVisible(_) => ErrorCode::LarkUserNotVisible,
+        L::ChatDisbanded(_) => ErrorCode::LarkChatDisbanded,
+        L::PermissionMissing { .. } => ErrorCode::LarkPermissionMissing,
+        L::Transient { .. } => ErrorCode::LarkTransient,
+        L::MalformedResponse { .. } => ErrorCode::LarkMalformedResponse,
+        L::Config(_) => ErrorCode::LarkClientConfig,
+        L::Other(_) => ErrorCode::LarkError,
     }
 }
 
@@ -79,6 +98,34 @@ struct ChatsQuery {
     refresh: bool,
 }
 
+/// The answer of a credentials check.
+#[derive(Serialize, ToSchema)]
+pub struct CheckAnswer {
+    pub ok: bool,
+    pub token_expires_at: Option<DateTime<Utc>>,
+}
+
+route_table! {
+    pub fn routes(app, limit = app.settings.max_body_bytes), const ROUTES, Admin;
+    /// Lists the Lark integrations.
+    GET ["api" / "v1" / "integrations"] admin => list -> 200 json(Page<IntegrationView>);
+    /// Adds a Lark integration (its App ID and App Secret are checked with Lark).
+    POST ["api" / "v1" / "integrations"] admin, json(IntegrationInput)
+        => create -> 201 json(IntegrationView);
+    /// One integration, with its console URLs and callback counters.
+    GET ["api" / "v1" / "integrations" / {id}] admin => get -> 200 json(IntegrationView);
+    /// Changes the given fields; an empty `encrypt_key` or `api_base_url` clears it.
+    PATCH | PUT ["api" / "v1" / "integrations" / {id}] admin, json(IntegrationInput)
+        => update -> 200 json(IntegrationView);
+    /// Deletes an integration.
+    DELETE ["api" / "v1" / "integrations" / {id}] admin => delete -> 204;
+    /// The chats the bot is in: as last seen, or asked of Lark now with `?refresh=true`.
+    GET ["api" / "v1" / "integrations" / {id} / "chats"] admin with(warp::query::<ChatsQuery>())
+        => chats -> 200 json(Page<KnownChat>);
+    /// Fetches a tenant token: proves the App ID and App Secret and that Lark is reachable.
+    POST ["api" / "v1" / "integrations" / {id} / "check"] admin => check -> 200 json(CheckAnswer);
+}
+
 fn client(app: &Services, id: &str) -> Result<Arc<crate::lark::LarkClient>, ApiError> {
     app.integrations
         .get(id)
@@ -86,7 +133,45 @@ fn client(app: &Services, id: &str) -> Result<Arc<crate::lark::LarkClient>, ApiE
         .ok_or_else(|| IntegrationError::NotFound(id.to_string()).into())
 }
 
-async fn chats(app: Arc<Services>, id: String, query: ChatsQuery) -> Result<Response, ApiError> {
+async fn list(app: Arc<Services>) -> Result<Page<IntegrationView>, ApiError> {
+    Ok(Page::new(
+        app.integrations
+            .all()
+            .iter()
+            .map(|l| app.integrations.view(l))
+            .collect(),
+    ))
+}
+
+async fn create(app: Arc<Services>, input: IntegrationInput) -> Result<Created<IntegrationView>, ApiError> {
+    let live = app.integrations.create(input).await?;
+    tracing::info!(integration = %live.id(), app_id = %live.record.app_id, "integration created");
+    Ok(Created(app.integrations.view(&live)))
+}
+
+async fn get(app: Arc<Services>, id: String) -> Result<Json<IntegrationView>, ApiError> {
+    match app.integrations.get(&id) {
+        Some(live) => Ok(Json(app.integrations.view(&live))),
+        None => Err(IntegrationError::NotFound(id).into()),
+    }
+}
+
+async fn update(
+    app: Arc<Services>,
+    id: String,
+    input: IntegrationInput,
+) -> Result<Json<IntegrationView>, ApiError> {
+    let live = app.integrations.update(&id, input).await?;
+    Ok(Json(app.integrations.view(&live)))
+}
+
+async fn delete(app: Arc<Services>, id: String) -> Result<StatusCode, ApiError> {
+    app.integrations.delete(&id).await?;
+    tracing::info!(integration = %id, "integration deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn chats(app: Arc<Services>, id: String, query: ChatsQuery) -> Result<Page<KnownChat>, ApiError> {
     let items = if query.refresh {
         let client = client(&app, &id)?;
         chats::refresh(&app.store, &client, &id, app.clock.now()).await?
@@ -94,103 +179,45 @@ async fn chats(app: Arc<Services>, id: String, query: ChatsQuery) -> Result<Resp
         client(&app, &id)?;
         chats::list(&app.store, &id)?
     };
-    Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
+    Ok(Page::new(items))
 }
 
-/// Fetches a tenant token: proves the App ID and App Secret and that Lark is reachable.
-async fn check(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
+async fn check(app: Arc<Services>, id: String) -> Result<Json<CheckAnswer>, ApiError> {
     let client = client(&app, &id)?;
     client.ensure_tenant_token().await?;
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "ok": true, "token_expires_at": client.token_expires_at() }),
-    ))
+    Ok(Json(CheckAnswer {
+        ok: true,
+        token_expires_at: client.token_expires_at(),
+    }))
 }
 
-pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    let limit = app.settings.max_body_bytes;
-    let auth = guarded(app);
-
-    let list = warp::path!("api" / "v1" / "integrations")
-        .and(warp::get())
-        .and(auth.clone())
-        .map(|app: Arc<Services>| {
-            let items: Vec<_> = app
-                .integrations
-                .all()
-                .iter()
-                .map(|l| app.integrations.view(l))
-                .collect();
-            json(StatusCode::OK, &serde_json::json!({ "items": items }))
-        });
-    let create = warp::path!("api" / "v1" / "integrations")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(body::json::<IntegrationInput>(limit))
-        .then(|app: Arc<Services>, input| async move {
-            let live = app.integrations.create(input).await?;
-            tracing::info!(integration = %live.id(), app_id = %live.record.app_id, "integration created");
-            Ok(json(StatusCode::CREATED, &app.integrations.view(&live)))
-        })
-        .map(respond);
-    let get = warp::path!("api" / "v1" / "integrations" / String)
-        .and(warp::get())
-        .and(auth.clone())
-        .map(|id: String, app: Arc<Services>| {
-            respond(
-                app.integrations
-                    .get(&id)
-                    .map(|l| json(StatusCode::OK, &app.integrations.view(&l)))
-                    .ok_or_else(|| ApiError::from(IntegrationError::NotFound(id))),
-            )
-        });
-    let update = warp::path!("api" / "v1" / "integrations" / String)
-        .and(warp::patch().or(warp::put()).unify())
-        .and(auth.clone())
-        .and(body::json::<IntegrationInput>(limit))
-        .then(|id: String, app: Arc<Services>, input| async move {
-            let live = app.integrations.update(&id, input).await?;
-            Ok(json(StatusCode::OK, &app.integrations.view(&live)))
-        })
-        .map(respond);
-    let delete = warp::path!("api" / "v1" / "integrations" / String)
-        .and(warp::delete())
-        .and(auth.clone())
-        .then(|id: String, app: Arc<Services>| async move {
-            app.integrations.delete(&id).await?;
-            tracing::info!(integration = %id, "integration deleted");
-            Ok(StatusCode::NO_CONTENT.into_response())
-        })
-        .map(respond);
-    let chats = warp::path!("api" / "v1" / "integrations" / String / "chats")
-        .and(warp::get())
-        .and(auth.clone())
-        .and(warp::query::<ChatsQuery>())
-        .then(|id: String, app: Arc<Services>, q: ChatsQuery| chats(app, id, q))
-        .map(respond);
-    let check = warp::path!("api" / "v1" / "integrations" / String / "check")
-        .and(warp::post())
-        .and(auth)
-        .then(|id: String, app: Arc<Services>| check(app, id))
-        .map(respond);
-    list.or(create)
-        .unify()
-        .or(get)
-        .unify()
-        .or(update)
-        .unify()
-        .or(delete)
-        .unify()
-        .or(chats)
-        .unify()
-        .or(check)
-        .unify()
-        .boxed()
+/// Authenticates, then hands the handler the app (the homepage's admin routes until they move
+/// to the route table).
+pub fn guarded(app: Arc<Services>) -> warp::filters::BoxedFilter<(Arc<Services>,)> {
+    use warp::Filter;
+    super::route::admin(app.clone()).map(move || app.clone()).boxed()
 }
 
-/// Authenticates, then hands the handler the app.
-pub fn guarded(app: Arc<Services>) -> BoxedFilter<(Arc<Services>,)> {
-    authenticated(app.clone())
-        .map(move |_p: Principal| app.clone())
-        .boxed()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lark::LarkError;
+
+    #[test]
+    fn a_lark_failure_carries_its_reason_as_the_code() {
+        let cases = [
+            LarkError::Transient {
+                cause: "reset".into(),
+                http_status: None,
+            },
+            LarkError::MalformedResponse {
+                http_status: 200,
+                cause: "not json".into(),
+            },
+            LarkError::Config("bad base".into()),
+        ];
+        for e in cases {
+            assert_eq!(lark_code(&e).as_str(), e.reason(), "{e}");
+        }
+    }
 }

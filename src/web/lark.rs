@@ -1,18 +1,19 @@
 //! Lark-facing routes on the public listener: the Message Card Request URL
-//! `POST /lark/{integration_id}/callback` (events and card callbacks).
+//! `POST /lark/{integration_id}/callback` (events and card callbacks). The homepage's pages and
+//! its OAuth sign-in under `/lark/{integration_id}/…` are `web::homepage`'s.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use warp::filters::BoxedFilter;
-use warp::http::{HeaderMap, StatusCode};
+use warp::Reply;
+use warp::http::HeaderMap;
 use warp::reply::Response;
-use warp::{Filter, Reply};
 
-use super::body;
-use super::error::{ApiError, respond};
+use super::error::{ApiError, ErrorCode};
+use super::route::AnyJson;
 use crate::integration::inbound::InboundError;
 use crate::lark::callback::SignatureHeaders;
+use crate::route_table;
 use crate::services::Services;
 
 /// The one answer to every refused callback, whatever the reason: an unknown integration, a bad
@@ -20,8 +21,7 @@ use crate::services::Services;
 /// padding oracle (issue 12.1); the reason goes to the integration's `callback_stats` instead.
 fn refused() -> ApiError {
     ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "callback_refused",
+        ErrorCode::CallbackRefused,
         "the request is not a valid Lark request for this URL",
     )
 }
@@ -33,6 +33,14 @@ impl From<InboundError> for ApiError {
             InboundError::Store(s) => s.into(),
         }
     }
+}
+
+route_table! {
+    pub fn routes(app, limit = app.settings.max_body_bytes), const ROUTES, Public;
+    /// The Message Card Request URL: Lark posts events, card callbacks and the URL challenge here,
+    /// signed (and encrypted) with the integration's keys.
+    POST ["lark" / {integration_id} / "callback"] lark with(warp::header::headers_cloned()), raw(AnyJson)
+        => callback -> 200 json(AnyJson);
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -55,20 +63,4 @@ async fn callback(
     };
     let reply = app.inbound.handle(&id, &signature, &body).await?;
     Ok(warp::reply::json(&reply).into_response())
-}
-
-pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    let limit = app.settings.max_body_bytes;
-    warp::path!("lark" / String / "callback")
-        .and(warp::post())
-        .and(warp::any().map(move || app.clone()))
-        .and(warp::header::headers_cloned())
-        .and(body::raw(limit))
-        .then(
-            |id: String, app: Arc<Services>, headers: HeaderMap, body: Bytes| {
-                callback(app, id, headers, body)
-            },
-        )
-        .map(respond)
-        .boxed()
 }

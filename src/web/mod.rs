@@ -1,5 +1,21 @@
 //! HTTP routes: the public listener (Lark-facing paths, health) and the admin listener (admin API,
-//! UI, metrics, OpenAPI). Handlers call the domain; every error leaves as the JSON error shape.
+//! UI, metrics, OpenAPI). Handlers call the domain; every error leaves as the JSON error shape
+//! with a code from `error::CATALOG`.
+//!
+//! Each resource module declares its routes in one `route_table!` (see `route.rs`): a line per
+//! route with its method(s), path, who may call it, extra extractors, body, named handler and
+//! answer. The macro builds the resource's warp filter and its `ROUTES` list; [`routes()`] joins
+//! every list, and the OpenAPI document (`openapi.rs`) is generated from it.
+//!
+//! To add a route:
+//! 1. Write the handler as a named `async fn` taking `Arc<Services>`, the path's parameters, the
+//!    gate's output (`admin_as`: the `Principal`), each `with(..)` filter's output and the body,
+//!    returning `Result<impl Reply, ApiError>` (`reply::{Json, Created, Page}` for JSON).
+//! 2. Add its line to the resource's table, e.g.
+//!    `GET ["api" / "v1" / "things" / {id}] admin => get_thing -> 200 json(ThingView);`
+//!    and derive `utoipa::ToSchema` on the body and answer types.
+//! 3. A new resource module: add its table to [`TABLES`] and its filter to the listener below.
+//! 4. Run `UPDATE_OPENAPI=1 cargo test --test openapi`, read the snapshot's diff, commit it.
 
 pub mod admin;
 pub mod assets;
@@ -7,41 +23,50 @@ pub mod body;
 pub mod bot_webhooks;
 pub mod delivery;
 pub mod error;
+pub mod health;
 pub mod homepage;
 pub mod incidents;
 pub mod integrations;
 pub mod lark;
+pub mod openapi;
+pub mod reply;
+pub mod route;
 pub mod schedules;
 pub mod setup;
 pub mod webhooks;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::{Filter, Reply};
 
 use crate::services::Services;
 use crate::telemetry::HttpLabels;
+use route::RouteSpec;
 
-fn health(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
-    let readyz = warp::path!("readyz").and(warp::get()).map(move || {
-        let ready = app.ready.load(Ordering::SeqCst);
-        let status = if ready {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        let body = serde_json::json!({"status": if ready { "ready" } else { "not_ready" }});
-        warp::reply::with_status(warp::reply::json(&body), status).into_response()
-    });
-    healthz.or(readyz).unify().boxed()
+/// Every resource's table, in the order the listeners try them (health first, the admin UI's
+/// catch-all last).
+const TABLES: &[&[RouteSpec]] = &[
+    health::ROUTES,
+    lark::ROUTES,
+    schedules::PUBLIC_ROUTES,
+    admin::ROUTES,
+    integrations::ROUTES,
+    webhooks::ROUTES,
+    bot_webhooks::ROUTES,
+    delivery::ROUTES,
+    incidents::ROUTES,
+    schedules::ROUTES,
+    setup::ROUTES,
+    assets::ROUTES,
+];
+
+/// Every route of every listener.
+pub fn routes() -> impl Iterator<Item = &'static RouteSpec> {
+    TABLES.iter().flat_map(|table| table.iter())
 }
 
 /// The HTTP method as a metric label and log field: the standard methods by name, any extension
@@ -158,7 +183,7 @@ fn finish(
 }
 
 fn public_only(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    health(app.clone())
+    health::routes(app.clone())
         .or(lark::routes(app.clone()))
         .unify()
         .or(homepage::routes(app.clone()))
@@ -199,7 +224,10 @@ pub fn public_routes(app: Arc<Services>, listener: &'static str) -> BoxedFilter<
 /// Routes of the separate admin listener.
 pub fn admin_routes(app: Arc<Services>, listener: &'static str) -> BoxedFilter<(Response,)> {
     finish(
-        health(app.clone()).or(admin_only(app.clone())).unify().boxed(),
+        health::routes(app.clone())
+            .or(admin_only(app.clone()))
+            .unify()
+            .boxed(),
         app,
         listener,
     )

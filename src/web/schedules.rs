@@ -9,14 +9,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use warp::filters::BoxedFilter;
+use utoipa::ToSchema;
+use warp::Reply;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::{Filter, Reply};
 
-use super::body;
-use super::error::{ApiError, json, respond};
-use super::integrations::guarded;
+use super::error::{ApiError, ErrorCode, json};
+use super::reply::Page;
+use super::route::AnyJson;
+use crate::route_table;
 use crate::schedule::model::FeedTarget;
 use crate::schedule::{
     FinalShift, LayersInput, OverrideInput, ScheduleChange, ScheduleError, ScheduleInput, resolve,
@@ -26,9 +27,9 @@ use crate::services::Services;
 impl From<ScheduleError> for ApiError {
     fn from(e: ScheduleError) -> Self {
         match e {
-            ScheduleError::Invalid { .. } => ApiError::bad_request("invalid_field", e.to_string()),
+            ScheduleError::Invalid { .. } => ApiError::bad_request(ErrorCode::InvalidField, e.to_string()),
             ScheduleError::NotFound(_) => ApiError::not_found(e.to_string()),
-            ScheduleError::Conflict(_) => ApiError::conflict("conflict", e.to_string()),
+            ScheduleError::Conflict(_) => ApiError::conflict(ErrorCode::Conflict, e.to_string()),
             ScheduleError::Store(s) => s.into(),
         }
     }
@@ -49,7 +50,7 @@ fn instant(query: &Query, field: &str) -> Result<Option<DateTime<Utc>>, ApiError
                 .map(|t| t.with_timezone(&Utc))
                 .map_err(|_| {
                     ApiError::bad_request(
-                        "invalid_field",
+                        ErrorCode::InvalidField,
                         format!("{field}: {text:?} is not an RFC 3339 instant such as 2026-12-07T09:00:00Z"),
                     )
                 })
@@ -60,7 +61,7 @@ fn instant(query: &Query, field: &str) -> Result<Option<DateTime<Utc>>, ApiError
 fn only_fields(query: &Query, allowed: &[&str]) -> Result<(), ApiError> {
     match query.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(ApiError::bad_request(
-            "invalid_field",
+            ErrorCode::InvalidField,
             format!("{k}: unknown query parameter; expected {}", allowed.join(", ")),
         )),
         None => Ok(()),
@@ -137,7 +138,7 @@ async fn delete(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
         .collect();
     if !naming.is_empty() {
         return Err(ApiError::conflict(
-            "schedule_in_use",
+            ErrorCode::ScheduleInUse,
             format!("rules name this schedule: {}", naming.join(", ")),
         ));
     }
@@ -210,7 +211,8 @@ async fn member_shifts(app: Arc<Services>, member: String, query: Query) -> Resu
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// Exactly one of `schedule_id` and `member_id`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FeedInput {
     schedule_id: Option<String>,
@@ -223,7 +225,7 @@ async fn create_feed(app: Arc<Services>, input: FeedInput) -> Result<Response, A
         (None, Some(id)) => FeedTarget::Member(id),
         _ => {
             return Err(ApiError::bad_request(
-                "invalid_field",
+                ErrorCode::InvalidField,
                 "schedule_id: give exactly one of schedule_id and member_id",
             ));
         }
@@ -275,123 +277,47 @@ async fn calendar(app: Arc<Services>, file: String) -> Result<Response, ApiError
     }
 }
 
-/// The public listener's route: calendar apps fetch feeds from the internet.
-pub fn public_routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    warp::path!("calendar" / String)
-        .and(warp::get())
-        .then(move |file: String| calendar(app.clone(), file))
-        .map(respond)
-        .boxed()
+route_table! {
+    pub fn public_routes(app, limit = 0), const PUBLIC_ROUTES, Public;
+    /// A calendar feed by its secret (`{token}.ics`); unknown, revoked and malformed tokens all
+    /// answer the same 404.
+    GET ["calendar" / {file}] public => calendar -> 200 other("text/calendar");
 }
 
-pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    let limit = app.settings.max_body_bytes;
-    let auth = guarded(app);
-    let query = || warp::query::<Query>();
-
-    let list = warp::path!("api" / "v1" / "schedules")
-        .and(warp::get())
-        .and(auth.clone())
-        .then(list)
-        .map(respond);
-    let create = warp::path!("api" / "v1" / "schedules")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(body::json::<ScheduleInput>(limit))
-        .then(create)
-        .map(respond);
-    let get = warp::path!("api" / "v1" / "schedules" / String)
-        .and(warp::get())
-        .and(auth.clone())
-        .then(|id, app| get(app, id))
-        .map(respond);
-    let update = warp::path!("api" / "v1" / "schedules" / String)
-        .and(warp::patch())
-        .and(auth.clone())
-        .and(body::json::<ScheduleChange>(limit))
-        .then(|id, app, change| update(app, id, change))
-        .map(respond);
-    let delete = warp::path!("api" / "v1" / "schedules" / String)
-        .and(warp::delete())
-        .and(auth.clone())
-        .then(|id, app| delete(app, id))
-        .map(respond);
-    let layers = warp::path!("api" / "v1" / "schedules" / String / "layers")
-        .and(warp::put())
-        .and(auth.clone())
-        .and(body::json::<LayersInput>(limit))
-        .then(|id, app, input| replace_layers(app, id, input))
-        .map(respond);
-    let add_override = warp::path!("api" / "v1" / "schedules" / String / "overrides")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(body::json::<OverrideInput>(limit))
-        .then(|id, app, input| add_override(app, id, input))
-        .map(respond);
-    let remove_override = warp::path!("api" / "v1" / "schedules" / String / "overrides" / String)
-        .and(warp::delete())
-        .and(auth.clone())
-        .then(|id, oid, app| remove_override(app, id, oid))
-        .map(respond);
-    let on_call = warp::path!("api" / "v1" / "schedules" / String / "on-call")
-        .and(warp::get())
-        .and(auth.clone())
-        .and(query())
-        .then(|id, app, q| on_call(app, id, q))
-        .map(respond);
-    let shifts = warp::path!("api" / "v1" / "schedules" / String / "shifts")
-        .and(warp::get())
-        .and(auth.clone())
-        .and(query())
-        .then(|id, app, q| shifts(app, id, q))
-        .map(respond);
-    let member_shifts = warp::path!("api" / "v1" / "members" / String / "shifts")
-        .and(warp::get())
-        .and(auth.clone())
-        .and(query())
-        .then(|id, app, q| member_shifts(app, id, q))
-        .map(respond);
-    let list_feeds = warp::path!("api" / "v1" / "calendar-feeds")
-        .and(warp::get())
-        .and(auth.clone())
-        .then(list_feeds)
-        .map(respond);
-    let create_feed = warp::path!("api" / "v1" / "calendar-feeds")
-        .and(warp::post())
-        .and(auth.clone())
-        .and(body::json::<FeedInput>(limit))
-        .then(create_feed)
-        .map(respond);
-    let revoke_feed = warp::path!("api" / "v1" / "calendar-feeds" / String)
-        .and(warp::delete())
-        .and(auth)
-        .then(|id, app| revoke_feed(app, id))
-        .map(respond);
-    list.or(create)
-        .unify()
-        .or(get)
-        .unify()
-        .or(update)
-        .unify()
-        .or(delete)
-        .unify()
-        .or(layers)
-        .unify()
-        .or(add_override)
-        .unify()
-        .or(remove_override)
-        .unify()
-        .or(on_call)
-        .unify()
-        .or(shifts)
-        .unify()
-        .or(member_shifts)
-        .unify()
-        .or(list_feeds)
-        .unify()
-        .or(create_feed)
-        .unify()
-        .or(revoke_feed)
-        .unify()
-        .boxed()
+route_table! {
+    pub fn routes(app, limit = app.settings.max_body_bytes), const ROUTES, Admin;
+    /// Lists the schedules, with who is on call now.
+    GET ["api" / "v1" / "schedules"] admin => list -> 200 json(Page<AnyJson>);
+    /// Creates a schedule.
+    POST ["api" / "v1" / "schedules"] admin, json(ScheduleInput) => create -> 201 json(AnyJson);
+    /// One schedule.
+    GET ["api" / "v1" / "schedules" / {id}] admin => get -> 200 json(AnyJson);
+    /// Changes a schedule's name, time zone, notices or daily card.
+    PATCH ["api" / "v1" / "schedules" / {id}] admin, json(ScheduleChange) => update -> 200 json(AnyJson);
+    /// Deletes a schedule (refused while an escalation rule names it).
+    DELETE ["api" / "v1" / "schedules" / {id}] admin => delete -> 204;
+    /// Replaces a schedule's layers from a moment on (a new version).
+    PUT ["api" / "v1" / "schedules" / {id} / "layers"] admin, json(LayersInput)
+        => replace_layers -> 200 json(AnyJson);
+    /// Adds an override: someone else covers a span.
+    POST ["api" / "v1" / "schedules" / {id} / "overrides"] admin, json(OverrideInput)
+        => add_override -> 201 json(AnyJson);
+    /// Removes an override.
+    DELETE ["api" / "v1" / "schedules" / {id} / "overrides" / {override_id}] admin
+        => remove_override -> 200 json(AnyJson);
+    /// Who is on call at `at` (now when absent), until when, and who comes next.
+    GET ["api" / "v1" / "schedules" / {id} / "on-call"] admin with(warp::query::<Query>())
+        => on_call -> 200 json(AnyJson);
+    /// The final shifts, each layer's and the gaps of a window (`from`, `to`, `member`).
+    GET ["api" / "v1" / "schedules" / {id} / "shifts"] admin with(warp::query::<Query>())
+        => shifts -> 200 json(AnyJson);
+    /// One person's shifts across every schedule in a window (`from`, `to`).
+    GET ["api" / "v1" / "members" / {id} / "shifts"] admin with(warp::query::<Query>())
+        => member_shifts -> 200 json(AnyJson);
+    /// Lists the calendar feeds (never their secrets).
+    GET ["api" / "v1" / "calendar-feeds"] admin => list_feeds -> 200 json(Page<AnyJson>);
+    /// Creates a calendar feed of a schedule or a member; the answer carries its secret URL.
+    POST ["api" / "v1" / "calendar-feeds"] admin, json(FeedInput) => create_feed -> 201 json(AnyJson);
+    /// Revokes a calendar feed.
+    DELETE ["api" / "v1" / "calendar-feeds" / {id}] admin => revoke_feed -> 204;
 }

@@ -7,19 +7,17 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use warp::Filter;
-use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
-use warp::reply::Response;
+use utoipa::ToSchema;
 
-use super::error::{ApiError, json, respond};
-use super::integrations::guarded;
+use super::error::ApiError;
+use super::reply::Json;
 use crate::integration::chats;
 use crate::integration::{CallbackStats, IntegrationError, ReceiveMode, SUBSCRIBED_EVENTS};
 use crate::lark::LarkError;
+use crate::route_table;
 use crate::services::Services;
 
-#[derive(Serialize, Clone, Copy, PartialEq, Debug)]
+#[derive(Serialize, Clone, Copy, PartialEq, Debug, ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum State {
     Ok,
@@ -30,9 +28,10 @@ enum State {
     NotNeeded,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Check {
     /// `credentials`, `request_url`, `encryption`, `chats`, `user_lookup` or `homepage`.
+    #[schema(value_type = String)]
     id: &'static str,
     state: State,
     /// Why, as a stable code: `lark_10014`, `no_request_yet`, `refused:<reason>`, …
@@ -93,7 +92,28 @@ fn request_url_check(modes: &[ReceiveMode], stats: &CallbackStats) -> Check {
     }
 }
 
-async fn checks(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
+/// The set-up guide's checks and the events to subscribe to.
+#[derive(Serialize, ToSchema)]
+pub struct SetupAnswer {
+    checks: Vec<Check>,
+    events: Events,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Events {
+    #[schema(value_type = Vec<String>)]
+    subscribe: Vec<&'static str>,
+    #[schema(value_type = Vec<String>)]
+    arrived: Vec<&'static str>,
+}
+
+route_table! {
+    pub fn routes(app, limit = 0), const ROUTES, Admin;
+    /// The set-up guide's live checks of an integration.
+    GET ["api" / "v1" / "integrations" / {id} / "setup"] admin => checks -> 200 json(SetupAnswer);
+}
+
+async fn checks(app: Arc<Services>, id: String) -> Result<Json<SetupAnswer>, ApiError> {
     let live = app
         .integrations
         .get(&id)
@@ -205,19 +225,13 @@ async fn checks(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
         .into_iter()
         .filter(|e| stats.events_by_type.contains_key(*e))
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "checks": out, "events": {"subscribe": SUBSCRIBED_EVENTS, "arrived": arrived} }),
-    ))
-}
-
-pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    warp::path!("api" / "v1" / "integrations" / String / "setup")
-        .and(warp::get())
-        .and(guarded(app))
-        .then(|id: String, app: Arc<Services>| checks(app, id))
-        .map(respond)
-        .boxed()
+    Ok(Json(SetupAnswer {
+        checks: out,
+        events: Events {
+            subscribe: SUBSCRIBED_EVENTS.to_vec(),
+            arrived,
+        },
+    }))
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ pub struct Subscription {
 }
 
 /// A subscription as the admin API shows it (never the secret).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionView {
     pub id: String,
     pub name: String,
@@ -79,7 +79,7 @@ impl From<&Subscription> for SubscriptionView {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionInput {
     pub name: Option<String>,
