@@ -43,7 +43,7 @@ pub fn append(w: &WriteTx<'_>, mut entry: OpEntry) -> Result<u64, StoreError> {
     Ok(seq)
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct OpQuery {
     pub integration: Option<String>,

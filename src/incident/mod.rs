@@ -123,7 +123,7 @@ pub enum AlertOutcome {
     NothingOpen,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct IncidentQuery {
     /// `triggered`, `acknowledged`, `resolved`, or `open` (triggered or acknowledged).

@@ -45,7 +45,7 @@ impl Severity {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Triggered,
@@ -64,7 +64,7 @@ impl Status {
 }
 
 /// Where an action on an incident came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Via {
     Card,
@@ -76,7 +76,7 @@ pub enum Via {
 }
 
 /// Who did something, and from where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Actor {
     pub via: Via,
     /// A member id, an admin principal (`user:admin`, `token:ci`), an alert source id, or
@@ -96,7 +96,7 @@ impl Actor {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TimelineEvent {
     pub at: DateTime<Utc>,
     /// `triggered`, `acknowledged`, `unacknowledged`, `resolved`, `snoozed`, `snooze_ended`,
@@ -109,7 +109,7 @@ pub struct TimelineEvent {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Incident {
     pub id: String,
     /// The short number people type (`#42`).

@@ -144,17 +144,22 @@ pub struct OverrideInput {
 }
 
 /// A schedule as the API shows it: the version in force now on top, every version below.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ScheduleView {
     pub id: String,
     pub name: String,
     pub description: String,
     pub time_zone: String,
+    #[schema(value_type = Vec<Object>)]
     pub layers: Vec<Layer>,
+    #[schema(value_type = Option<Object>)]
     pub handoff_notice: Option<HandoffNotice>,
+    #[schema(value_type = Option<Object>)]
     pub daily_summary: Option<DailySummary>,
+    #[schema(value_type = Vec<Object>)]
     pub versions: Vec<Version>,
     /// Overrides not yet ended.
+    #[schema(value_type = Vec<Object>)]
     pub overrides: Vec<Override>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

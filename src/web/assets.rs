@@ -129,6 +129,7 @@ pub const ROUTES: &[RouteSpec] = &[RouteSpec {
     access: Access::Public,
     handler: "assets::routes",
     summary: " The admin UI's files (`/` is `index.html`), with ETags and gzip.",
+    query: None,
     request: Content::Empty,
     status: 200,
     response: Content::Other("text/html"),

@@ -134,7 +134,7 @@ fn known_integration(app: &Services, id: &str) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct JobsQuery {
     state: Option<JobStateFilter>,
@@ -142,7 +142,7 @@ struct JobsQuery {
     limit: Option<usize>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum JobStateFilter {
     Pending,
@@ -190,10 +190,10 @@ pub struct EnqueuedBatch {
 route_table! {
     pub fn routes(app, limit = app.settings.max_body_bytes), const ROUTES, Admin;
     /// The operation log: every call made to Lark and every delivery decision.
-    GET ["api" / "v1" / "oplog"] admin with(warp::query::<OpQuery>())
+    GET ["api" / "v1" / "oplog"] admin query(OpQuery)
         => list_oplog -> 200 json(OplogPage);
     /// The outbox's jobs, optionally of one state (`pending`, `held`, `failed`).
-    GET ["api" / "v1" / "jobs"] admin with(warp::query::<JobsQuery>())
+    GET ["api" / "v1" / "jobs"] admin query(JobsQuery)
         => list_jobs -> 200 json(JobsPage);
     /// Re-triggers a failed job.
     POST ["api" / "v1" / "jobs" / {id} / "retry"] admin => retry -> 202 json(Enqueued);

@@ -19,7 +19,7 @@ use super::route::AnyJson;
 use crate::auth::Principal;
 use crate::incident::ingest::{AlertmanagerPayload, StandardEvent};
 use crate::incident::members::{LinkReport, MemberInput};
-use crate::incident::model::{Actor, AlertSource, Member, Via};
+use crate::incident::model::{Actor, AlertSource, Incident, Member, Via};
 use crate::incident::rules::RuleInput;
 use crate::incident::war_room::Requester;
 use crate::incident::{Action, AlertOutcome, IncidentError, IncidentQuery, NewIncident};
@@ -48,12 +48,12 @@ fn json_reply(status: StatusCode, value: &impl serde::Serialize) -> Response {
 route_table! {
     pub fn routes(app, limit = app.settings.max_body_bytes), const ROUTES, Admin;
     /// Lists incidents, newest first (without their timelines); `next_before` pages on.
-    GET ["api" / "v1" / "incidents"] admin with(warp::query::<IncidentQuery>())
+    GET ["api" / "v1" / "incidents"] admin query(IncidentQuery)
         => list_incidents -> 200 json(IncidentPage);
     /// Opens an incident (or merges it into the open one with the same `dedup_key`).
-    POST ["api" / "v1" / "incidents"] admin_as, json(NewIncident) => open_incident -> 201 json(AnyJson);
+    POST ["api" / "v1" / "incidents"] admin_as, json(NewIncident) => open_incident -> 201 json(Incident);
     /// One incident with its timeline, cards and war room.
-    GET ["api" / "v1" / "incidents" / {id}] admin => get_incident -> 200 json(AnyJson);
+    GET ["api" / "v1" / "incidents" / {id}] admin => get_incident -> 200 json(IncidentDetail);
     /// Opens the incident's war room (a Lark group chat), or answers the one it has.
     POST ["api" / "v1" / "incidents" / {id} / "war-room"] admin_as, raw(WarRoomBody)
         => open_war_room -> 201 json(AnyJson);
@@ -62,13 +62,13 @@ route_table! {
     /// Acts on an incident: `acknowledge`, `unacknowledge`, `resolve`, `snooze`, `reopen`,
     /// `reassign` or `note`.
     POST ["api" / "v1" / "incidents" / {id} / {action}] admin_as, raw(ActionBody)
-        => act -> 200 json(AnyJson);
+        => act -> 200 json(Incident);
     /// Lists the members.
     GET ["api" / "v1" / "members"] admin => list_members -> 200 json(Page<Member>);
     /// Adds a member.
     POST ["api" / "v1" / "members"] admin, json(MemberInput) => create_member -> 201 json(Member);
     /// Links members to their Lark identities by email or mobile, for one integration.
-    POST ["api" / "v1" / "members" / "link"] admin with(warp::query::<LinkQuery>())
+    POST ["api" / "v1" / "members" / "link"] admin query(LinkQuery)
         => link_members -> 200 json(LinkReport);
     /// One member.
     GET ["api" / "v1" / "members" / {id}] admin => get_member -> 200 json(Member);
@@ -196,14 +196,26 @@ async fn open_incident(app: Arc<Services>, p: Principal, new: NewIncident) -> Re
     Ok(json_reply(status, &incident))
 }
 
-async fn get_incident(app: Arc<Services>, id: String) -> Result<Json<Value>, ApiError> {
+/// An incident with the cards sent for it and its war room.
+#[derive(Serialize, ToSchema)]
+pub struct IncidentDetail {
+    #[serde(flatten)]
+    incident: Incident,
+    #[schema(value_type = Vec<Object>)]
+    cards: Value,
+    #[schema(value_type = Option<Object>)]
+    war_room: Value,
+}
+
+async fn get_incident(app: Arc<Services>, id: String) -> Result<Json<IncidentDetail>, ApiError> {
     let incident = app.incidents.get(&id)?;
     let cards = app.incidents.cards(&incident.id)?;
     let war_room = app.incidents.war_room(&incident.id)?;
-    let mut v = serde_json::to_value(&incident).unwrap_or(Value::Null);
-    v["cards"] = serde_json::to_value(cards).unwrap_or(Value::Null);
-    v["war_room"] = serde_json::to_value(war_room).unwrap_or(Value::Null);
-    Ok(Json(v))
+    Ok(Json(IncidentDetail {
+        incident,
+        cards: serde_json::to_value(cards).unwrap_or(Value::Null),
+        war_room: serde_json::to_value(war_room).unwrap_or(Value::Null),
+    }))
 }
 
 async fn open_war_room(
@@ -259,7 +271,7 @@ async fn create_member(app: Arc<Services>, input: MemberInput) -> Result<Created
     Ok(Created(app.incidents.members.create(input).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct LinkQuery {
     integration_id: String,

@@ -91,7 +91,7 @@ impl From<ChatsError> for ApiError {
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct ChatsQuery {
     #[serde(default)]
@@ -120,7 +120,7 @@ route_table! {
     /// Deletes an integration.
     DELETE ["api" / "v1" / "integrations" / {id}] admin => delete -> 204;
     /// The chats the bot is in: as last seen, or asked of Lark now with `?refresh=true`.
-    GET ["api" / "v1" / "integrations" / {id} / "chats"] admin with(warp::query::<ChatsQuery>())
+    GET ["api" / "v1" / "integrations" / {id} / "chats"] admin query(ChatsQuery)
         => chats -> 200 json(Page<KnownChat>);
     /// Fetches a tenant token: proves the App ID and App Secret and that Lark is reachable.
     POST ["api" / "v1" / "integrations" / {id} / "check"] admin => check -> 200 json(CheckAnswer);

@@ -98,6 +98,9 @@ fn operation(
                 .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
         );
     }
+    if let Some(params) = route.query {
+        op = op.parameters(Some(params()));
+    }
     if let Some((mime, body)) = content(route.request, schemas) {
         op = op.request_body(Some(
             RequestBodyBuilder::new()

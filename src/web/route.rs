@@ -46,6 +46,14 @@ pub enum Access {
 /// Collects a type's schema and the schemas it refers to.
 pub type SchemaFn = fn(&mut Vec<(String, RefOr<Schema>)>) -> RefOr<Schema>;
 
+/// The documented parameters of a typed query string.
+pub type ParamsFn = fn() -> Vec<utoipa::openapi::path::Parameter>;
+
+/// The query parameters of `T`.
+pub fn params_of<T: utoipa::IntoParams>() -> Vec<utoipa::openapi::path::Parameter> {
+    T::into_params(|| Some(utoipa::openapi::path::ParameterIn::Query))
+}
+
 /// A request or answer body, as documented.
 #[derive(Clone, Copy)]
 pub enum Content {
@@ -74,6 +82,8 @@ pub struct RouteSpec {
     pub handler: &'static str,
     /// The handler's doc line in the table.
     pub summary: &'static str,
+    /// The query string's parameters, when the route takes typed ones.
+    pub query: Option<ParamsFn>,
     pub request: Content,
     pub status: u16,
     pub response: Content,
@@ -350,6 +360,17 @@ macro_rules! __route_access {
     };
 }
 
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __route_query_doc {
+    () => {
+        None
+    };
+    ($ty:ty) => {
+        Some($crate::web::route::params_of::<$ty>)
+    };
+}
+
 /// The request body's filter: `json(T)` decodes (400 naming the field), `raw(T)` hands the
 /// handler the bytes it decodes itself (documented as `T`), `form` an HTML form's bytes.
 #[macro_export]
@@ -403,9 +424,10 @@ macro_rules! __route_content {
 /// }
 /// ```
 ///
-/// The handler is an `async fn` taking the path's parameters, then `Arc<Services>`, then the
-/// gate's output (`admin_as`: the `Principal`), then each `with(..)` filter's output, then the
-/// body; it returns `Result<impl Reply, ApiError>`. Routes are tried in the table's order.
+/// The handler is an `async fn` taking `Arc<Services>`, then the path's parameters, then the
+/// gate's output (`admin_as`: the `Principal`), then the `query(T)` (typed, documented through
+/// `utoipa::IntoParams`), then each `with(..)` filter's output, then the body; it returns
+/// `Result<impl Reply, ApiError>`. Routes are tried in the table's order.
 #[macro_export]
 macro_rules! route_table {
     (
@@ -413,6 +435,7 @@ macro_rules! route_table {
         $(
             $(#[doc = $doc:literal])*
             $method:ident $(| $more:ident)* [$($seg:tt)/+] $gate:ident
+                $(query($qty:ty))?
                 $(with($($extra:expr),+ $(,)?))?
                 $(, $bkind:ident $(($bty:ty))?)?
                 => $handler:ident -> $status:literal $($rkind:ident $(($($rarg:tt)+))?)?;
@@ -427,6 +450,7 @@ macro_rules! route_table {
                     access: $crate::__route_access!($gate),
                     handler: $crate::web::route::handler_name(concat!(module_path!(), "::", stringify!($handler))),
                     summary: concat!($($doc),*),
+                    query: $crate::__route_query_doc!($($qty)?),
                     request: $crate::__route_content!($($bkind $(($bty))?)?),
                     status: $status,
                     response: $crate::__route_content!($($rkind $(($($rarg)+))?)?),
@@ -452,6 +476,7 @@ macro_rules! route_table {
                             .and(::warp::path::end())
                             .and($crate::__route_method!($method) $(.or($crate::__route_method!($more)).unify())*)
                             .and($crate::__route_gate!($gate, $app))
+                            $(.and(::warp::query::<$qty>()))?
                             $($(.and($extra))+)?
                             $(.and($crate::__route_body!($bkind $(($bty))?, $limit)))?
                             .then($handler)

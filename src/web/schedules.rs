@@ -20,7 +20,8 @@ use super::route::AnyJson;
 use crate::route_table;
 use crate::schedule::model::FeedTarget;
 use crate::schedule::{
-    FinalShift, LayersInput, OverrideInput, ScheduleChange, ScheduleError, ScheduleInput, resolve,
+    FinalShift, LayersInput, OverrideInput, ScheduleChange, ScheduleError, ScheduleInput, ScheduleView,
+    resolve,
 };
 use crate::services::Services;
 
@@ -289,16 +290,16 @@ route_table! {
     /// Lists the schedules, with who is on call now.
     GET ["api" / "v1" / "schedules"] admin => list -> 200 json(Page<AnyJson>);
     /// Creates a schedule.
-    POST ["api" / "v1" / "schedules"] admin, json(ScheduleInput) => create -> 201 json(AnyJson);
-    /// One schedule.
-    GET ["api" / "v1" / "schedules" / {id}] admin => get -> 200 json(AnyJson);
-    /// Changes a schedule's name, time zone, notices or daily card.
-    PATCH ["api" / "v1" / "schedules" / {id}] admin, json(ScheduleChange) => update -> 200 json(AnyJson);
+    POST ["api" / "v1" / "schedules"] admin, json(ScheduleInput) => create -> 201 json(ScheduleView);
+    /// One schedule: the version in force now on top, every version below.
+    GET ["api" / "v1" / "schedules" / {id}] admin => get -> 200 json(ScheduleView);
+    /// Changes a schedule's name, description, notices or daily card.
+    PATCH ["api" / "v1" / "schedules" / {id}] admin, json(ScheduleChange) => update -> 200 json(ScheduleView);
     /// Deletes a schedule (refused while an escalation rule names it).
     DELETE ["api" / "v1" / "schedules" / {id}] admin => delete -> 204;
     /// Replaces a schedule's layers from a moment on (a new version).
     PUT ["api" / "v1" / "schedules" / {id} / "layers"] admin, json(LayersInput)
-        => replace_layers -> 200 json(AnyJson);
+        => replace_layers -> 200 json(ScheduleView);
     /// Adds an override: someone else covers a span.
     POST ["api" / "v1" / "schedules" / {id} / "overrides"] admin, json(OverrideInput)
         => add_override -> 201 json(AnyJson);
