@@ -191,13 +191,6 @@ async fn check(app: Arc<Services>, id: String) -> Result<Json<CheckAnswer>, ApiE
     }))
 }
 
-/// Authenticates, then hands the handler the app (the homepage's admin routes until they move
-/// to the route table).
-pub fn guarded(app: Arc<Services>) -> warp::filters::BoxedFilter<(Arc<Services>,)> {
-    use warp::Filter;
-    super::route::admin(app.clone()).map(move || app.clone()).boxed()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

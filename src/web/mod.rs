@@ -52,6 +52,7 @@ use route::RouteSpec;
 const TABLES: &[&[RouteSpec]] = &[
     health::ROUTES,
     lark::ROUTES,
+    homepage::ROUTES,
     schedules::PUBLIC_ROUTES,
     admin::ROUTES,
     integrations::ROUTES,
@@ -61,6 +62,7 @@ const TABLES: &[&[RouteSpec]] = &[
     incidents::ROUTES,
     schedules::ROUTES,
     setup::ROUTES,
+    homepage::ADMIN_ROUTES,
     assets::ROUTES,
 ];
 

@@ -21,13 +21,17 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use warp::filters::BoxedFilter;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::error::ApiError;
+use super::reply::Page;
 use crate::homepage::{COOKIE, HomepageError};
+use crate::route_table;
 use crate::services::Services;
 use incident::act;
 use login::{callback, logout};
@@ -262,20 +266,14 @@ fn internal(e: HomepageError) -> ApiError {
     ApiError::internal(e.to_string())
 }
 
-fn visit_filter()
--> impl Filter<Extract = ((Option<String>, Option<String>, Option<String>),), Error = warp::Rejection> + Clone
-{
+fn visit_filter() -> impl Filter<Extract = (VisitParts,), Error = warp::Rejection> + Clone {
     warp::cookie::optional::<String>(COOKIE)
         .and(warp::cookie::optional::<String>(LANG_COOKIE))
         .and(warp::header::optional::<String>("accept-language"))
         .map(|c, lang, accept| (c, lang, accept))
 }
 
-fn make_visit(
-    integration: String,
-    query: &HashMap<String, String>,
-    parts: (Option<String>, Option<String>, Option<String>),
-) -> Visit {
+fn make_visit(integration: String, query: &HashMap<String, String>, parts: VisitParts) -> Visit {
     let (cookie, lang_cookie, accept) = parts;
     let asked = query.get("lang").map(String::as_str);
     let lang = Lang::choose(asked, lang_cookie.as_deref(), accept.as_deref());
@@ -310,149 +308,173 @@ fn form_body(bytes: &Bytes) -> HashMap<String, String> {
     url::form_urlencoded::parse(bytes).into_owned().collect()
 }
 
-/// The homepage's routes on the public listener.
-pub fn routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    let limit = app.settings.max_body_bytes.min(64 * 1024);
-    let with_app = {
-        let app = app.clone();
-        warp::any().map(move || app.clone())
-    };
-    // Only the shared kit and the homepage's own files: the admin UI stays on the admin listener.
-    let assets = warp::path!("lark" / "assets" / String / String)
-        .and(warp::get().or(warp::head()).unify())
-        .and(warp::header::optional::<String>("if-none-match"))
-        .and(warp::header::optional::<String>("accept-encoding"))
-        .map(|dir: String, file: String, inm, encoding| {
-            if !matches!(dir.as_str(), "kit" | "home") {
-                return ApiError::not_found(format!("no asset {dir}/{file}")).into_response();
-            }
-            super::assets::serve(&format!("{dir}/{file}"), inm, encoding)
-                .unwrap_or_else(|e| e.into_response())
-        });
-    let callback_route = warp::path!("lark" / String / "oauth" / "callback")
-        .and(warp::get())
-        .and(with_app.clone())
-        .and(warp::query::<HashMap<String, String>>())
-        .and(visit_filter())
-        .then(
-            |id: String, app: Arc<Services>, q: HashMap<String, String>, parts| async move {
-                let visit = make_visit(id, &q, parts);
-                let lang = (visit.set_lang, visit.lang);
-                finish(&app, lang, callback(app.clone(), visit, q).await)
-            },
-        );
-    let act_route = warp::path!("lark" / String / "app" / "incidents" / String / "act")
-        .and(warp::post())
-        .and(with_app.clone())
-        .and(visit_filter())
-        .and(super::body::raw(limit))
-        .then(
-            |id: String, inc: String, app: Arc<Services>, parts, body: Bytes| async move {
-                let visit = make_visit(id, &HashMap::new(), parts);
-                let r = act(app.clone(), visit, inc, form_body(&body)).await;
-                finish(&app, (false, Lang::En), r)
-            },
-        );
-    let cover_route = warp::path!("lark" / String / "app" / "oncall" / "cover")
-        .and(warp::post())
-        .and(with_app.clone())
-        .and(visit_filter())
-        .and(super::body::raw(limit))
-        .then(|id: String, app: Arc<Services>, parts, body: Bytes| async move {
-            let visit = make_visit(id, &HashMap::new(), parts);
-            let r = cover(app.clone(), visit, form_body(&body)).await;
-            finish(&app, (false, Lang::En), r)
-        });
-    let answer_route = warp::path!("lark" / String / "app" / "oncall" / "requests" / String)
-        .and(warp::post())
-        .and(with_app.clone())
-        .and(visit_filter())
-        .and(super::body::raw(limit))
-        .then(
-            |id: String, req: String, app: Arc<Services>, parts, body: Bytes| async move {
-                let visit = make_visit(id, &HashMap::new(), parts);
-                let r = answer_cover(app.clone(), visit, req, form_body(&body)).await;
-                finish(&app, (false, Lang::En), r)
-            },
-        );
-    let logout_route = warp::path!("lark" / String / "app" / "logout")
-        .and(warp::post())
-        .and(with_app.clone())
-        .and(visit_filter())
-        .and(super::body::raw(limit))
-        .then(|id: String, app: Arc<Services>, parts, body: Bytes| async move {
-            let visit = make_visit(id, &HashMap::new(), parts);
-            let r = logout(app.clone(), visit, form_body(&body)).await;
-            finish(&app, (false, Lang::En), r)
-        });
-    let page_route =
-        warp::path("lark")
-            .and(warp::path::param::<String>())
-            .and(warp::path("app"))
-            .and(warp::path::tail())
-            .and(warp::get().or(warp::head()).unify())
-            .and(with_app)
-            .and(warp::query::<HashMap<String, String>>())
-            .and(visit_filter())
-            .then(
-                |id: String,
-                 tail: warp::path::Tail,
-                 app: Arc<Services>,
-                 q: HashMap<String, String>,
-                 parts| async move {
-                    let visit = make_visit(id, &q, parts);
-                    let lang = (visit.set_lang, visit.lang);
-                    let r = app_page(app.clone(), visit, tail.as_str().to_string(), q).await;
-                    finish(&app, lang, r)
-                },
-            );
-    assets
-        .or(callback_route)
-        .unify()
-        .or(act_route)
-        .unify()
-        .or(cover_route)
-        .unify()
-        .or(answer_route)
-        .unify()
-        .or(logout_route)
-        .unify()
-        .or(page_route)
-        .unify()
-        .boxed()
+/// The session list as the admin API shows it (never the secret's hash).
+#[derive(Serialize, ToSchema)]
+pub struct HomeSessionView {
+    id: String,
+    integration_id: String,
+    member_id: String,
+    open_id: String,
+    lark_name: String,
+    created_at: DateTime<Utc>,
+    last_seen_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
 }
 
-/// The admin's view of homepage sessions: list and revoke.
-pub fn admin_routes(app: Arc<Services>) -> BoxedFilter<(Response,)> {
-    let auth = super::integrations::guarded(app);
-    let list = warp::path!("api" / "v1" / "homepage" / "sessions")
-        .and(warp::get())
-        .and(auth.clone())
-        .map(|app: Arc<Services>| {
-            let reply = app.homepage.sessions().map(|items| {
-                let items: Vec<serde_json::Value> = items
-                    .into_iter()
-                    .map(|s| {
-                        serde_json::json!({"id": s.id, "integration_id": s.integration_id, "member_id": s.member_id,
-                                           "open_id": s.open_id, "lark_name": s.lark_name, "created_at": s.created_at,
-                                           "last_seen_at": s.last_seen_at, "expires_at": s.expires_at})
-                    })
-                    .collect();
-                warp::reply::json(&serde_json::json!({"items": items})).into_response()
-            });
-            reply.unwrap_or_else(|e| internal(e).into_response())
-        });
-    let revoke = warp::path!("api" / "v1" / "homepage" / "sessions" / String)
-        .and(warp::delete())
-        .and(auth)
-        .then(|id: String, app: Arc<Services>| async move {
-            match app.homepage.revoke(&id).await {
-                Ok(true) => warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response(),
-                Ok(false) => ApiError::not_found(format!("no homepage session {id}")).into_response(),
-                Err(e) => internal(e).into_response(),
-            }
-        });
-    list.or(revoke).unify().boxed()
+/// The cookies and language header a visit is read from.
+type VisitParts = (Option<String>, Option<String>, Option<String>);
+
+route_table! {
+    pub fn routes(app, limit = app.settings.max_body_bytes.min(64 * 1024)), const ROUTES, Public;
+    /// The shared kit's and the homepage's own files (`kit` or `home`); the admin UI's stay on
+    /// the admin listener.
+    GET | HEAD ["lark" / "assets" / {dir} / {file}] public
+        with(
+            warp::header::optional::<String>("if-none-match"),
+            warp::header::optional::<String>("accept-encoding"),
+        )
+        => asset -> 200 other("text/css");
+    /// The OAuth redirect: opens a homepage session and sends the person on to the page asked for.
+    GET ["lark" / {integration_id} / "oauth" / "callback"] public
+        with(warp::query::<HashMap<String, String>>(), visit_filter())
+        => oauth_callback -> 302 redirect;
+    /// An action on an incident from its page (a form post).
+    POST ["lark" / {integration_id} / "app" / "incidents" / {incident_id} / "act"] homepage
+        with(visit_filter()), form
+        => act_form -> 303 redirect;
+    /// Asks for someone to cover a span of the on-call page's shifts (a form post).
+    POST ["lark" / {integration_id} / "app" / "oncall" / "cover"] homepage with(visit_filter()), form
+        => cover_form -> 303 redirect;
+    /// Answers a cover request (a form post).
+    POST ["lark" / {integration_id} / "app" / "oncall" / "requests" / {request_id}] homepage
+        with(visit_filter()), form
+        => answer_form -> 303 redirect;
+    /// Ends the homepage session (a form post).
+    POST ["lark" / {integration_id} / "app" / "logout"] homepage with(visit_filter()), form
+        => logout_form -> 303 redirect;
+    /// The homepage's pages (`""`, `incidents/{id}`, `oncall`, `me`, …); without a session, a
+    /// redirect to Lark's authorize page.
+    GET | HEAD ["lark" / {integration_id} / "app" / {*page}] homepage
+        with(warp::query::<HashMap<String, String>>(), visit_filter())
+        => app_page_route -> 200 html;
+}
+
+route_table! {
+    pub fn admin_routes(app, limit = 0), const ADMIN_ROUTES, Admin;
+    /// Lists the homepage sessions.
+    GET ["api" / "v1" / "homepage" / "sessions"] admin => list_sessions -> 200 json(Page<HomeSessionView>);
+    /// Ends a homepage session.
+    DELETE ["api" / "v1" / "homepage" / "sessions" / {id}] admin => revoke_session -> 204;
+}
+
+async fn asset(
+    _app: Arc<Services>,
+    dir: String,
+    file: String,
+    if_none_match: Option<String>,
+    accept_encoding: Option<String>,
+) -> Result<Response, ApiError> {
+    if !matches!(dir.as_str(), "kit" | "home") {
+        return Err(ApiError::not_found(format!("no asset {dir}/{file}")));
+    }
+    super::assets::serve(&format!("{dir}/{file}"), if_none_match, accept_encoding)
+}
+
+async fn oauth_callback(
+    app: Arc<Services>,
+    id: String,
+    q: HashMap<String, String>,
+    parts: VisitParts,
+) -> Result<Response, ApiError> {
+    let visit = make_visit(id, &q, parts);
+    let lang = (visit.set_lang, visit.lang);
+    Ok(finish(&app, lang, callback(app.clone(), visit, q).await))
+}
+
+async fn act_form(
+    app: Arc<Services>,
+    id: String,
+    incident: String,
+    parts: VisitParts,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let visit = make_visit(id, &HashMap::new(), parts);
+    let r = act(app.clone(), visit, incident, form_body(&body)).await;
+    Ok(finish(&app, (false, Lang::En), r))
+}
+
+async fn cover_form(
+    app: Arc<Services>,
+    id: String,
+    parts: VisitParts,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let visit = make_visit(id, &HashMap::new(), parts);
+    let r = cover(app.clone(), visit, form_body(&body)).await;
+    Ok(finish(&app, (false, Lang::En), r))
+}
+
+async fn answer_form(
+    app: Arc<Services>,
+    id: String,
+    request: String,
+    parts: VisitParts,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let visit = make_visit(id, &HashMap::new(), parts);
+    let r = answer_cover(app.clone(), visit, request, form_body(&body)).await;
+    Ok(finish(&app, (false, Lang::En), r))
+}
+
+async fn logout_form(
+    app: Arc<Services>,
+    id: String,
+    parts: VisitParts,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let visit = make_visit(id, &HashMap::new(), parts);
+    let r = logout(app.clone(), visit, form_body(&body)).await;
+    Ok(finish(&app, (false, Lang::En), r))
+}
+
+async fn app_page_route(
+    app: Arc<Services>,
+    id: String,
+    tail: warp::path::Tail,
+    q: HashMap<String, String>,
+    parts: VisitParts,
+) -> Result<Response, ApiError> {
+    let visit = make_visit(id, &q, parts);
+    let lang = (visit.set_lang, visit.lang);
+    let r = app_page(app.clone(), visit, tail.as_str().to_string(), q).await;
+    Ok(finish(&app, lang, r))
+}
+
+async fn list_sessions(app: Arc<Services>) -> Result<Page<HomeSessionView>, ApiError> {
+    let items = app.homepage.sessions().map_err(internal)?;
+    Ok(Page::new(
+        items
+            .into_iter()
+            .map(|s| HomeSessionView {
+                id: s.id,
+                integration_id: s.integration_id,
+                member_id: s.member_id,
+                open_id: s.open_id,
+                lark_name: s.lark_name,
+                created_at: s.created_at,
+                last_seen_at: s.last_seen_at,
+                expires_at: s.expires_at,
+            })
+            .collect(),
+    ))
+}
+
+async fn revoke_session(app: Arc<Services>, id: String) -> Result<StatusCode, ApiError> {
+    match app.homepage.revoke(&id).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(ApiError::not_found(format!("no homepage session {id}"))),
+        Err(e) => Err(internal(e)),
+    }
 }
 
 #[cfg(test)]
