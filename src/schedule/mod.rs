@@ -3,6 +3,10 @@
 //! escalation, the API, the calendar feeds and every other view ask. Members are named by id;
 //! whether an id names a member is asked of a [`Roster`] the services hand in, so this module
 //! knows nothing of incidents.
+//!
+//! Over 700 lines: the `Schedules` service's whole API in one impl (schedules, layers,
+//! overrides, shifts, feeds) with the input checks they share; the resolver, the model, covers,
+//! notices and the calendar rendering are already their own modules.
 
 pub mod cover;
 pub mod ical;
