@@ -177,7 +177,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             path: PathBuf::from("/var/lib/lark-oncall/state.redb"),
-            cache_mb: 64,
+            cache_mb: 16,
         }
     }
 }
