@@ -18,10 +18,8 @@ use crate::store::StoreError;
 /// Lark's group bots answer 11232 more often around the top and the half of the hour, when
 /// every cron-driven bot posts (next §2): from this long before :00 and :30 …
 const HOOK_BUSY_BEFORE: i64 = 2;
-
 /// … to this long after, a group-bot lane starts at most one post a second.
 const HOOK_BUSY_AFTER: i64 = 10;
-
 const HOOK_BUSY_SPACING: Duration = Duration::from_secs(1);
 
 /// Whether `wall` is in one of the spans around :00 and :30 that group-bot posts are spread in.

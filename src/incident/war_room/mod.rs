@@ -52,7 +52,6 @@ use crate::lark::event::Event;
 
 /// Lark recommends chat names of at most 60 characters.
 const MAX_NAME_CHARS: usize = 60;
-
 /// How long a request waits for the set-up (or its own add) before answering with the room as
 /// it stands.
 const ROOM_WAIT: Duration = Duration::from_secs(8);
