@@ -15,7 +15,7 @@ pub use table::{KeyBytes, ReadTx, StoreKey, Table, WriteTx};
 pub use writer::CommitMetrics;
 
 /// The page cache of [`Store::open`]: the `storage.cache_mb` default.
-pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The schema this build writes. Older files are migrated at open; newer ones are refused.
 pub const SCHEMA_VERSION: u64 = 1;
