@@ -139,7 +139,7 @@ impl Service {
             &config,
             format!(
                 "[server]\npublic_url = \"https://oncall.example.com\"\nlisten = \"127.0.0.1:0\"\n\
-                 [storage]\npath = \"{}\"\n[log]\nlevel = \"warn\"\n",
+                 [storage]\npath = \"{}\"\n[log]\nlevel = \"warn\"\n[lark]\nallow_api_base_url_override = true\n",
                 dir.path().join("state.redb").display()
             ),
         )
