@@ -196,19 +196,17 @@ pub fn parse(
     }
     let opened = open(secrets, raw_body)?;
     let encrypted = matches!(opened, Opened::Decrypted(_));
-    if (secrets.encrypt.is_none() || signer == Signer::EncryptKey)
-        && let Some((token, action)) = typed_card_v2(opened.bytes())
-    {
-        check_token(Some(&token), secrets.verification_token)?;
-        return Ok(action);
-    }
-    let body: Value = match &opened {
+    let body: Value = match opened {
         Opened::Decrypted(plain) => {
-            serde_json::from_slice(plain).map_err(|e| CallbackError::MalformedDecrypted(e.to_string()))?
+            if signer == Signer::EncryptKey
+                && let Some((token, action)) = typed_card_v2(&plain)
+            {
+                check_token(Some(&token), secrets.verification_token)?;
+                return Ok(action);
+            }
+            serde_json::from_slice(&plain).map_err(|e| CallbackError::MalformedDecrypted(e.to_string()))?
         }
-        Opened::Plain(raw) => {
-            serde_json::from_slice(raw).map_err(|e| CallbackError::MalformedJson(e.to_string()))?
-        }
+        Opened::Plain(body) => body,
     };
     let Value::Object(map) = &body else {
         return Err(CallbackError::UnknownShape(
@@ -345,25 +343,17 @@ fn signed_with_token(
     crypto::signature_matches(sig, &expected)
 }
 
-/// The body to classify: the decrypted plaintext of `{"encrypt": …}`, or the raw body itself.
-enum Opened<'a> {
+/// The body to classify: the decrypted plaintext of `{"encrypt": …}` (not yet read, so a card
+/// action can take the typed reading), or a plain body, already read as a tree.
+enum Opened {
     Decrypted(Vec<u8>),
-    Plain(&'a [u8]),
-}
-
-impl Opened<'_> {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Opened::Decrypted(plain) => plain,
-            Opened::Plain(raw) => raw,
-        }
-    }
+    Plain(Value),
 }
 
 /// Decrypts the body when it is `{"encrypt": …}`. The common case reads the one field straight
 /// from the request (Lark's base64 carries no escapes, so nothing is copied and no JSON tree is
 /// built); anything else takes the general reading, which names what is wrong.
-fn open<'a>(secrets: &CallbackSecrets<'_>, raw_body: &'a [u8]) -> Result<Opened<'a>, CallbackError> {
+fn open(secrets: &CallbackSecrets<'_>, raw_body: &[u8]) -> Result<Opened, CallbackError> {
     if let Some((_, cipher)) = secrets.encrypt
         && let Ok(Encrypted { encrypt }) = serde_json::from_slice::<Encrypted<'_>>(raw_body)
     {
@@ -374,7 +364,7 @@ fn open<'a>(secrets: &CallbackSecrets<'_>, raw_body: &'a [u8]) -> Result<Opened<
     match outer.get("encrypt") {
         Some(Value::String(_)) => {}
         Some(_) => return Err(CallbackError::UnknownShape("`encrypt` must be a string".into())),
-        None => return Ok(Opened::Plain(raw_body)),
+        None => return Ok(Opened::Plain(outer)),
     }
     let Some((_, cipher)) = secrets.encrypt else {
         return Err(CallbackError::EncryptedWithoutKey);

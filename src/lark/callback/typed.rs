@@ -85,6 +85,11 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 /// Reads a schema 2.0 card action without building a JSON tree: the Verification Token it
 /// carries (to check) and the action. `None` for anything else.
 pub(super) fn typed_card_v2(body: &[u8]) -> Option<(String, Inbound)> {
+    // Other events would be read twice for nothing; Lark's JSON spells the type unescaped.
+    const CARD_TYPE: &[u8] = b"card.action.trigger";
+    if !body.windows(CARD_TYPE.len()).any(|w| w == CARD_TYPE) {
+        return None;
+    }
     let b: CardV2Body<'_> = serde_json::from_slice(body).ok()?;
     if b.kind.is_some() || b.header.event_type != "card.action.trigger" || b.header.event_id.is_empty() {
         return None;
