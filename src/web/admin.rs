@@ -181,16 +181,30 @@ async fn login(
     Ok(response)
 }
 
+/// Who is calling: a session, or an API token (described, never shown).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum WhoAmI {
+    Session(SessionView),
+    Token(TokenCaller),
+}
+
+#[derive(Serialize, ToSchema)]
+struct TokenCaller {
+    /// `token:<name>`.
+    principal: String,
+}
+
 async fn whoami(_app: Arc<Services>, principal: Principal) -> Result<Response, ApiError> {
-    match principal {
+    let caller = match principal {
         Principal::Session {
             username, csrf_token, ..
-        } => Ok(json(StatusCode::OK, &SessionView { username, csrf_token })),
-        other => Ok(json(
-            StatusCode::OK,
-            &serde_json::json!({"principal": other.describe()}),
-        )),
-    }
+        } => WhoAmI::Session(SessionView { username, csrf_token }),
+        other => WhoAmI::Token(TokenCaller {
+            principal: other.describe(),
+        }),
+    };
+    Ok(json(StatusCode::OK, &caller))
 }
 
 async fn logout(app: Arc<Services>, cookie: Option<String>) -> Result<Response, ApiError> {
@@ -290,15 +304,16 @@ struct SchedulerView {
 
 route_table! {
     pub fn routes(app, limit = app.settings.max_body_bytes), const ROUTES, Admin;
-    /// Logs in; sets the session cookie and answers the CSRF token.
+    /// Logs in; sets the session cookie and answers the CSRF token (429 with `Retry-After`
+    /// while too many attempts failed).
     POST ["api" / "v1" / "session"] public
         with(client_ip(app.clone()), request_origin(), warp::header::optional::<String>("content-type")),
         raw(LoginRequest)
-        => login -> 200 json(SessionView);
+        => login -> 200 json(SessionView), 429 error;
     /// This document.
     GET ["api" / "openapi.json"] public => openapi -> 200 other("application/json");
     /// Who is calling: the session's user and CSRF token, or the token's description.
-    GET ["api" / "v1" / "session"] admin_as => whoami -> 200 json(SessionView);
+    GET ["api" / "v1" / "session"] admin_as => whoami -> 200 json(WhoAmI);
     /// Logs out: ends the session and clears its cookie.
     DELETE ["api" / "v1" / "session"] admin with(warp::cookie::optional::<String>(SESSION_COOKIE))
         => logout -> 204;

@@ -128,11 +128,13 @@ pub const ROUTES: &[RouteSpec] = &[RouteSpec {
     path: "/{file}",
     access: Access::Public,
     handler: "assets::routes",
-    summary: " The admin UI's files (`/` is `index.html`), with ETags and gzip.",
+    summary: " The admin UI's files (`/` is `index.html`), with ETags (304 when `If-None-Match` names \
+              the file's) and gzip.",
     query: None,
     request: Content::Empty,
     status: 200,
     response: Content::Other("text/html"),
+    also: &[(304, Content::Empty)],
 }];
 
 /// GET (and HEAD) of any embedded file; `/` is `index.html`.

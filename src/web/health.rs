@@ -25,7 +25,7 @@ route_table! {
     /// The process answers.
     GET ["healthz"] public => healthz -> 200 json(HealthView);
     /// The appliance serves; 503 with `not_ready` until it does.
-    GET ["readyz"] public => readyz -> 200 json(HealthView);
+    GET ["readyz"] public => readyz -> 200 json(HealthView), 503 json(HealthView);
 }
 
 async fn healthz(_app: Arc<Services>) -> Result<Response, ApiError> {

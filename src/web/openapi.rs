@@ -3,6 +3,7 @@
 //! catalog. Served at `GET /api/openapi.json`; `tests/openapi.rs` compares it with the committed
 //! snapshot `tests/snapshots/openapi.json` (`UPDATE_OPENAPI=1` rewrites it).
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
@@ -64,6 +65,12 @@ fn content(
         Content::Form => plain("application/x-www-form-urlencoded"),
         Content::Html => plain("text/html"),
         Content::Other(mime) => plain(mime),
+        Content::Error => Some((
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Error")))
+                .build(),
+        )),
     }
 }
 
@@ -109,17 +116,19 @@ fn operation(
                 .build(),
         ));
     }
-    let mut answer = ResponseBuilder::new().description(status_text(route.status));
-    if let Some((mime, body)) = content(route.response, schemas) {
-        answer = answer.content(mime, body);
+    for (status, body) in std::iter::once((route.status, route.response)).chain(route.also.iter().copied()) {
+        let mut answer = ResponseBuilder::new().description(status_text(status));
+        if let Some((mime, body)) = content(body, schemas) {
+            answer = answer.content(mime, body);
+        }
+        op = op.response(status.to_string(), answer.build());
     }
     let listener = match route.listener {
         Listener::Public => "public",
         Listener::Admin => "admin",
         Listener::Both => "both",
     };
-    op.response(route.status.to_string(), answer.build())
-        .response("default", Ref::from_response_name(ERROR_RESPONSE))
+    op.response("default", Ref::from_response_name(ERROR_RESPONSE))
         .extensions(Some(
             utoipa::openapi::extensions::ExtensionsBuilder::new()
                 .add("x-listener", listener)
@@ -240,7 +249,15 @@ pub fn document() -> OpenApi {
                 )
                 .build(),
         );
+    let mut named: BTreeMap<String, RefOr<Schema>> = BTreeMap::new();
     for (name, schema) in schemas {
+        if let Some(seen) = named.get(&name) {
+            // Two types of one name would silently share a component.
+            assert!(seen == &schema, "two different schemas are named {name}");
+        }
+        named.insert(name, schema);
+    }
+    for (name, schema) in named {
         components = components.schema(name, schema);
     }
     for (name, scheme) in security_schemes() {

@@ -2,15 +2,38 @@
 //! created thing, so the OpenAPI document can name their shapes.
 
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Ref, RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 use warp::Reply;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
 /// A list of items: `{"items": [...]}`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
+}
+
+/// By hand: the derived `schemas` of a generic type adds what `T` refers to but not `T` itself,
+/// which left `Page<KnownChat>`'s items a reference to nothing.
+impl<T: ToSchema> PartialSchema for Page<T> {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .description(Some("A list of items: `{\"items\": [...]}`."))
+            .property(
+                "items",
+                ArrayBuilder::new().items(Ref::from_schema_name(T::name())),
+            )
+            .required("items")
+            .into()
+    }
+}
+
+impl<T: ToSchema> ToSchema for Page<T> {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((T::name().into_owned(), T::schema()));
+        T::schemas(schemas);
+    }
 }
 
 impl<T> Page<T> {

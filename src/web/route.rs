@@ -68,6 +68,8 @@ pub enum Content {
     Other(&'static str),
     /// A redirect (`Location`).
     Redirect,
+    /// The error body every refusal carries (`Error`, a code of the catalog).
+    Error,
 }
 
 /// One route of the table.
@@ -87,6 +89,9 @@ pub struct RouteSpec {
     pub request: Content,
     pub status: u16,
     pub response: Content,
+    /// The route's other known answers (a merge's 200 beside a create's 201, a 503 while not
+    /// ready), each with its body.
+    pub also: &'static [(u16, Content)],
 }
 
 impl RouteSpec {
@@ -411,6 +416,9 @@ macro_rules! __route_content {
     (other($mime:literal)) => {
         $crate::web::route::Content::Other($mime)
     };
+    (error) => {
+        $crate::web::route::Content::Error
+    };
 }
 
 /// A resource's routes: `pub fn $fn(app) -> BoxedFilter<(Response,)>` and `pub const $table`.
@@ -421,8 +429,14 @@ macro_rules! __route_content {
 ///     /// Updates a webhook.
 ///     PATCH | PUT ["api" / "v1" / "webhooks" / {id}] admin, json(SubscriptionInput)
 ///         => update -> 200 json(SubscriptionView);
+///     /// Opens an incident, or merges it into the open one.
+///     POST ["api" / "v1" / "incidents"] admin_as, json(NewIncident)
+///         => open_incident -> 201 json(Incident), 200 json(Incident);
 /// }
 /// ```
+///
+/// After the answer, a comma lists each other answer the route knows (`, 503 json(T)`,
+/// `, 429 error`); the document shows them beside the first.
 ///
 /// The handler is an `async fn` taking `Arc<Services>`, then the path's parameters, then the
 /// gate's output (`admin_as`: the `Principal`), then the `query(T)` (typed, documented through
@@ -438,7 +452,8 @@ macro_rules! route_table {
                 $(query($qty:ty))?
                 $(with($($extra:expr),+ $(,)?))?
                 $(, $bkind:ident $(($bty:ty))?)?
-                => $handler:ident -> $status:literal $($rkind:ident $(($($rarg:tt)+))?)?;
+                => $handler:ident -> $status:literal $($rkind:ident $(($($rarg:tt)+))?)?
+                $(, $astatus:literal $($akind:ident $(($($aarg:tt)+))?)?)*;
         )+
     ) => {
         $vis const $table: &[$crate::web::route::RouteSpec] = &[
@@ -454,6 +469,7 @@ macro_rules! route_table {
                     request: $crate::__route_content!($($bkind $(($bty))?)?),
                     status: $status,
                     response: $crate::__route_content!($($rkind $(($($rarg)+))?)?),
+                    also: &[$(($astatus, $crate::__route_content!($($akind $(($($aarg)+))?)?))),*],
                 },
             )+
         ];
@@ -533,6 +549,21 @@ mod tests {
         assert_eq!(get.summary.trim(), "Changes the given fields of a webhook.");
         assert_eq!(get.resource(), "webhooks");
         assert!(matches!(get.request, Content::Json(_)));
+    }
+
+    #[test]
+    fn a_second_answer_is_in_the_spec() {
+        let open = super::super::incidents::ROUTES
+            .iter()
+            .find(|r| r.handler == "incidents::open_incident")
+            .expect("incidents::open_incident is in the table");
+        assert_eq!(open.status, 201);
+        assert!(matches!(open.also, [(200, Content::Json(_))]));
+        let login = super::super::admin::ROUTES
+            .iter()
+            .find(|r| r.handler == "admin::login")
+            .expect("admin::login is in the table");
+        assert!(matches!(login.also, [(429, Content::Error)]));
     }
 
     #[tokio::test]

@@ -327,13 +327,13 @@ type VisitParts = (Option<String>, Option<String>, Option<String>);
 route_table! {
     pub fn routes(app, limit = app.settings.max_body_bytes.min(64 * 1024)), const ROUTES, Public;
     /// The shared kit's and the homepage's own files (`kit` or `home`); the admin UI's stay on
-    /// the admin listener.
+    /// the admin listener. 304 when `If-None-Match` names the file's ETag.
     GET | HEAD ["lark" / "assets" / {dir} / {file}] public
         with(
             warp::header::optional::<String>("if-none-match"),
             warp::header::optional::<String>("accept-encoding"),
         )
-        => asset -> 200 other("text/css");
+        => asset -> 200 other("text/css"), 304;
     /// The OAuth redirect: opens a homepage session and sends the person on to the page asked for.
     GET ["lark" / {integration_id} / "oauth" / "callback"] public
         with(warp::query::<HashMap<String, String>>(), visit_filter())
@@ -356,7 +356,7 @@ route_table! {
     /// redirect to Lark's authorize page.
     GET | HEAD ["lark" / {integration_id} / "app" / {*page}] homepage
         with(warp::query::<HashMap<String, String>>(), visit_filter())
-        => app_page_route -> 200 html;
+        => app_page_route -> 200 html, 302 redirect;
 }
 
 route_table! {
