@@ -70,7 +70,7 @@ impl CallClass {
 pub const BOT_WEBHOOK_RECEIVER: &str = "bot_webhook:";
 
 /// The Lark call a job makes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobKind {
     /// `POST /im/v1/messages`; `content` is the message content JSON string.
@@ -210,7 +210,7 @@ impl JobKind {
 }
 
 /// Why a job is not going out right now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldReason {
     /// The monthly quota is spent; released on the 1st or when the plan changes.
@@ -219,7 +219,7 @@ pub enum HoldReason {
     QuotaReserved,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum JobState {
     Pending,
@@ -242,7 +242,6 @@ pub struct Job {
     pub priority: Priority,
     /// A card refresh that may be skipped when the quota runs low.
     pub cosmetic: bool,
-    #[schema(value_type = Object)]
     pub kind: JobKind,
     /// Lark-side dedup key (`uuid`), stable across retries and restarts; ≤ 50 characters.
     pub uuid: String,
@@ -250,7 +249,6 @@ pub struct Job {
     pub first_attempt_at: Option<DateTime<Utc>>,
     pub attempts: u32,
     pub next_attempt_at: Option<DateTime<Utc>>,
-    #[schema(value_type = Object)]
     pub state: JobState,
 }
 

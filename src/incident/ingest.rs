@@ -31,7 +31,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> IncidentError {
 }
 
 /// Alertmanager's webhook payload, version 4 (the fields we read).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AlertmanagerPayload {
     pub version: String,
     #[serde(rename = "groupKey")]
@@ -49,7 +49,7 @@ pub struct AlertmanagerPayload {
     pub alerts: Vec<AlertmanagerAlert>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AlertmanagerAlert {
     pub status: String,
     #[serde(default)]
@@ -249,7 +249,7 @@ fn cut_to(text: &str, max: usize) -> String {
 }
 
 /// The standard alert event.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct StandardEvent {
     pub title_rule: String,
     pub event_status: String,

@@ -104,7 +104,7 @@ pub enum Action {
 }
 
 /// What an alert did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "result")]
 pub enum AlertOutcome {
     Opened {

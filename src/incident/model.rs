@@ -215,7 +215,7 @@ pub struct AlertSource {
 }
 
 /// What must not happen within `escalate_after_minutes` for the next level to be called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EscalateUnless {
     #[default]
@@ -223,7 +223,7 @@ pub enum EscalateUnless {
     Resolved,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Level {
     /// Member ids.
@@ -261,7 +261,7 @@ pub struct Level {
 
 /// A weekly window: `days` (0 = Monday … 6 = Sunday), from `start` to `end` (`HH:MM`, end
 /// exclusive; an end before the start runs past midnight).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeWindow {
     pub days: Vec<u8>,
@@ -269,7 +269,7 @@ pub struct TimeWindow {
     pub end: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleMatch {
     /// Any of these severities; empty = any.
@@ -280,7 +280,7 @@ pub struct RuleMatch {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rule {
     pub id: String,
     pub name: String,
@@ -301,7 +301,7 @@ pub struct Rule {
 }
 
 /// Whether a rule opens war rooms by itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WarRoomMode {
     /// Someone presses "War room" (card, API).
@@ -328,7 +328,7 @@ pub struct Escalation {
 }
 
 /// One card sent for an incident, remembered so every one of them is updated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SentCard {
     pub incident_id: String,
     pub message_id: String,

@@ -14,7 +14,7 @@ use super::{IncidentError, Incidents};
 use crate::integration::chats::{self, ChatStatus};
 
 /// A rule as the admin API shows it: with what an admin must fix for it to reach everyone.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuleView {
     #[serde(flatten)]
     pub rule: Rule,
@@ -32,18 +32,14 @@ pub struct RuleInput {
     pub position: Option<u32>,
     pub integration_id: String,
     #[serde(default, rename = "match")]
-    #[schema(value_type = Object)]
     pub matches: RuleMatch,
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
     pub time_windows: Vec<TimeWindow>,
     #[serde(default)]
     pub timezone: Option<String>,
-    #[schema(value_type = Vec<Object>)]
     pub levels: Vec<Level>,
     /// `manual` (default) or `auto`.
     #[serde(default)]
-    #[schema(value_type = String)]
     pub war_room: super::model::WarRoomMode,
 }
 

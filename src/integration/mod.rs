@@ -268,7 +268,6 @@ pub struct IntegrationView {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LongConnectionView {
     /// `None` until the receiver has started (the service is not serving yet).
-    #[schema(value_type = Option<Object>)]
     pub status: Option<ConnectionStatus>,
     #[schema(value_type = Vec<String>)]
     pub console_steps: &'static [&'static str],

@@ -284,7 +284,7 @@ pub struct CardAction {
 }
 
 /// A toast shown to the person who pressed (§3.2).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Toast {
     /// `info`, `success`, `error` or `warning`.
     #[serde(rename = "type")]

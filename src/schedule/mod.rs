@@ -94,11 +94,8 @@ pub struct ScheduleInput {
     /// IANA time zone the layers' wall times are in.
     pub time_zone: String,
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
     pub layers: Vec<Layer>,
-    #[schema(value_type = Option<Object>)]
     pub handoff_notice: Option<HandoffNotice>,
-    #[schema(value_type = Option<Object>)]
     pub daily_summary: Option<DailySummary>,
 }
 
@@ -110,10 +107,10 @@ pub struct ScheduleChange {
     pub name: Option<String>,
     pub description: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<HandoffNotice>)]
     pub handoff_notice: Option<Option<HandoffNotice>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<DailySummary>)]
     pub daily_summary: Option<Option<DailySummary>>,
 }
 
@@ -132,7 +129,6 @@ where
 pub struct LayersInput {
     /// The current zone when absent.
     pub time_zone: Option<String>,
-    #[schema(value_type = Vec<Object>)]
     pub layers: Vec<Layer>,
     pub effective_from: Option<DateTime<Utc>>,
 }
@@ -154,23 +150,18 @@ pub struct ScheduleView {
     pub name: String,
     pub description: String,
     pub time_zone: String,
-    #[schema(value_type = Vec<Object>)]
     pub layers: Vec<Layer>,
-    #[schema(value_type = Option<Object>)]
     pub handoff_notice: Option<HandoffNotice>,
-    #[schema(value_type = Option<Object>)]
     pub daily_summary: Option<DailySummary>,
-    #[schema(value_type = Vec<Object>)]
     pub versions: Vec<Version>,
     /// Overrides not yet ended.
-    #[schema(value_type = Vec<Object>)]
     pub overrides: Vec<Override>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 /// What deleting an override did: a future one is gone, a running one ends now (its past stays).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OverrideRemoval {
     Deleted,
@@ -178,7 +169,7 @@ pub enum OverrideRemoval {
 }
 
 /// A member's shift in one schedule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MemberShift {
     pub schedule_id: String,
     pub schedule_name: String,

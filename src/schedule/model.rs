@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDateTime, NaiveTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A rotation's unit of length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RotationUnit {
     Hour,
@@ -16,7 +16,7 @@ pub enum RotationUnit {
 
 /// How long one turn lasts: `every` × `unit`, counted on the wall clock (a week is 7 calendar
 /// days in any season).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rotation {
     pub unit: RotationUnit,
@@ -40,6 +40,24 @@ impl Serialize for Participant {
         }
     }
 }
+
+/// A member id, or a list of member ids (as serialized above).
+impl utoipa::PartialSchema for Participant {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let id = || ObjectBuilder::new().schema_type(Type::String);
+        OneOfBuilder::new()
+            .item(id().description(Some("A member id.")))
+            .item(
+                ArrayBuilder::new()
+                    .items(id())
+                    .description(Some("Member ids who share a turn.")),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Participant {}
 
 impl<'de> Deserialize<'de> for Participant {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -66,18 +84,20 @@ impl<'de> Deserialize<'de> for Participant {
 
 /// A weekly window in the schedule's time zone: `days` (0 = Monday … 6 = Sunday), from `start`
 /// to `end` (`HH:MM`); an end at or before the start runs into the next day.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Restriction {
     pub days: Vec<u8>,
     #[serde(with = "clock_time")]
+    #[schema(value_type = String, example = "09:00")]
     pub start: NaiveTime,
     #[serde(with = "clock_time")]
+    #[schema(value_type = String, example = "18:00")]
     pub end: NaiveTime,
 }
 
 /// A rotation of participants. Later layers win where layers overlap.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Layer {
     pub name: String,
@@ -86,13 +106,16 @@ pub struct Layer {
     pub rotation: Rotation,
     /// The local wall time the first participant's turn starts.
     #[serde(with = "wall_time")]
+    #[schema(value_type = String, example = "2026-12-07T09:00:00")]
     pub first_handoff: NaiveDateTime,
     /// Local wall time the layer starts to apply (the first handoff when absent; earlier turns
     /// count back from it).
     #[serde(default, with = "optional_wall_time", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "2026-12-07T09:00:00")]
     pub active_from: Option<NaiveDateTime>,
     /// Local wall time the layer stops applying; open when absent.
     #[serde(default, with = "optional_wall_time", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "2027-01-04T09:00:00")]
     pub active_until: Option<NaiveDateTime>,
     /// Only within these weekly windows; always when empty.
     #[serde(default)]
@@ -100,7 +123,7 @@ pub struct Layer {
 }
 
 /// The layers and time zone of a schedule from `effective_from` until the next version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Version {
     /// `None` for the first version, which applies to all time before the next one.
     pub effective_from: Option<DateTime<Utc>>,
@@ -110,7 +133,7 @@ pub struct Version {
 }
 
 /// Someone on call from `start` to `end` in place of whoever the layers name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Override {
     pub id: String,
     pub start: DateTime<Utc>,
@@ -122,7 +145,7 @@ pub struct Override {
 }
 
 /// A Lark message to whoever takes over, `minutes_before` each shift starts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandoffNotice {
     pub minutes_before: u32,
@@ -132,7 +155,7 @@ pub struct HandoffNotice {
 }
 
 /// A card of who is on call now and next, once a local day at `at`, to chats of one integration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DailySummary {
     /// The integration whose bot posts the card (and is in the chats).
@@ -140,6 +163,7 @@ pub struct DailySummary {
     pub chats: Vec<String>,
     /// Local time of day in the schedule's zone.
     #[serde(with = "clock_time")]
+    #[schema(value_type = String, example = "09:30")]
     pub at: NaiveTime,
 }
 
@@ -191,7 +215,7 @@ pub struct Noticed {
 }
 
 /// Whose shifts a calendar feed carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FeedTarget {
     Schedule(String),

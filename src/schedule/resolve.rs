@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::model::{Layer, Override, Restriction, RotationUnit, Schedule, Version};
 
 /// People on call without a break, from one source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Shift {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
@@ -25,14 +25,14 @@ pub struct Shift {
 }
 
 /// Where a final shift comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Source {
     Layer { position: usize, name: String },
     Override { id: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FinalShift {
     #[serde(flatten)]
     pub shift: Shift,
@@ -40,7 +40,7 @@ pub struct FinalShift {
 }
 
 /// One layer's own shifts while one version is in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LayerShifts {
     pub position: usize,
     pub name: String,
@@ -50,7 +50,7 @@ pub struct LayerShifts {
 }
 
 /// A window when nobody is on call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Gap {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,

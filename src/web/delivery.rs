@@ -43,7 +43,7 @@ pub struct MessageInput {
     pub receive_id_type: ReceiveIdType,
     pub receive_id: String,
     pub text: Option<String>,
-    /// An interactive card (its card JSON object).
+    /// An interactive card: Lark's card JSON, any JSON object (Lark checks its shape).
     #[schema(value_type = Option<Object>)]
     pub card: Option<serde_json::Value>,
     #[serde(default = "info")]
@@ -137,6 +137,8 @@ fn known_integration(app: &Services, id: &str) -> Result<(), ApiError> {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct JobsQuery {
+    // Inline: a query parameter's schema has no way to add the component it would refer to.
+    #[param(inline)]
     state: Option<JobStateFilter>,
     after: Option<u64>,
     limit: Option<usize>,
@@ -302,7 +304,6 @@ async fn send_batch(
 pub struct QuotaAnswer {
     #[serde(flatten)]
     report: crate::delivery::quota::QuotaReport,
-    #[schema(value_type = Object)]
     limiter: crate::delivery::LimiterState,
     /// Group-bot webhooks have their own limits and do not count against the app's quota.
     bot_webhooks: Vec<BotWebhookCalls>,

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use utoipa::ToSchema;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -15,13 +15,12 @@ use warp::{Filter, Reply};
 use super::body;
 use super::error::{ApiError, ErrorCode};
 use super::reply::{Created, Json, Page};
-use super::route::AnyJson;
 use crate::auth::Principal;
 use crate::incident::ingest::{AlertmanagerPayload, StandardEvent};
 use crate::incident::members::{LinkReport, MemberInput};
-use crate::incident::model::{Actor, AlertSource, Incident, Member, Via};
-use crate::incident::rules::RuleInput;
-use crate::incident::war_room::Requester;
+use crate::incident::model::{Actor, AlertSource, Incident, Member, Rule, SentCard, Severity, Status, Via};
+use crate::incident::rules::{RuleInput, RuleView};
+use crate::incident::war_room::{Requester, WarRoom, WarRoomOutcome};
 use crate::incident::{Action, AlertOutcome, IncidentError, IncidentQuery, NewIncident};
 use crate::route_table;
 use crate::services::Services;
@@ -50,15 +49,16 @@ route_table! {
     /// Lists incidents, newest first (without their timelines); `next_before` pages on.
     GET ["api" / "v1" / "incidents"] admin query(IncidentQuery)
         => list_incidents -> 200 json(IncidentPage);
-    /// Opens an incident (or merges it into the open one with the same `dedup_key`).
-    POST ["api" / "v1" / "incidents"] admin_as, json(NewIncident) => open_incident -> 201 json(Incident);
+    /// Opens an incident (201), or merges it into the open one with the same `dedup_key` (200).
+    POST ["api" / "v1" / "incidents"] admin_as, json(NewIncident)
+        => open_incident -> 201 json(Incident), 200 json(Incident);
     /// One incident with its timeline, cards and war room.
     GET ["api" / "v1" / "incidents" / {id}] admin => get_incident -> 200 json(IncidentDetail);
-    /// Opens the incident's war room (a Lark group chat), or answers the one it has.
+    /// Opens the incident's war room, a Lark group chat (201), or answers the one it has (200).
     POST ["api" / "v1" / "incidents" / {id} / "war-room"] admin_as, raw(WarRoomBody)
-        => open_war_room -> 201 json(AnyJson);
+        => open_war_room -> 201 json(WarRoomOutcome), 200 json(WarRoomOutcome);
     /// The incident's war room.
-    GET ["api" / "v1" / "incidents" / {id} / "war-room"] admin => get_war_room -> 200 json(AnyJson);
+    GET ["api" / "v1" / "incidents" / {id} / "war-room"] admin => get_war_room -> 200 json(WarRoom);
     /// Acts on an incident: `acknowledge`, `unacknowledge`, `resolve`, `snooze`, `reopen`,
     /// `reassign` or `note`.
     POST ["api" / "v1" / "incidents" / {id} / {action}] admin_as, raw(ActionBody)
@@ -83,21 +83,22 @@ route_table! {
     /// Deletes an alert source.
     DELETE ["api" / "v1" / "sources" / {id}] admin => delete_source -> 204;
     /// Lists the escalation rules, in order.
-    GET ["api" / "v1" / "rules"] admin => list_rules -> 200 json(Page<AnyJson>);
+    GET ["api" / "v1" / "rules"] admin => list_rules -> 200 json(Page<RuleView>);
     /// Adds an escalation rule.
-    POST ["api" / "v1" / "rules"] admin, json(RuleInput) => create_rule -> 201 json(AnyJson);
-    /// One escalation rule.
-    GET ["api" / "v1" / "rules" / {id}] admin => get_rule -> 200 json(AnyJson);
+    POST ["api" / "v1" / "rules"] admin, json(RuleInput) => create_rule -> 201 json(Rule);
+    /// One escalation rule, with what needs fixing for it to reach everyone.
+    GET ["api" / "v1" / "rules" / {id}] admin => get_rule -> 200 json(RuleView);
     /// Replaces an escalation rule.
-    PUT ["api" / "v1" / "rules" / {id}] admin, json(RuleInput) => replace_rule -> 200 json(AnyJson);
+    PUT ["api" / "v1" / "rules" / {id}] admin, json(RuleInput) => replace_rule -> 200 json(Rule);
     /// Deletes an escalation rule.
     DELETE ["api" / "v1" / "rules" / {id}] admin => delete_rule -> 204;
     /// Receives an Alertmanager webhook.
-    POST ["api" / "v1" / "alerts" / "alertmanager"] key with(integration_key()), raw(AnyJson)
-        => alertmanager -> 200 json(AnyJson);
-    /// Receives a standard alert event.
-    POST ["api" / "v1" / "alerts" / "standard"] key with(integration_key()), raw(AnyJson)
-        => standard_alert -> 200 json(AnyJson);
+    POST ["api" / "v1" / "alerts" / "alertmanager"] key with(integration_key()), raw(AlertmanagerPayload)
+        => alertmanager -> 200 json(AlertOutcome);
+    /// Receives a standard alert event; it answers in the event's own envelope, refusals
+    /// included (other failures keep their status with the code `InternalError`).
+    POST ["api" / "v1" / "alerts" / "standard"] key with(integration_key()), raw(StandardEvent)
+        => standard_alert -> 200 json(StandardAnswer), 400 json(StandardRefusal), 401 json(StandardRefusal);
 }
 
 fn actor(principal: &Principal) -> Actor {
@@ -158,19 +159,84 @@ fn action_body(bytes: &Bytes) -> Result<ActionBody, ApiError> {
     body::decode_json(bytes)
 }
 
-fn without_timeline(incident: &crate::incident::model::Incident) -> Value {
-    let mut v = serde_json::to_value(incident).unwrap_or(Value::Null);
-    if let Some(o) = v.as_object_mut() {
-        o.remove("timeline");
+/// An incident in a list: every field but the timeline (fields in name order, as the list has
+/// always sent them).
+#[derive(Serialize, ToSchema)]
+pub struct IncidentSummary {
+    acknowledged_by: Vec<String>,
+    alert_count: u64,
+    assignees: Vec<String>,
+    created_at: DateTime<Utc>,
+    dedup_key: Option<String>,
+    description: String,
+    id: String,
+    integration_id: Option<String>,
+    labels: std::collections::BTreeMap<String, String>,
+    number: u64,
+    resolved_at: Option<DateTime<Utc>>,
+    rule_id: Option<String>,
+    severity: Severity,
+    snoozed_until: Option<DateTime<Utc>>,
+    source_id: Option<String>,
+    status: Status,
+    title: String,
+    updated_at: DateTime<Utc>,
+    version: u64,
+}
+
+impl From<Incident> for IncidentSummary {
+    /// Names every field, so a field added to `Incident` is a decision here too.
+    fn from(incident: Incident) -> Self {
+        let Incident {
+            id,
+            number,
+            title,
+            description,
+            severity,
+            labels,
+            status,
+            snoozed_until,
+            assignees,
+            acknowledged_by,
+            dedup_key,
+            source_id,
+            rule_id,
+            integration_id,
+            alert_count,
+            created_at,
+            updated_at,
+            resolved_at,
+            version,
+            timeline: _,
+        } = incident;
+        IncidentSummary {
+            acknowledged_by,
+            alert_count,
+            assignees,
+            created_at,
+            dedup_key,
+            description,
+            id,
+            integration_id,
+            labels,
+            number,
+            resolved_at,
+            rule_id,
+            severity,
+            snoozed_until,
+            source_id,
+            status,
+            title,
+            updated_at,
+            version,
+        }
     }
-    v
 }
 
 /// A page of incidents, newest first; `next_before` pages on.
 #[derive(Serialize, ToSchema)]
 pub struct IncidentPage {
-    #[schema(value_type = Vec<Object>)]
-    items: Vec<Value>,
+    items: Vec<IncidentSummary>,
     next_before: Option<u64>,
 }
 
@@ -178,7 +244,7 @@ async fn list_incidents(app: Arc<Services>, q: IncidentQuery) -> Result<Json<Inc
     let items = app.incidents.list(&q)?;
     let next_before = items.last().map(|i| i.number);
     Ok(Json(IncidentPage {
-        items: items.iter().map(without_timeline).collect(),
+        items: items.into_iter().map(IncidentSummary::from).collect(),
         next_before,
     }))
 }
@@ -201,10 +267,8 @@ async fn open_incident(app: Arc<Services>, p: Principal, new: NewIncident) -> Re
 pub struct IncidentDetail {
     #[serde(flatten)]
     incident: Incident,
-    #[schema(value_type = Vec<Object>)]
-    cards: Value,
-    #[schema(value_type = Option<Object>)]
-    war_room: Value,
+    cards: Vec<SentCard>,
+    war_room: Option<WarRoom>,
 }
 
 async fn get_incident(app: Arc<Services>, id: String) -> Result<Json<IncidentDetail>, ApiError> {
@@ -213,8 +277,8 @@ async fn get_incident(app: Arc<Services>, id: String) -> Result<Json<IncidentDet
     let war_room = app.incidents.war_room(&incident.id)?;
     Ok(Json(IncidentDetail {
         incident,
-        cards: serde_json::to_value(cards).unwrap_or(Value::Null),
-        war_room: serde_json::to_value(war_room).unwrap_or(Value::Null),
+        cards,
+        war_room,
     }))
 }
 
@@ -354,26 +418,23 @@ async fn delete_source(app: Arc<Services>, id: String) -> Result<StatusCode, Api
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_rules(app: Arc<Services>) -> Result<Response, ApiError> {
-    let items = app.incidents.rule_views()?;
-    Ok(json_reply(StatusCode::OK, &json!({ "items": items })))
+async fn list_rules(app: Arc<Services>) -> Result<Page<RuleView>, ApiError> {
+    Ok(Page::new(app.incidents.rule_views()?))
 }
 
-async fn create_rule(app: Arc<Services>, input: RuleInput) -> Result<Response, ApiError> {
+async fn create_rule(app: Arc<Services>, input: RuleInput) -> Result<Created<Rule>, ApiError> {
     let known = app.integrations.get(&input.integration_id).is_some();
-    let rule = app.incidents.save_rule(None, input, known).await?;
-    Ok(json_reply(StatusCode::CREATED, &rule))
+    Ok(Created(app.incidents.save_rule(None, input, known).await?))
 }
 
-async fn get_rule(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
+async fn get_rule(app: Arc<Services>, id: String) -> Result<Json<RuleView>, ApiError> {
     let rule = app.incidents.rule(&id).and_then(|r| app.incidents.rule_view(r))?;
-    Ok(json_reply(StatusCode::OK, &rule))
+    Ok(Json(rule))
 }
 
-async fn replace_rule(app: Arc<Services>, id: String, input: RuleInput) -> Result<Response, ApiError> {
+async fn replace_rule(app: Arc<Services>, id: String, input: RuleInput) -> Result<Json<Rule>, ApiError> {
     let known = app.integrations.get(&input.integration_id).is_some();
-    let rule = app.incidents.save_rule(Some(&id), input, known).await?;
-    Ok(json_reply(StatusCode::OK, &rule))
+    Ok(Json(app.incidents.save_rule(Some(&id), input, known).await?))
 }
 
 async fn delete_rule(app: Arc<Services>, id: String) -> Result<StatusCode, ApiError> {
@@ -405,12 +466,45 @@ fn source_for(app: &Services, key: Option<String>) -> Result<AlertSource, ApiErr
         .ok_or_else(|| ApiError::unauthorized("unknown integration_key"))
 }
 
-async fn alertmanager(app: Arc<Services>, key: Option<String>, bytes: Bytes) -> Result<Response, ApiError> {
+async fn alertmanager(
+    app: Arc<Services>,
+    key: Option<String>,
+    bytes: Bytes,
+) -> Result<Json<AlertOutcome>, ApiError> {
     let source = source_for(&app, key)?;
     let payload: AlertmanagerPayload = body::decode_json(&bytes)?;
     let event = payload.into_event()?;
-    let outcome = app.incidents.alert(&source, event).await?;
-    Ok(json_reply(StatusCode::OK, &outcome))
+    Ok(Json(app.incidents.alert(&source, event).await?))
+}
+
+/// The standard alert event's answer: what the alert did, under the request's id.
+#[derive(Serialize, ToSchema)]
+pub struct StandardAnswer {
+    data: StandardOutcome,
+    request_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StandardOutcome {
+    /// The event's `alert_key`, or the one derived from its title and labels.
+    alert_key: String,
+    #[serde(flatten)]
+    outcome: AlertOutcome,
+}
+
+/// A refused standard alert event, in the event's own envelope.
+#[derive(Serialize, ToSchema)]
+pub struct StandardRefusal {
+    error: StandardError,
+    request_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StandardError {
+    /// `Unauthorized`, `InvalidParameter`, `ResourceNotFound` or `InternalError`.
+    #[schema(value_type = String)]
+    code: &'static str,
+    message: String,
 }
 
 /// Answers in the standard alert event's own envelope, errors included.
@@ -426,11 +520,13 @@ async fn standard_alert(app: Arc<Services>, key: Option<String>, bytes: Bytes) -
     }
     .await;
     Ok(match result {
-        Ok((alert_key, outcome)) => {
-            let mut data = serde_json::to_value(&outcome).unwrap_or(Value::Null);
-            data["alert_key"] = json!(alert_key);
-            json_reply(StatusCode::OK, &json!({"request_id": request_id, "data": data}))
-        }
+        Ok((alert_key, outcome)) => json_reply(
+            StatusCode::OK,
+            &StandardAnswer {
+                data: StandardOutcome { alert_key, outcome },
+                request_id,
+            },
+        ),
         Err(e) => {
             let code = match e.status {
                 StatusCode::UNAUTHORIZED => "Unauthorized",
@@ -440,7 +536,13 @@ async fn standard_alert(app: Arc<Services>, key: Option<String>, bytes: Bytes) -
             };
             json_reply(
                 e.status,
-                &json!({"request_id": request_id, "error": {"code": code, "message": e.message}}),
+                &StandardRefusal {
+                    error: StandardError {
+                        code,
+                        message: e.message,
+                    },
+                    request_id,
+                },
             )
         }
     })

@@ -131,17 +131,6 @@ pub fn schema_of<T: utoipa::ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>
     RefOr::Ref(utoipa::openapi::Ref::from_schema_name(name))
 }
 
-/// Any JSON value (what Lark posts, or an answer whose shape is not typed yet).
-pub struct AnyJson;
-
-impl utoipa::PartialSchema for AnyJson {
-    fn schema() -> RefOr<Schema> {
-        utoipa::openapi::ObjectBuilder::new().into()
-    }
-}
-
-impl utoipa::ToSchema for AnyJson {}
-
 /// The admin session's cookie.
 pub const SESSION_COOKIE: &str = "lark_oncall_session";
 /// The header carrying a session's CSRF token on state-changing requests.

@@ -3,25 +3,24 @@
 //! URLs) on the admin listener, and `GET /calendar/{token}.ics` on the public one, where
 //! calendar apps fetch a feed.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use warp::Reply;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::error::{ApiError, ErrorCode, json};
-use super::reply::Page;
-use super::route::AnyJson;
+use super::reply::{Created, Json, Page};
 use crate::route_table;
-use crate::schedule::model::FeedTarget;
+use crate::schedule::model::{Feed, FeedTarget, Override};
+use crate::schedule::resolve::{Gap, LayerShifts};
 use crate::schedule::{
-    FinalShift, LayersInput, OverrideInput, ScheduleChange, ScheduleError, ScheduleInput, ScheduleView,
-    resolve,
+    FinalShift, LayersInput, MemberShift, OverrideInput, OverrideRemoval, ScheduleChange, ScheduleError,
+    ScheduleInput, ScheduleView, Source, resolve,
 };
 use crate::services::Services;
 
@@ -41,26 +40,67 @@ const NEXT_LOOKAHEAD_DAYS: i64 = 14;
 /// The default `shifts` window.
 const DEFAULT_WINDOW_DAYS: i64 = 14;
 
-type Query = HashMap<String, String>;
+/// Query parameters the route does not take; each query below refuses them by name (400 naming
+/// the first), which a typed query with `deny_unknown_fields` would not.
+type Unknown = BTreeMap<String, String>;
 
-fn instant(query: &Query, field: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    query
-        .get(field)
-        .map(|text| {
-            DateTime::parse_from_rfc3339(text)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::bad_request(
-                        ErrorCode::InvalidField,
-                        format!("{field}: {text:?} is not an RFC 3339 instant such as 2026-12-07T09:00:00Z"),
-                    )
-                })
-        })
-        .transpose()
+/// `GET /api/v1/schedules/{id}/on-call`'s query.
+#[derive(Deserialize, IntoParams)]
+struct OnCallQuery {
+    /// The instant asked about (RFC 3339, e.g. `2026-12-07T09:00:00Z`); now when absent.
+    #[param(format = DateTime)]
+    at: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    unknown: Unknown,
 }
 
-fn only_fields(query: &Query, allowed: &[&str]) -> Result<(), ApiError> {
-    match query.keys().find(|k| !allowed.contains(&k.as_str())) {
+/// `GET /api/v1/schedules/{id}/shifts`'s query.
+#[derive(Deserialize, IntoParams)]
+struct ShiftsQuery {
+    /// The window's start (RFC 3339); now when absent.
+    #[param(format = DateTime)]
+    from: Option<String>,
+    /// The window's end (RFC 3339); two weeks after `from` when absent, at most 90 days after it.
+    #[param(format = DateTime)]
+    to: Option<String>,
+    /// Only this member's (id) shifts.
+    member: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    unknown: Unknown,
+}
+
+/// `GET /api/v1/members/{id}/shifts`'s query.
+#[derive(Deserialize, IntoParams)]
+struct WindowQuery {
+    /// The window's start (RFC 3339); now when absent.
+    #[param(format = DateTime)]
+    from: Option<String>,
+    /// The window's end (RFC 3339); two weeks after `from` when absent, at most 90 days after it.
+    #[param(format = DateTime)]
+    to: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    unknown: Unknown,
+}
+
+fn instant(field: &str, text: Option<&String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    text.map(|text| {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                ApiError::bad_request(
+                    ErrorCode::InvalidField,
+                    format!("{field}: {text:?} is not an RFC 3339 instant such as 2026-12-07T09:00:00Z"),
+                )
+            })
+    })
+    .transpose()
+}
+
+fn no_unknown(unknown: &Unknown, allowed: &[&str]) -> Result<(), ApiError> {
+    match unknown.keys().next() {
         Some(k) => Err(ApiError::bad_request(
             ErrorCode::InvalidField,
             format!("{k}: unknown query parameter; expected {}", allowed.join(", ")),
@@ -70,27 +110,63 @@ fn only_fields(query: &Query, allowed: &[&str]) -> Result<(), ApiError> {
 }
 
 /// `from` (now when absent) and `to` (two weeks later when absent).
-fn window(app: &Services, query: &Query) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
-    let from = instant(query, "from")?.unwrap_or_else(|| app.clock.now());
-    let to = instant(query, "to")?.unwrap_or(from + Duration::days(DEFAULT_WINDOW_DAYS));
+fn window(
+    app: &Services,
+    from: Option<&String>,
+    to: Option<&String>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let from = instant("from", from)?.unwrap_or_else(|| app.clock.now());
+    let to = instant("to", to)?.unwrap_or(from + Duration::days(DEFAULT_WINDOW_DAYS));
     crate::schedule::check_window(from, to)?;
     Ok((from, to))
 }
 
-fn people(app: &Services, ids: &[String]) -> Value {
+/// A member as the schedule answers name them.
+#[derive(Serialize, ToSchema)]
+pub struct Person {
+    id: String,
+    /// The member's name, or the id when the member is gone.
+    name: String,
+}
+
+fn people(app: &Services, ids: &[String]) -> Vec<Person> {
     ids.iter()
-        .map(|id| json!({"id": id, "name": app.schedules.member_name(id)}))
+        .map(|id| Person {
+            id: id.clone(),
+            name: app.schedules.member_name(id),
+        })
         .collect()
 }
 
-fn shift_view(app: &Services, f: &FinalShift) -> Value {
-    json!({"start": f.shift.start, "end": f.shift.end, "members": people(app, &f.shift.members),
-           "source": f.source})
+/// A final shift with its people named.
+#[derive(Serialize, ToSchema)]
+pub struct ShiftView {
+    end: DateTime<Utc>,
+    members: Vec<Person>,
+    source: Source,
+    start: DateTime<Utc>,
 }
 
-async fn list(app: Arc<Services>) -> Result<Response, ApiError> {
+fn shift_view(app: &Services, f: &FinalShift) -> ShiftView {
+    ShiftView {
+        end: f.shift.end,
+        members: people(app, &f.shift.members),
+        source: f.source.clone(),
+        start: f.shift.start,
+    }
+}
+
+/// A schedule in the list, with who is on call in it now.
+#[derive(Serialize, ToSchema)]
+pub struct ScheduleListed {
+    #[serde(flatten)]
+    schedule: ScheduleView,
+    on_call_now: Vec<Person>,
+}
+
+async fn list(app: Arc<Services>) -> Result<Page<ScheduleListed>, ApiError> {
     let now = app.clock.now();
-    let items: Vec<Value> = app
+    let items = app
         .schedules
         .list()?
         .into_iter()
@@ -98,12 +174,13 @@ async fn list(app: Arc<Services>) -> Result<Response, ApiError> {
             let on_call = resolve::on_call(&s, now)
                 .map(|f| f.shift.members)
                 .unwrap_or_default();
-            let mut v = serde_json::to_value(app.schedules.view(s)).unwrap_or(Value::Null);
-            v["on_call_now"] = people(&app, &on_call);
-            v
+            ScheduleListed {
+                schedule: app.schedules.view(s),
+                on_call_now: people(&app, &on_call),
+            }
         })
         .collect();
-    Ok(json(StatusCode::OK, &json!({ "items": items })))
+    Ok(Page::new(items))
 }
 
 async fn create(app: Arc<Services>, input: ScheduleInput) -> Result<Response, ApiError> {
@@ -148,68 +225,115 @@ async fn delete(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn add_override(app: Arc<Services>, id: String, input: OverrideInput) -> Result<Response, ApiError> {
-    let created = app.schedules.add_override(&id, input).await?;
-    Ok(json(StatusCode::CREATED, &created))
+async fn add_override(
+    app: Arc<Services>,
+    id: String,
+    input: OverrideInput,
+) -> Result<Created<Override>, ApiError> {
+    Ok(Created(app.schedules.add_override(&id, input).await?))
 }
 
-async fn remove_override(app: Arc<Services>, id: String, override_id: String) -> Result<Response, ApiError> {
+/// What removing an override did.
+#[derive(Serialize, ToSchema)]
+pub struct OverrideRemoved {
+    result: OverrideRemoval,
+}
+
+async fn remove_override(
+    app: Arc<Services>,
+    id: String,
+    override_id: String,
+) -> Result<Json<OverrideRemoved>, ApiError> {
     let result = app.schedules.remove_override(&id, &override_id).await?;
-    Ok(json(StatusCode::OK, &json!({ "result": result })))
+    Ok(Json(OverrideRemoved { result }))
+}
+
+/// Who is on call at an instant, from which source, until when, and who comes next.
+#[derive(Serialize, ToSchema)]
+pub struct OnCallView {
+    at: DateTime<Utc>,
+    /// Empty: nobody is on call.
+    members: Vec<Person>,
+    /// The next shift within two weeks.
+    next: Option<ShiftView>,
+    schedule_id: String,
+    source: Option<Source>,
+    until: Option<DateTime<Utc>>,
 }
 
 /// Who is on call at `at` (now when absent), until when, and who comes next.
-async fn on_call(app: Arc<Services>, id: String, query: Query) -> Result<Response, ApiError> {
-    only_fields(&query, &["at"])?;
-    let at = instant(&query, "at")?.unwrap_or_else(|| app.clock.now());
+async fn on_call(app: Arc<Services>, id: String, query: OnCallQuery) -> Result<Json<OnCallView>, ApiError> {
+    no_unknown(&query.unknown, &["at"])?;
+    let at = instant("at", query.at.as_ref())?.unwrap_or_else(|| app.clock.now());
     let schedule = app.schedules.get(&id)?;
     let ahead = resolve::shifts(&schedule, at, at + Duration::days(NEXT_LOOKAHEAD_DAYS));
     let (current, next) = resolve::current_and_next(&ahead, at);
-    Ok(json(
-        StatusCode::OK,
-        &json!({
-            "schedule_id": schedule.id,
-            "at": at,
-            "members": people(&app, current.map(|f| f.shift.members.as_slice()).unwrap_or_default()),
-            "source": current.map(|f| &f.source),
-            "until": current.map(|f| f.shift.end),
-            "next": next.map(|f| shift_view(&app, f)),
-        }),
-    ))
+    Ok(Json(OnCallView {
+        at,
+        members: people(
+            &app,
+            current.map(|f| f.shift.members.as_slice()).unwrap_or_default(),
+        ),
+        next: next.map(|f| shift_view(&app, f)),
+        schedule_id: schedule.id,
+        source: current.map(|f| f.source.clone()),
+        until: current.map(|f| f.shift.end),
+    }))
+}
+
+/// A window's final shifts, each layer's own and the gaps where nobody is on call.
+#[derive(Serialize, ToSchema)]
+pub struct ShiftsView {
+    #[serde(rename = "final")]
+    final_shifts: Vec<ShiftView>,
+    from: DateTime<Utc>,
+    gaps: Vec<Gap>,
+    layers: Vec<LayerShifts>,
+    to: DateTime<Utc>,
 }
 
 /// The final schedule, each layer and the gaps of a window; `member` keeps that person's shifts.
-async fn shifts(app: Arc<Services>, id: String, query: Query) -> Result<Response, ApiError> {
-    only_fields(&query, &["from", "to", "member"])?;
-    let (from, to) = window(&app, &query)?;
+async fn shifts(app: Arc<Services>, id: String, query: ShiftsQuery) -> Result<Json<ShiftsView>, ApiError> {
+    no_unknown(&query.unknown, &["from", "to", "member"])?;
+    let (from, to) = window(&app, query.from.as_ref(), query.to.as_ref())?;
     let mut resolved = app.schedules.shifts(&id, from, to)?;
-    if let Some(member) = query.get("member") {
+    if let Some(member) = &query.member {
         resolved.final_shifts.retain(|f| f.shift.members.contains(member));
         for layer in &mut resolved.layers {
             layer.shifts.retain(|s| s.members.contains(member));
         }
     }
-    let final_shifts: Vec<Value> = resolved
-        .final_shifts
-        .iter()
-        .map(|f| shift_view(&app, f))
-        .collect();
-    Ok(json(
-        StatusCode::OK,
-        &json!({"from": from, "to": to, "final": final_shifts, "layers": resolved.layers,
-                "gaps": resolved.gaps}),
-    ))
+    Ok(Json(ShiftsView {
+        final_shifts: resolved
+            .final_shifts
+            .iter()
+            .map(|f| shift_view(&app, f))
+            .collect(),
+        from,
+        gaps: resolved.gaps,
+        layers: resolved.layers,
+        to,
+    }))
 }
 
-async fn member_shifts(app: Arc<Services>, member: String, query: Query) -> Result<Response, ApiError> {
-    only_fields(&query, &["from", "to"])?;
-    let (from, to) = window(&app, &query)?;
+/// One person's shifts across every schedule in a window.
+#[derive(Serialize, ToSchema)]
+pub struct MemberShiftsView {
+    from: DateTime<Utc>,
+    items: Vec<MemberShift>,
+    to: DateTime<Utc>,
+}
+
+async fn member_shifts(
+    app: Arc<Services>,
+    member: String,
+    query: WindowQuery,
+) -> Result<Json<MemberShiftsView>, ApiError> {
+    no_unknown(&query.unknown, &["from", "to"])?;
+    let (from, to) = window(&app, query.from.as_ref(), query.to.as_ref())?;
     app.incidents.members.get(&member)?;
     let items = app.schedules.member_shifts(&member, from, to)?;
-    Ok(json(
-        StatusCode::OK,
-        &json!({"from": from, "to": to, "items": items}),
-    ))
+    Ok(Json(MemberShiftsView { from, items, to }))
 }
 
 /// Exactly one of `schedule_id` and `member_id`.
@@ -220,7 +344,35 @@ struct FeedInput {
     member_id: Option<String>,
 }
 
-async fn create_feed(app: Arc<Services>, input: FeedInput) -> Result<Response, ApiError> {
+/// A calendar feed as the API shows it (never its secret's digest).
+#[derive(Serialize, ToSchema)]
+pub struct FeedView {
+    created_at: DateTime<Utc>,
+    id: String,
+    /// Whose shifts it carries: `schedule` or `member`, with the id.
+    #[serde(flatten)]
+    target: FeedTarget,
+}
+
+impl From<Feed> for FeedView {
+    fn from(feed: Feed) -> Self {
+        FeedView {
+            created_at: feed.created_at,
+            id: feed.id,
+            target: feed.target,
+        }
+    }
+}
+
+/// A new calendar feed with its secret URL, shown this once (only its digest is kept).
+#[derive(Serialize, ToSchema)]
+pub struct FeedCreated {
+    #[serde(flatten)]
+    feed: FeedView,
+    url: String,
+}
+
+async fn create_feed(app: Arc<Services>, input: FeedInput) -> Result<Created<FeedCreated>, ApiError> {
     let target = match (input.schedule_id, input.member_id) {
         (Some(id), None) => FeedTarget::Schedule(id),
         (None, Some(id)) => FeedTarget::Member(id),
@@ -234,28 +386,16 @@ async fn create_feed(app: Arc<Services>, input: FeedInput) -> Result<Response, A
     let (feed, token) = app.schedules.create_feed(target).await?;
     let url = format!("{}/calendar/{token}.ics", app.settings.public_base());
     tracing::info!(feed = %feed.id, "calendar feed created");
-    let mut v = serde_json::to_value(&feed).unwrap_or(Value::Null);
-    if let Some(o) = v.as_object_mut() {
-        o.remove("token_hash");
-        o.insert("url".into(), url.into());
-    }
-    Ok(json(StatusCode::CREATED, &v))
+    Ok(Created(FeedCreated {
+        feed: FeedView::from(feed),
+        url,
+    }))
 }
 
-async fn list_feeds(app: Arc<Services>) -> Result<Response, ApiError> {
-    let items: Vec<Value> = app
-        .schedules
-        .feeds()?
-        .into_iter()
-        .map(|f| {
-            let mut v = serde_json::to_value(&f).unwrap_or(Value::Null);
-            if let Some(o) = v.as_object_mut() {
-                o.remove("token_hash");
-            }
-            v
-        })
-        .collect();
-    Ok(json(StatusCode::OK, &json!({ "items": items })))
+async fn list_feeds(app: Arc<Services>) -> Result<Page<FeedView>, ApiError> {
+    Ok(Page::new(
+        app.schedules.feeds()?.into_iter().map(FeedView::from).collect(),
+    ))
 }
 
 async fn revoke_feed(app: Arc<Services>, id: String) -> Result<Response, ApiError> {
@@ -288,7 +428,7 @@ route_table! {
 route_table! {
     pub fn routes(app, limit = app.settings.max_body_bytes), const ROUTES, Admin;
     /// Lists the schedules, with who is on call now.
-    GET ["api" / "v1" / "schedules"] admin => list -> 200 json(Page<AnyJson>);
+    GET ["api" / "v1" / "schedules"] admin => list -> 200 json(Page<ScheduleListed>);
     /// Creates a schedule.
     POST ["api" / "v1" / "schedules"] admin, json(ScheduleInput) => create -> 201 json(ScheduleView);
     /// One schedule: the version in force now on top, every version below.
@@ -302,23 +442,23 @@ route_table! {
         => replace_layers -> 200 json(ScheduleView);
     /// Adds an override: someone else covers a span.
     POST ["api" / "v1" / "schedules" / {id} / "overrides"] admin, json(OverrideInput)
-        => add_override -> 201 json(AnyJson);
+        => add_override -> 201 json(Override);
     /// Removes an override.
     DELETE ["api" / "v1" / "schedules" / {id} / "overrides" / {override_id}] admin
-        => remove_override -> 200 json(AnyJson);
+        => remove_override -> 200 json(OverrideRemoved);
     /// Who is on call at `at` (now when absent), until when, and who comes next.
-    GET ["api" / "v1" / "schedules" / {id} / "on-call"] admin with(warp::query::<Query>())
-        => on_call -> 200 json(AnyJson);
+    GET ["api" / "v1" / "schedules" / {id} / "on-call"] admin query(OnCallQuery)
+        => on_call -> 200 json(OnCallView);
     /// The final shifts, each layer's and the gaps of a window (`from`, `to`, `member`).
-    GET ["api" / "v1" / "schedules" / {id} / "shifts"] admin with(warp::query::<Query>())
-        => shifts -> 200 json(AnyJson);
+    GET ["api" / "v1" / "schedules" / {id} / "shifts"] admin query(ShiftsQuery)
+        => shifts -> 200 json(ShiftsView);
     /// One person's shifts across every schedule in a window (`from`, `to`).
-    GET ["api" / "v1" / "members" / {id} / "shifts"] admin with(warp::query::<Query>())
-        => member_shifts -> 200 json(AnyJson);
+    GET ["api" / "v1" / "members" / {id} / "shifts"] admin query(WindowQuery)
+        => member_shifts -> 200 json(MemberShiftsView);
     /// Lists the calendar feeds (never their secrets).
-    GET ["api" / "v1" / "calendar-feeds"] admin => list_feeds -> 200 json(Page<AnyJson>);
+    GET ["api" / "v1" / "calendar-feeds"] admin => list_feeds -> 200 json(Page<FeedView>);
     /// Creates a calendar feed of a schedule or a member; the answer carries its secret URL.
-    POST ["api" / "v1" / "calendar-feeds"] admin, json(FeedInput) => create_feed -> 201 json(AnyJson);
+    POST ["api" / "v1" / "calendar-feeds"] admin, json(FeedInput) => create_feed -> 201 json(FeedCreated);
     /// Revokes a calendar feed.
     DELETE ["api" / "v1" / "calendar-feeds" / {id}] admin => revoke_feed -> 204;
 }

@@ -75,7 +75,7 @@ pub enum DeliveryError {
 }
 
 /// One integration's limiter as the admin API shows it.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct LimiterState {
     /// Pending jobs not yet started: waiting for the rate limits, a retry time or their turn.
     pub queued: usize,

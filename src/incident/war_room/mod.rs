@@ -56,7 +56,7 @@ const MAX_NAME_CHARS: usize = 60;
 /// it stands.
 const ROOM_WAIT: Duration = Duration::from_secs(8);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WarRoomState {
     /// The chat is being set up (or setting it up stopped half way: pressing again resumes).
@@ -69,7 +69,7 @@ pub enum WarRoomState {
 }
 
 /// Someone in the room (as far as Lark accepted the add).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RoomMember {
     pub open_id: String,
     pub member_id: Option<String>,
@@ -77,7 +77,7 @@ pub struct RoomMember {
 }
 
 /// Someone Lark would not add, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Refusal {
     /// The member's name, or the Lark open_id when no member is linked to it.
     pub who: String,
@@ -88,7 +88,7 @@ pub struct Refusal {
 }
 
 /// The war room of an incident.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WarRoom {
     pub incident_id: String,
     pub integration_id: String,
@@ -131,7 +131,7 @@ pub struct WarRoom {
 }
 
 /// Someone to add to the room.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Invitee {
     pub open_id: String,
     pub member_id: Option<String>,
@@ -139,7 +139,7 @@ pub struct Invitee {
 }
 
 /// An add-members job and whom it adds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Adding {
     pub job_id: u64,
     pub people: Vec<Invitee>,
@@ -186,7 +186,7 @@ pub enum Requester {
 }
 
 /// What happened to whoever asked.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum PresserOutcome {
     Added,
@@ -206,7 +206,7 @@ pub enum PresserOutcome {
 }
 
 /// The room and what this request did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WarRoomOutcome {
     pub created: bool,
     pub presser: PresserOutcome,

@@ -31,7 +31,7 @@ pub const AUTH_CODE_TOO_MANY_CONNECTIONS: i64 = 1_000_040_350;
 pub const MAX_CONNECTIONS_PER_APP: usize = 50;
 
 /// The keep-alive and reconnect settings Lark sends with the endpoint and in pongs, in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct ServerClientConfig {
     /// Attempts after a drop; -1 = for ever.
@@ -96,7 +96,7 @@ pub trait PayloadHandler: Send + Sync + 'static {
     fn handle<'a>(&'a self, payload: &'a [u8]) -> BoxFuture<'a, HandlerResult>;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionState {
     #[default]
@@ -109,7 +109,7 @@ pub enum ConnectionState {
 }
 
 /// One connection's state for the admin API, the UI and `/metrics`.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct ConnectionStatus {
     pub state: ConnectionState,
     pub connected_since: Option<DateTime<Utc>>,
@@ -124,13 +124,15 @@ pub struct ConnectionStatus {
     pub last_error: Option<ConnectionErrorNote>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConnectionErrorNote {
     pub at: DateTime<Utc>,
     /// A stable word: `endpoint_refused`, `forbidden`, `too_many_connections`, …
+    #[schema(value_type = String)]
     pub reason: &'static str,
     pub message: String,
     /// What the admin can do about it, in words.
+    #[schema(value_type = String)]
     pub fix: &'static str,
     /// Whether the client keeps trying.
     pub retrying: bool,
