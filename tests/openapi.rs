@@ -217,3 +217,137 @@ async fn each_listener_serves_only_its_own_routes() {
         on_admin.status()
     );
 }
+
+/// Where a body's schema is any JSON object by design, and why; every other object in a request
+/// or an answer names its properties.
+const FREE_JSON: &[(&str, &str)] = &[
+    (
+        "MessageInput.card",
+        "a Lark card's JSON, whose shape Lark's card format sets and Lark checks",
+    ),
+    (
+        "EventPost.event",
+        "a Lark event's own fields, whose shape its event type sets",
+    ),
+    (
+        "CardRequestV1.action",
+        "the pressed component's value and state, whatever the card bound to it",
+    ),
+    ("CardReplacement.data", "a Lark card's JSON, as MessageInput.card"),
+];
+
+/// The places (`Component.field`, or the operation for an inline schema) where a schema is an
+/// object that says nothing of its contents, following `$ref`s into the components.
+fn bare_objects(
+    doc: &Value,
+    schema: &Value,
+    at: &str,
+    seen: &mut BTreeSet<String>,
+    found: &mut BTreeSet<String>,
+) {
+    if let Some(target) = schema["$ref"].as_str() {
+        let name = target.rsplit('/').next().unwrap();
+        if seen.insert(name.to_string()) {
+            let component = &doc["components"]["schemas"][name];
+            assert!(!component.is_null(), "{at}: no component {name}");
+            bare_objects(doc, component, name, seen, found);
+        }
+        return;
+    }
+    let says_object = match &schema["type"] {
+        Value::Null => true,
+        Value::String(t) => t == "object",
+        Value::Array(types) => types.iter().any(|t| t == "object"),
+        _ => false,
+    };
+    let described = [
+        "properties",
+        "additionalProperties",
+        "oneOf",
+        "anyOf",
+        "allOf",
+        "items",
+        "enum",
+        "const",
+    ]
+    .iter()
+    .any(|key| schema.get(key).is_some());
+    if says_object && !described {
+        found.insert(at.to_string());
+    }
+    if let Some(properties) = schema["properties"].as_object() {
+        for (name, property) in properties {
+            bare_objects(doc, property, &format!("{at}.{name}"), seen, found);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if schema[key].is_object() {
+            bare_objects(doc, &schema[key], at, seen, found);
+        }
+    }
+    for key in ["oneOf", "anyOf", "allOf"] {
+        for alternative in schema[key].as_array().into_iter().flatten() {
+            bare_objects(doc, alternative, at, seen, found);
+        }
+    }
+}
+
+#[test]
+fn every_body_names_its_fields() {
+    let doc: Value = serde_json::from_str(&lark_oncall::web::openapi::document_json()).unwrap();
+    let mut seen = BTreeSet::new();
+    let mut found = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let at = format!("{} {path}", method.to_uppercase());
+            let mut bodies = vec![(format!("{at} request"), &op["requestBody"])];
+            for (status, answer) in op["responses"].as_object().unwrap() {
+                bodies.push((format!("{at} {status}"), answer));
+            }
+            for (here, body) in bodies {
+                for content in body["content"].as_object().into_iter().flatten().map(|(_, c)| c) {
+                    if let Some(schema) = content.get("schema") {
+                        bare_objects(&doc, schema, &here, &mut seen, &mut found);
+                    }
+                }
+            }
+        }
+    }
+    let allowed: BTreeSet<String> = FREE_JSON.iter().map(|(at, _)| at.to_string()).collect();
+    let untyped: Vec<_> = found.difference(&allowed).collect();
+    assert!(
+        untyped.is_empty(),
+        "objects with no properties in a request or an answer (give them a type, or add them to \
+         FREE_JSON with the reason): {untyped:?}"
+    );
+    let stale: Vec<_> = allowed.difference(&found).collect();
+    assert!(
+        stale.is_empty(),
+        "FREE_JSON names places that are typed now: {stale:?}"
+    );
+}
+
+/// The `$ref`s of a document that name no component.
+fn dangling(doc: &Value, value: &Value, out: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(target)) = map.get("$ref") {
+                let pointer = target.trim_start_matches('#');
+                if doc.pointer(pointer).is_none() {
+                    out.insert(target.clone());
+                }
+            }
+            map.values().for_each(|v| dangling(doc, v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| dangling(doc, v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_reference_names_a_component() {
+    let doc: Value = serde_json::from_str(&lark_oncall::web::openapi::document_json()).unwrap();
+    let mut found = BTreeSet::new();
+    dangling(&doc, &doc, &mut found);
+    assert!(found.is_empty(), "references to no component: {found:?}");
+}
