@@ -163,24 +163,33 @@ fn action_body(bytes: &Bytes) -> Result<ActionBody, ApiError> {
 /// always sent them).
 #[derive(Serialize, ToSchema)]
 pub struct IncidentSummary {
+    /// Names of those who acknowledged it.
     acknowledged_by: Vec<String>,
+    /// How many alerts merged into it (1 for the one that opened it).
     alert_count: u64,
+    /// The responders, by member id.
     assignees: Vec<String>,
     created_at: DateTime<Utc>,
     dedup_key: Option<String>,
     description: String,
     id: String,
+    /// The integration its cards go through (the rule's).
     integration_id: Option<String>,
     labels: std::collections::BTreeMap<String, String>,
+    /// The short number people type (`#42`).
     number: u64,
     resolved_at: Option<DateTime<Utc>>,
+    /// The escalation rule that matched when it opened (or reopened).
     rule_id: Option<String>,
     severity: Severity,
+    /// Notifications pause until then.
     snoozed_until: Option<DateTime<Utc>>,
+    /// The alert source it came from, if any.
     source_id: Option<String>,
     status: Status,
     title: String,
     updated_at: DateTime<Utc>,
+    /// Bumped on every change.
     version: u64,
 }
 
