@@ -246,6 +246,13 @@ impl Settings {
     pub fn state_dir(&self) -> &Path {
         self.storage_path.parent().unwrap_or(Path::new("."))
     }
+
+    /// The journal of card deliveries already seen: `<storage.path>.seen/`, beside the state file.
+    pub fn card_seen_dir(&self) -> PathBuf {
+        let mut dir = self.storage_path.clone().into_os_string();
+        dir.push(".seen");
+        PathBuf::from(dir)
+    }
 }
 
 impl Config {

@@ -70,11 +70,16 @@ impl Services {
             settings.allow_api_base_url_override,
             crate::webhook::any_subscription(&store)? || crate::bot_webhook::any(&store)?,
         )?);
+        let cards_seen = crate::store::seen::SeenSet::open(
+            &settings.card_seen_dir(),
+            clock.now().timestamp_millis() - settings.dedup_ttl.as_millis() as i64,
+        )?;
         let inbound = Arc::new(InboundPipeline::new(
             integrations.clone(),
             store.clone(),
             clock.clone(),
             settings.dedup_ttl,
+            cards_seen,
         ));
         let scheduler = Scheduler::new().await?;
         let metrics = Arc::new(Metrics::new());

@@ -2,9 +2,11 @@
 //! ([`crate::lark::callback`]), drop redeliveries (a durable seen-set with a time-to-live that
 //! outlives Lark's ~7 h of redelivery), and dispatch to the handlers other domains register.
 //!
-//! The seen-set is one row per delivery key, holding when it was seen: one insert per request on
-//! the hot path. Pruning, hourly, walks the whole set instead of a second time-ordered index,
-//! which cost a second insert on every request to save a walk once an hour.
+//! Events' seen-set is one row per delivery key, holding when it was seen, written in the same
+//! commit as the event's inbox entry. Pruning, hourly, walks the whole set instead of a second
+//! time-ordered index, which cost a second insert on every request to save a walk once an hour.
+//! Card actions share a commit with nothing, so theirs is a [`SeenSet`]: a journal append and
+//! one sync per batch instead of a B-tree commit, the callback path's largest cost (issue 18.6).
 //!
 //! Events are acknowledged as soon as they are durable: the dedup mark and the event itself are
 //! written in one commit to an inbox, handled after the response, and removed once handled, so
@@ -24,6 +26,7 @@ use super::{Integrations, Live};
 use crate::clock::Clock;
 use crate::lark::callback::{self, CallbackError, CallbackSecrets, EventDelivery, Inbound, SignatureHeaders};
 use crate::lark::event::{CardAction, CardActionReply, Toast};
+use crate::store::seen::SeenSet;
 use crate::store::{Store, StoreError};
 
 /// Handles one kind of event after Lark has been answered.
@@ -74,6 +77,8 @@ pub struct InboundPipeline {
     store: Store,
     clock: Arc<dyn Clock>,
     ttl: Duration,
+    /// Card deliveries already seen, by the hash of their dedup key.
+    cards_seen: SeenSet,
     event_handlers: RwLock<HashMap<&'static str, Arc<dyn EventHandler>>>,
     card_handler: RwLock<Option<Arc<dyn CardActionHandler>>>,
 }
@@ -82,18 +87,27 @@ fn dedup_key(integration: &str, key: &str) -> String {
     format!("{integration}/{key}")
 }
 
+/// A dedup key as the card seen-set keeps it: the first 128 bits of its SHA-256.
+fn seen_hash(dedup_key: &str) -> u128 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(dedup_key.as_bytes());
+    u128::from_le_bytes(digest[..16].try_into().expect("a SHA-256 digest has 32 bytes"))
+}
+
 impl InboundPipeline {
     pub fn new(
         integrations: Arc<Integrations>,
         store: Store,
         clock: Arc<dyn Clock>,
         ttl: Duration,
+        cards_seen: SeenSet,
     ) -> InboundPipeline {
         InboundPipeline {
             integrations,
             store,
             clock,
             ttl,
+            cards_seen,
             event_handlers: RwLock::new(HashMap::new()),
             card_handler: RwLock::new(None),
         }
@@ -226,10 +240,9 @@ impl InboundPipeline {
                 Ok(json!({"msg": "success"}))
             }
             Inbound::CardAction(action) => {
-                if self
-                    .mark_seen(live.id(), keys, now.timestamp_millis(), None)
+                if !self
+                    .mark_card_seen(live.id(), &keys, now.timestamp_millis())
                     .await?
-                    .is_none()
                 {
                     self.count_duplicate(&live, &action.delivery_id);
                     return Ok(json!({}));
@@ -303,6 +316,25 @@ impl InboundPipeline {
             .await
     }
 
+    /// Marks a card delivery's keys seen; `false` if any already was.
+    async fn mark_card_seen(
+        &self,
+        integration: &str,
+        keys: &[String],
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        for k in keys {
+            if !self
+                .cards_seen
+                .insert(seen_hash(&dedup_key(integration, k)), now_ms)
+                .await?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     async fn done(&self, seq: u64) {
         if let Err(e) = self
             .store
@@ -316,6 +348,7 @@ impl InboundPipeline {
     /// Hands events accepted before a crash (still in the inbox) to their handlers. Call once,
     /// after every domain has registered its handlers.
     pub async fn resume(self: &Arc<Self>) -> Result<usize, StoreError> {
+        self.adopt_card_rows().await?;
         let pending = self
             .store
             .read(|r| r.page(&tables::INBOX, None, usize::MAX, false))?;
@@ -340,11 +373,47 @@ impl InboundPipeline {
         Ok(count)
     }
 
+    /// Moves card deliveries that older builds marked in the events' seen-set into the card
+    /// seen-set, so a redelivery across the upgrade is still recognised.
+    async fn adopt_card_rows(&self) -> Result<(), StoreError> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .read(|r| r.page(&tables::DEDUP, after.as_ref(), PRUNE_PAGE, false))?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.clone());
+            let cards: Vec<(String, i64)> = page
+                .into_iter()
+                .filter(|(k, _)| k.split_once('/').is_some_and(|(_, key)| key.starts_with("card:")))
+                .collect();
+            if cards.is_empty() {
+                continue;
+            }
+            let marks = cards
+                .iter()
+                .map(|(k, ms)| self.cards_seen.insert(seen_hash(k), *ms));
+            for marked in futures_util::future::join_all(marks).await {
+                marked?;
+            }
+            self.store
+                .write(move |w| {
+                    for (k, _) in &cards {
+                        w.remove(&tables::DEDUP, k.as_str())?;
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+    }
+
     /// Forgets dedup entries older than the time-to-live; returns how many were removed. Also
     /// empties the time-ordered index older builds kept beside the set.
     pub async fn prune_seen(&self) -> Result<u64, StoreError> {
         let cutoff = self.clock.now().timestamp_millis() - self.ttl.as_millis() as i64;
-        let mut removed = 0;
+        let mut removed = self.cards_seen.prune(cutoff).await?;
         let mut after: Option<String> = None;
         loop {
             let page = self
@@ -438,11 +507,13 @@ mod tests {
             .unwrap()
             .id()
             .to_string();
+        let cards_seen = SeenSet::open(&dir.join("state.redb.seen"), 0).unwrap();
         let p = Arc::new(InboundPipeline::new(
             integrations,
             store.clone(),
             clock,
             Duration::from_secs(8 * 3600),
+            cards_seen,
         ));
         (p, id, store)
     }
@@ -482,6 +553,44 @@ mod tests {
         clock.advance(chrono::Duration::hours(8));
         assert_eq!(p.prune_seen().await.unwrap(), 1);
         assert_eq!(p.seen_count().unwrap(), 0);
+    }
+
+    fn card(delivery: &str) -> Vec<u8> {
+        json!({"schema":"2.0","header":{"event_id": delivery,"event_type":"card.action.trigger","token":"tok"},
+               "event":{"operator":{"open_id":"ou_1"},"token":"c-1",
+                        "action":{"tag":"button","value":{"action":"ack","incident":"1"}},
+                        "context":{"open_message_id":"om_1","open_chat_id":"oc_1"}}})
+        .to_string()
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn card_marks_of_older_builds_move_to_the_card_seen_set_at_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ShiftedClock::default());
+        let (p, id, store) = pipeline(dir.path(), clock.clone()).await;
+        let now_ms = clock.now().timestamp_millis();
+        let (old_card, event_row) = (format!("{id}/card:d-old"), format!("{id}/event:e-old"));
+        store
+            .write(move |w| {
+                w.put(&tables::DEDUP, old_card.as_str(), &now_ms)?;
+                w.put(&tables::DEDUP, event_row.as_str(), &now_ms)
+            })
+            .await
+            .unwrap();
+        p.resume().await.unwrap();
+        assert_eq!(
+            p.seen_count().unwrap(),
+            1,
+            "the event's row stays, the card's moved"
+        );
+        let h = SignatureHeaders::default();
+        let live = p.integrations.get(&id).unwrap();
+        p.handle(&id, &h, &card("d-old")).await.unwrap();
+        p.handle(&id, &h, &card("d-new")).await.unwrap();
+        p.handle(&id, &h, &card("d-new")).await.unwrap();
+        let stats = live.stats.lock().unwrap().clone();
+        assert_eq!((stats.card_actions, stats.duplicates), (1, 2), "{stats:?}");
     }
 
     #[tokio::test]

@@ -1,7 +1,9 @@
 //! The one redb file: typed tables and their encoding, the schema version, the group-commit writer,
 //! and consistent backup/restore. Other modules reach redb only through [`Store`], [`ReadTx`] and
-//! [`WriteTx`], naming the typed tables declared in [`tables`].
+//! [`WriteTx`], naming the typed tables declared in [`tables`]. Beside it, [`seen::SeenSet`]: a
+//! journal-backed set for marks that share a commit with nothing else.
 
+pub mod seen;
 mod table;
 pub mod tables;
 mod writer;
