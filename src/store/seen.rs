@@ -208,6 +208,10 @@ impl Journal {
 
     fn run(mut self, rx: &mpsc::Receiver<Job>) {
         while let Ok(first) = rx.recv() {
+            // The first insert's wake-up preempts the thread still handling the rest of a burst
+            // when both share a core, and the batch would hold that one insert. Yielding once
+            // lets the burst queue up; with nothing else runnable it returns at once.
+            std::thread::yield_now();
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
