@@ -335,9 +335,12 @@ route_table! {
         )
         => asset -> 200 other("text/css"), 304;
     /// The OAuth redirect: opens a homepage session and sends the person on to the page asked for.
+    /// A refused login gets a page in the person's language: 400 (an incomplete, expired, used or
+    /// invalid link, or a code Lark refused), 403 (the login was not allowed, or the person is
+    /// outside the app's availability), 404 (no such integration), 502 (Lark cannot be reached).
     GET ["lark" / {integration_id} / "oauth" / "callback"] public
         with(warp::query::<HashMap<String, String>>(), visit_filter())
-        => oauth_callback -> 302 redirect;
+        => oauth_callback -> 302 redirect, 400 html, 403 html, 404 html, 502 html;
     /// An action on an incident from its page (a form post).
     POST ["lark" / {integration_id} / "app" / "incidents" / {incident_id} / "act"] homepage
         with(visit_filter()), form
