@@ -348,7 +348,10 @@ impl InboundPipeline {
     /// Hands events accepted before a crash (still in the inbox) to their handlers. Call once,
     /// after every domain has registered its handlers.
     pub async fn resume(self: &Arc<Self>) -> Result<usize, StoreError> {
-        self.adopt_card_rows().await?;
+        if !self.cards_seen.is_seeded() {
+            self.adopt_card_rows().await?;
+            self.cards_seen.mark_seeded()?;
+        }
         let pending = self
             .store
             .read(|r| r.page(&tables::INBOX, None, usize::MAX, false))?;
@@ -374,7 +377,8 @@ impl InboundPipeline {
     }
 
     /// Moves card deliveries that older builds marked in the events' seen-set into the card
-    /// seen-set, so a redelivery across the upgrade is still recognised.
+    /// seen-set, so a redelivery across the upgrade is still recognised. Once per state: the walk
+    /// reads every event mark, and this build never writes card marks there.
     async fn adopt_card_rows(&self) -> Result<(), StoreError> {
         let mut after: Option<String> = None;
         loop {

@@ -46,9 +46,13 @@ enum Job {
 
 /// The set and its journal; inserts are answered once durable.
 pub struct SeenSet {
+    dir: PathBuf,
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// Written once the caller has seeded the set from elsewhere, so that is done once.
+const SEEDED: &str = "seeded";
 
 impl SeenSet {
     /// Opens (or creates) the journal in `dir`, loads every key added at or after `keep_from_ms`
@@ -65,6 +69,7 @@ impl SeenSet {
                 source,
             })?;
         Ok(SeenSet {
+            dir: dir.to_path_buf(),
             jobs: Some(jobs),
             thread: Some(thread),
         })
@@ -83,6 +88,20 @@ impl SeenSet {
         let (done, rx) = tokio::sync::oneshot::channel();
         self.send(Job::Prune { before_ms, done })?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Whether [`SeenSet::mark_seeded`] was called on this journal before.
+    pub fn is_seeded(&self) -> bool {
+        self.dir.join(SEEDED).exists()
+    }
+
+    /// Records, durably, that the caller's one-time seeding of the set is complete.
+    pub fn mark_seeded(&self) -> Result<(), StoreError> {
+        let path = self.dir.join(SEEDED);
+        File::create(&path)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| File::open(&self.dir)?.sync_all())
+            .map_err(io(&path))
     }
 
     fn send(&self, job: Job) -> Result<(), StoreError> {
